@@ -1,0 +1,41 @@
+# raytasks: `make run` (evaluate the shipped models) and `make test` bootstrap .venv first.
+SHELL := /bin/bash
+PY := .venv/bin/python
+RT := .venv/bin/raytasks
+export RAY_USAGE_STATS_ENABLED := 0
+
+.PHONY: run test data describe lint bench clean help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
+
+# the venv is stale when pyproject.toml is newer than it
+.venv/.installed: pyproject.toml
+	@test -x $(PY) || python3.11 -m venv .venv || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+data/processed/intra/build.json: .venv/.installed
+	$(RT) data build --scheme intra
+
+data: .venv/.installed  ## build intra and inter shards (MITDB_DIR, else PhysioNet download)
+	$(RT) data build --scheme all
+
+describe: data  ## class counts per split + plots in results/data/
+	$(RT) data describe
+
+run: .venv/.installed data/processed/intra/build.json  ## evaluate every model in models/ -> results/output.csv
+	$(RT) evaluate --split valid
+
+test: .venv/.installed  ## the test suite (run Ray inside `unshare -n` here)
+	$(PY) -m pytest -q tests
+
+lint: .venv/.installed  ## ruff
+	.venv/bin/ruff check raytasks tests bench
+
+bench: .venv/.installed  ## speed scripts in bench/
+	for f in bench/*.py; do $(PY) $$f || exit 1; done
+
+clean:  ## remove derived data and runs (not models/ or results/)
+	rm -rf data/processed runs wandb

@@ -1,0 +1,109 @@
+"""The `raytasks` command: a thin click group over the modules that do the work."""
+
+import os
+from pathlib import Path
+
+import click
+
+from raytasks import config
+from raytasks.data import DataError
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+class Group(click.Group):
+    """Turns the project's expected errors into one line and exit status 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (DataError, config.ConfigError) as e:
+            raise click.ClickException(str(e)) from None
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+def main():
+    """raytasks: train, tune and ship MIT-BIH heartbeat classifiers on Ray.
+
+    Start with `raytasks data build`, then `raytasks train`, `raytasks tune`,
+    `raytasks evaluate`. Settings come from config.toml < environment < flags.
+    """
+
+
+@main.group(cls=Group)
+def data():
+    """Build, import and describe the beat shards."""
+
+
+@data.command("build")
+@click.option("--records", type=click.Path(file_okay=False), default=None,
+              help="Raw MIT-BIH directory (.dat/.hea/.atr). Default: MITDB_DIR, config.toml "
+                   "'records', else download from PhysioNet into data/raw/mitdb.")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Output root; shards go to OUT/<scheme>/{train,valid,test}. "
+                   "Default: data/processed.")
+@click.option("--scheme", type=click.Choice(["intra", "inter", "all"]), default="intra",
+              show_default=True, help="intra: beat-level stratified split (Kaggle-like); "
+                                      "inter: patient-level DS1/DS2 (de Chazal 2004).")
+@click.option("--seed", type=int, default=None, help="Split/shuffle seed (default 42).")
+@click.option("--shard-rows", type=int, default=4000, show_default=True,
+              help="Rows per parquet shard.")
+@click.option("--force", is_flag=True, help="Rebuild even when the shards are current.")
+def data_build(records, out, scheme, seed, shard_rows, force):
+    """Turn raw records into parquet beat shards (Kachuee et al. 2018 beats)."""
+    from raytasks.data.build import build, counts_table, resolve_records
+
+    cfg = config.load(records=records, processed=out, seed=seed)
+    records_dir = resolve_records(cfg["records"], config.resolve(cfg["raw_download"]))
+    schemes = ("intra", "inter") if scheme == "all" else (scheme,)
+    out_dir = config.resolve(cfg["processed"])
+    metas = build(records_dir, out_dir, schemes, force=force,
+                  params={"seed": cfg["seed"], "shard_rows": shard_rows})
+    click.echo(counts_table(metas))
+    click.echo(f"shards: {', '.join(str(out_dir / s) for s in schemes)}")
+
+
+@data.command("import")
+@click.option("--train", "train", type=click.Path(dir_okay=False), required=True,
+              help="heart_big_train.parq or mitbih_train.csv")
+@click.option("--valid", type=click.Path(dir_okay=False), default=None,
+              help="heart_big_valid.parq (default: a stratified 20% of train)")
+@click.option("--test", type=click.Path(dir_okay=False), default=None,
+              help="mitbih_test.csv or another held-out file")
+@click.option("--name", default="hackathon", show_default=True,
+              help="Scheme name: shards go to OUT/<name>/{train,valid,test}.")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Output root (default: data/processed).")
+def data_import(train, valid, test, name, out):
+    """Turn hackathon parquet or Kaggle CSV files into the same shard layout."""
+    from raytasks.data.build import counts_table, import_files
+
+    if name in ("intra", "inter"):
+        raise click.BadParameter("'intra'/'inter' are built from records; pick another name",
+                                 param_hint="--name")
+    cfg = config.load(processed=out)
+    files = {"train": train, "valid": valid, "test": test}
+    meta = import_files({k: Path(v) if v else None for k, v in files.items()},
+                        config.resolve(cfg["processed"]), name)
+    click.echo(counts_table({name: meta}))
+
+
+@data.command("describe")
+@click.option("--data", "processed", type=click.Path(file_okay=False), default=None,
+              help="Shard root (default: data/processed).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Where the plots go (default: results/data).")
+def data_describe(processed, out):
+    """Class counts and percentages per split and scheme; example-beat and balance plots."""
+    from raytasks.data.describe import describe
+
+    cfg = config.load(processed=processed)
+    out_dir = Path(out) if out else config.resolve(cfg["results"]) / "data"
+    table, plots = describe(config.resolve(cfg["processed"]), out_dir)
+    click.echo(table)
+    for p in plots:
+        click.echo(f"plot: {p}")
+
+
+if __name__ == "__main__":
+    main()
