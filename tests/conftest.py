@@ -1,0 +1,57 @@
+"""Shared fixtures: a few real MIT-BIH records from ../shared, their shards, one Ray cluster.
+
+Ray is started once per session. Run the suite inside `unshare -n` (make test does not do it
+for you; .ci/run does) so Ray's startup probes cannot leave the machine.
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+ROOT = Path(__file__).resolve().parent.parent
+MITDB = Path(os.environ.get("MITDB_DIR") or ROOT.parent / "shared" / "data" / "mitdb")
+# 118 (DS1, inter valid: S beats), 208 (DS1 train: V and F), 232 (DS2 test: many S)
+SLICE = ["118", "208", "232"]
+
+
+def copy_records(dest: Path, names) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for n in names:
+        for ext in ("hea", "dat", "atr"):
+            shutil.copy(MITDB / f"{n}.{ext}", dest / f"{n}.{ext}")
+    return dest
+
+
+@pytest.fixture(scope="session")
+def mitdb() -> Path:
+    if not (MITDB / "100.hea").exists():
+        pytest.fail(f"raw MIT-BIH records not found at {MITDB}; set MITDB_DIR")
+    return MITDB
+
+
+@pytest.fixture(scope="session")
+def slice_dir(tmp_path_factory, mitdb) -> Path:
+    return copy_records(tmp_path_factory.mktemp("mitdb_slice"), SLICE)
+
+
+@pytest.fixture(scope="session")
+def processed(tmp_path_factory, slice_dir) -> Path:
+    """Shards of both schemes built from the slice (small shards: several per split)."""
+    from raytasks.data.build import build
+
+    out = tmp_path_factory.mktemp("processed")
+    build(slice_dir, out, ("intra", "inter"), params={"shard_rows": 800}, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,190 @@
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from raytasks.cli import main
+from raytasks.data import FEATURES
+from raytasks.data.build import DS1, DS2, build, record_beats
+from tests.atr import read_atr
+from tests.conftest import SLICE, copy_records
+
+
+def read_scheme(root: Path, scheme: str) -> dict[str, pd.DataFrame]:
+    return {s: pq.ParquetDataset(sorted(str(p) for p in (root / scheme / s).glob("*.parquet")))
+            .read().to_pandas() for s in ("train", "valid", "test")}
+
+
+@pytest.mark.parametrize("name", ["100", "208", "232"])
+def test_beats_match_independent_atr_count(mitdb, name):
+    samples, classes = read_atr(mitdb / f"{name}.atr")
+    beats = record_beats(mitdb, name)
+    assert len(beats) == len(samples) > 1000
+    np.testing.assert_array_equal(beats["sample"].to_numpy(), samples)
+    np.testing.assert_array_equal(beats["target"].to_numpy(), classes)
+    x = beats[FEATURES].to_numpy()
+    assert x.shape[1] == 187 and x.min() >= 0.0 and x.max() <= 1.0
+    # each beat starts at its R-peak: the window-normalised amplitude there is high
+    assert np.median(x[beats["target"].to_numpy() == 0, 0]) > 0.7
+
+
+def test_shard_schema_and_layout(processed):
+    for scheme in ("intra", "inter"):
+        for split in ("train", "valid", "test"):
+            files = sorted((processed / scheme / split).glob("part-*.parquet"))
+            assert files, (scheme, split)
+            schema = pq.read_schema(files[0])
+            assert schema.names == FEATURES + ["target", "record", "sample"]
+            assert all(str(schema.field(c).type) == "float" for c in FEATURES)
+            assert str(schema.field("target").type) == "int64"
+        assert len(list((processed / scheme / "train").glob("*.parquet"))) >= 3
+    meta = json.loads((processed / "intra" / "build.json").read_text())
+    assert meta["records"] == SLICE
+
+
+def test_intra_split_is_disjoint_complete_and_stratified(processed, slice_dir):
+    parts = read_scheme(processed, "intra")
+    keys = {s: set(zip(f["record"], f["sample"])) for s, f in parts.items()}
+    assert not keys["train"] & keys["valid"]
+    assert not keys["train"] & keys["test"]
+    assert not keys["valid"] & keys["test"]
+    total = sum(len(read_atr(slice_dir / f"{n}.atr")[0]) for n in SLICE)
+    assert sum(len(k) for k in keys.values()) == total
+    n = {s: np.bincount(f["target"], minlength=5) for s, f in parts.items()}
+    all_counts = sum(n.values())
+    for c in np.flatnonzero(all_counts >= 50):  # every common class is ~20% test
+        assert abs(n["test"][c] / all_counts[c] - 0.2) < 0.01
+
+
+def test_inter_split_is_patient_level(processed):
+    parts = read_scheme(processed, "inter")
+    recs = {s: set(f["record"]) for s, f in parts.items()}
+    assert recs == {"train": {"208"}, "valid": {"118"}, "test": {"232"}}
+    assert recs["train"] <= set(DS1) and recs["test"] <= set(DS2)
+
+
+def test_same_seed_same_shards_other_seed_differs(slice_dir, tmp_path, processed):
+    build(slice_dir, tmp_path / "a", ("intra",), params={"shard_rows": 800}, progress=False)
+    build(slice_dir, tmp_path / "b", ("intra", ), params={"shard_rows": 800, "seed": 7},
+          progress=False)
+    again, other = read_scheme(tmp_path / "a", "intra"), read_scheme(tmp_path / "b", "intra")
+    first = read_scheme(processed, "intra")
+    for s in first:
+        pd.testing.assert_frame_equal(first[s], again[s])
+    assert not first["test"]["sample"].equals(other["test"]["sample"])
+
+
+def test_build_is_idempotent_and_force_rebuilds(slice_dir, tmp_path):
+    out = tmp_path / "p"
+    build(slice_dir, out, ("intra",), params={"shard_rows": 800}, progress=False)
+    stamp = (out / "intra" / "build.json").stat().st_mtime_ns
+    build(slice_dir, out, ("intra",), params={"shard_rows": 800}, progress=False)
+    assert (out / "intra" / "build.json").stat().st_mtime_ns == stamp
+    build(slice_dir, out, ("intra",), params={"shard_rows": 800}, force=True, progress=False)
+    assert (out / "intra" / "build.json").stat().st_mtime_ns != stamp
+    # changed parameters also rebuild
+    build(slice_dir, out, ("intra",), params={"shard_rows": 500}, progress=False)
+    meta = json.loads((out / "intra" / "build.json").read_text())
+    assert meta["params"]["shard_rows"] == 500
+
+
+def test_cli_build_prints_counts(slice_dir, tmp_path):
+    res = CliRunner().invoke(main, ["data", "build", "--records", str(slice_dir), "--out",
+                                    str(tmp_path / "p"), "--scheme", "inter"])
+    assert res.exit_code == 0, res.output
+    assert "inter   test" in res.output and "1780" in res.output  # 232's beats, all in test
+    assert (tmp_path / "p" / "inter" / "build.json").exists()
+
+
+# ---------------------------------------------------------------- bad input
+
+def run_build(records: Path, out: Path):
+    return CliRunner().invoke(main, ["data", "build", "--records", str(records), "--out",
+                                     str(out)])
+
+
+def assert_clean_failure(res, out: Path, needle: str):
+    assert res.exit_code != 0
+    assert needle in res.output, res.output
+    assert "Traceback" not in res.output
+    assert not out.exists() or not any(out.rglob("*.parquet")), "something was written"
+
+
+def test_missing_directory(tmp_path):
+    res = run_build(tmp_path / "nope", tmp_path / "out")
+    assert_clean_failure(res, tmp_path / "out", "nope")
+
+
+def test_record_without_atr(tmp_path, mitdb):
+    recs = copy_records(tmp_path / "r", ["100", "101"])
+    (recs / "101.atr").unlink()
+    assert_clean_failure(run_build(recs, tmp_path / "out"), tmp_path / "out", "101.atr")
+
+
+def test_truncated_dat(tmp_path, mitdb):
+    recs = copy_records(tmp_path / "r", ["100", "101"])
+    data = (recs / "101.dat").read_bytes()
+    (recs / "101.dat").write_bytes(data[: len(data) // 2])
+    res = run_build(recs, tmp_path / "out")
+    assert_clean_failure(res, tmp_path / "out", "101.dat")
+    assert "truncated" in res.output
+
+
+def test_corrupted_dat(tmp_path, mitdb):
+    recs = copy_records(tmp_path / "r", ["100", "101"])
+    data = bytearray((recs / "100.dat").read_bytes())
+    data[500_000:500_064] = bytes(range(64))
+    (recs / "100.dat").write_bytes(bytes(data))
+    res = run_build(recs, tmp_path / "out")
+    assert_clean_failure(res, tmp_path / "out", "100.dat")
+    assert "checksum" in res.output
+
+
+def test_sha256sums_mismatch(tmp_path, mitdb):
+    recs = copy_records(tmp_path / "r", ["100"])
+    sums = [ln for ln in (mitdb / "SHA256SUMS.txt").read_text().splitlines()
+            if ln.endswith((" 100.atr", " 100.hea"))]
+    digest, name = sums[0].split()
+    sums[0] = f"{'0' * len(digest)} {name}"
+    (recs / "SHA256SUMS.txt").write_text("\n".join(sums) + "\n")
+    res = run_build(recs, tmp_path / "out")
+    assert_clean_failure(res, tmp_path / "out", name)
+    assert "SHA256" in res.output
+    # the genuine sums pass
+    shutil.copy(mitdb / "SHA256SUMS.txt", recs / "SHA256SUMS.txt")
+    assert run_build(recs, tmp_path / "out2").exit_code == 0
+
+
+def test_failed_rebuild_keeps_previous_shards(tmp_path, mitdb):
+    recs = copy_records(tmp_path / "r", ["100", "101"])
+    out = tmp_path / "out"
+    assert run_build(recs, out).exit_code == 0
+    before = sorted(p.name for p in (out / "intra" / "train").iterdir())
+    (recs / "101.atr").unlink()
+    res = CliRunner().invoke(main, ["data", "build", "--records", str(recs), "--out", str(out),
+                                    "--force"])
+    assert res.exit_code != 0 and "101.atr" in res.output
+    assert sorted(p.name for p in (out / "intra" / "train").iterdir()) == before
+    assert [p.name for p in out.iterdir()] == ["intra"]  # no temp dirs left behind
+
+
+def test_offline_download_fails_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.delenv("MITDB_DIR", raising=False)
+    monkeypatch.setenv("RAYTASKS_CONFIG", str(tmp_path / "none.toml"))
+    import wfdb
+
+    def offline(*a, **k):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(wfdb, "dl_database", offline)
+    from raytasks.data import DataError
+    from raytasks.data.build import resolve_records
+
+    with pytest.raises(DataError, match="MITDB_DIR"):
+        resolve_records("", tmp_path / "dl")
+    assert not (tmp_path / "dl").exists()

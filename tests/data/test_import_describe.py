@@ -1,0 +1,92 @@
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from raytasks.cli import main
+from raytasks.data import FEATURES
+
+
+@pytest.fixture
+def beats(processed) -> pd.DataFrame:
+    files = sorted((processed / "intra" / "valid").glob("*.parquet"))
+    return pq.ParquetDataset([str(f) for f in files]).read().to_pandas()
+
+
+def hackathon_frame(beats: pd.DataFrame) -> pd.DataFrame:
+    """The hackathon's layout: '0'..'186' then target as float, nothing else."""
+    frame = beats[FEATURES].astype("float64")
+    frame["target"] = beats["target"].astype("float64")
+    return frame
+
+
+def invoke_import(tmp_path, *args):
+    return CliRunner().invoke(main, ["data", "import", "--out", str(tmp_path / "out"), *args])
+
+
+def test_import_hackathon_parquet(tmp_path, beats):
+    train, valid = beats.iloc[: len(beats) // 2], beats.iloc[len(beats) // 2 :]
+    hackathon_frame(train).to_parquet(tmp_path / "heart_big_train.parq")
+    hackathon_frame(valid).to_parquet(tmp_path / "heart_big_valid.parq")
+    res = invoke_import(tmp_path, "--train", str(tmp_path / "heart_big_train.parq"),
+                        "--valid", str(tmp_path / "heart_big_valid.parq"))
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "out" / "hackathon"
+    got = pq.ParquetDataset(sorted(str(p) for p in (out / "valid").glob("*.parquet"))).read()
+    got = got.to_pandas().sort_values("sample").reset_index(drop=True)
+    assert got.columns.tolist() == FEATURES + ["target", "record", "sample"]
+    assert len(got) == len(valid) and set(got["record"]) == {"heart_big_valid.parq"}
+    np.testing.assert_allclose(got[FEATURES].to_numpy(), valid[FEATURES].to_numpy(), atol=1e-7)
+    np.testing.assert_array_equal(got["target"], valid["target"])
+
+
+def test_import_kaggle_csv_carves_valid(tmp_path, beats):
+    rows = hackathon_frame(beats)
+    rows.to_csv(tmp_path / "mitbih_train.csv", header=False, index=False)
+    rows.iloc[:300].to_csv(tmp_path / "mitbih_test.csv", header=False, index=False)
+    res = invoke_import(tmp_path, "--train", str(tmp_path / "mitbih_train.csv"), "--test",
+                        str(tmp_path / "mitbih_test.csv"), "--name", "kaggle")
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "out" / "kaggle"
+    n = {s: pq.ParquetDataset([str(p) for p in (out / s).glob("*.parquet")]).read().num_rows
+         for s in ("train", "valid", "test")}
+    assert n["test"] == 300 and n["train"] + n["valid"] == len(rows)
+    assert abs(n["valid"] / len(rows) - 0.2) < 0.01
+
+
+@pytest.mark.parametrize("defect,needle", [
+    ("unknown_column", "unknown column"),
+    ("nan", "NaN"),
+    ("label", "outside 0-4"),
+    ("short_rows", "187"),
+])
+def test_import_refuses_bad_files(tmp_path, beats, defect, needle):
+    frame = hackathon_frame(beats.iloc[:200])
+    path = tmp_path / "heart_big_train.parq"
+    if defect == "unknown_column":
+        frame["age"] = 1.0
+    elif defect == "nan":
+        frame.iloc[17, 40] = np.nan
+    elif defect == "label":
+        frame.iloc[3, -1] = 7.0
+    elif defect == "short_rows":
+        path = tmp_path / "mitbih_train.csv"
+        frame.iloc[:, 30:].to_csv(path, header=False, index=False)
+    if path.suffix == ".parq":
+        frame.to_parquet(path)
+    res = invoke_import(tmp_path, "--train", str(path))
+    assert res.exit_code != 0
+    assert needle in res.output and path.name in res.output, res.output
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.parquet"))
+
+
+def test_describe_prints_percentages_and_plots(processed, tmp_path):
+    res = CliRunner().invoke(main, ["data", "describe", "--data", str(processed), "--out",
+                                    str(tmp_path / "plots")])
+    assert res.exit_code == 0, res.output
+    assert "intra" in res.output and "inter" in res.output and "%" in res.output
+    pngs = sorted(p.name for p in (tmp_path / "plots").glob("*.png"))
+    assert pngs == ["beats_inter.png", "beats_intra.png", "class_balance.png"]
+    for p in (tmp_path / "plots").glob("*.png"):
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000
