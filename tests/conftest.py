@@ -51,7 +51,7 @@ def processed(tmp_path_factory, slice_dir) -> Path:
 def ray_cluster():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False,
              configure_logging=False)
     yield ray
     ray.shutdown()

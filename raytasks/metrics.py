@@ -1,0 +1,103 @@
+"""Classification metrics, named by their `__repr__` (the column names of output.csv).
+
+All are computed from the 5x5 confusion matrix so that they agree with scikit-learn:
+macro averages run over the classes present in the labels or the predictions, and a
+class with no predictions has precision 0 (scikit-learn's zero_division default).
+`F2scoremacro` (F-beta with beta = 2) weighs recall 4x precision: the recall-first
+objective for the rare, sick classes.
+"""
+
+import numpy as np
+
+from raytasks.data import NUM_CLASSES
+
+
+def confusion(y_true, y_pred, k: int = NUM_CLASSES) -> np.ndarray:
+    """Counts: rows = true class, columns = predicted class."""
+    y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
+    return np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k)
+
+
+def _per_class(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(precision, recall, present) per class, zero where undefined."""
+    tp = np.diag(cm).astype(np.float64)
+    support, predicted = cm.sum(axis=1), cm.sum(axis=0)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    return precision, recall, (support + predicted) > 0
+
+
+def _fbeta(p: np.ndarray, r: np.ndarray, beta: float) -> np.ndarray:
+    b2 = beta * beta
+    den = b2 * p + r
+    return np.divide((1 + b2) * p * r, den, out=np.zeros_like(p), where=den > 0)
+
+
+class Accuracy:
+    def __repr__(self):
+        return "Accuracy"
+
+    def __call__(self, cm: np.ndarray) -> float:
+        return float(np.trace(cm) / max(cm.sum(), 1))
+
+
+class FBetaScore:
+    """F-beta, 'micro' (= accuracy for single-label) or 'macro'."""
+
+    def __init__(self, beta: float = 1.0, average: str = "macro"):
+        self.beta, self.average = beta, average
+
+    def __repr__(self):
+        return f"F{self.beta:g}score{self.average}"
+
+    def __call__(self, cm: np.ndarray) -> float:
+        if self.average == "micro":
+            return Accuracy()(cm)
+        p, r, present = _per_class(cm)
+        return float(_fbeta(p, r, self.beta)[present].mean())
+
+
+class Precision:
+    def __init__(self, average: str = "macro"):
+        self.average = average
+
+    def __repr__(self):
+        return f"Precision{self.average}"
+
+    def __call__(self, cm: np.ndarray) -> float:
+        p, _, present = _per_class(cm)
+        return float(p[present].mean())
+
+
+class Recall:
+    def __init__(self, average: str = "macro"):
+        self.average = average
+
+    def __repr__(self):
+        return f"Recall{self.average}"
+
+    def __call__(self, cm: np.ndarray) -> float:
+        _, r, present = _per_class(cm)
+        return float(r[present].mean())
+
+
+METRICS = [Accuracy(), FBetaScore(1, "micro"), FBetaScore(1, "macro"), Precision("macro"),
+           Recall("macro"), FBetaScore(2, "macro")]
+METRIC_NAMES = [repr(m) for m in METRICS]
+RECALL_NAMES = [f"TP_{c}" for c in range(NUM_CLASSES)]
+OBJECTIVE = "F2scoremacro"
+
+
+def per_class_recall(cm: np.ndarray) -> np.ndarray:
+    """Diagonal of the row-normalised confusion matrix; NaN for a class with no rows."""
+    support = cm.sum(axis=1).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(support > 0, np.diag(cm) / support, np.nan)
+
+
+def compute_metrics(y_true, y_pred) -> dict[str, float]:
+    """Every metric by its repr, then TP_0..TP_4."""
+    cm = confusion(y_true, y_pred)
+    out = {repr(m): m(cm) for m in METRICS}
+    out.update(zip(RECALL_NAMES, map(float, per_class_recall(cm))))
+    return out

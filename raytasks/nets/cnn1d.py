@@ -1,0 +1,31 @@
+"""Plain 1D CNN baseline: conv-BN-ReLU-pool blocks, global average pool, linear head."""
+
+from dataclasses import dataclass
+
+import torch.nn as nn
+
+from raytasks.nets import register
+
+
+@dataclass
+class CNN1dConfig:
+    channels: tuple = (32, 64, 128)
+    kernel: int = 7
+    dropout: float = 0.2
+    num_classes: int = 5
+
+
+@register("cnn1d", CNN1dConfig)
+class CNN1d(nn.Module):
+    def __init__(self, cfg: CNN1dConfig):
+        super().__init__()
+        layers, c_in = [], 1
+        for c in cfg.channels:
+            layers += [nn.Conv1d(c_in, c, cfg.kernel, padding=cfg.kernel // 2, bias=False),
+                       nn.BatchNorm1d(c), nn.ReLU(inplace=True), nn.MaxPool1d(2)]
+            c_in = c
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(c_in, cfg.num_classes))
+
+    def forward(self, x):
+        return self.head(self.features(x.unsqueeze(1)).mean(dim=-1))

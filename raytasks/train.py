@@ -1,0 +1,386 @@
+"""Training: a per-worker loop run by Ray Train's TorchTrainer, fed by the balanced Ray Data
+stream, validated on the whole valid split after every epoch, checkpointed, and exported.
+
+    raytasks train --arch resnet1d --epochs 30 --balance 0.5 --loss focal
+
+The same epoch loop (`train_loop`) also runs in a single process (`fit_local`), which is what
+a one-worker Tune trial uses. Data flows one way: shards -> Ray Data -> workers ->
+checkpoints (runs/) -> models/<tag>/.
+"""
+
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import ray
+import torch
+import torch.nn.functional as F
+
+from raytasks.data import DataError
+from raytasks.data.stream import (
+    EpochClock,
+    balanced_stream,
+    class_counts,
+    load_split,
+    resample_rates,
+    split_files,
+)
+from raytasks.metrics import OBJECTIVE, compute_metrics
+from raytasks.nets import create_model, model_config, num_params
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+# every training setting, with its default; each is a `raytasks train` flag and a TOML key
+DEFAULTS = {
+    "arch": "resnet1d",
+    "model": {},  # architecture config fields (see raytasks.nets); -m key=value
+    "data": "data/processed/intra",  # a built scheme: <processed>/<scheme>
+    "epochs": 10,
+    "batch_size": 256,
+    "lr": 3e-3,
+    "weight_decay": 1e-4,
+    "schedule": "onecycle",  # onecycle | cosine
+    "loss": "ce",  # ce | weighted_ce | focal
+    "focal_gamma": 2.0,
+    "label_smoothing": 0.0,
+    "class_weight_power": 0.5,  # weighted_ce/focal: weight_c ~ (1 / stream share_c)^power
+    "balance": 0.5,  # 0 natural class frequencies .. 1 equal classes
+    "aug_scale": 0.0,  # amplitude x U(1-s, 1+s)
+    "aug_wander": 0.0,  # baseline wander amplitude
+    "aug_noise": 0.0,  # Gaussian noise sigma
+    "aug_shift": 0,  # time shift, +-samples
+    "seed": 0,
+    "workers": 1,
+    "cpus_per_worker": 1.0,  # fractional: leave CPU for Ray Data to read with
+    "metric": OBJECTIVE,  # checkpoint ranking / export choice
+    "keep": 2,  # best checkpoints kept
+    "max_failures": 2,
+    "shuffle_buffer": 2048,
+}
+CHOICES = {"schedule": ("onecycle", "cosine"), "loss": ("ce", "weighted_ce", "focal")}
+
+
+class TrainConfigError(ValueError):
+    pass
+
+
+def make_config(overrides: dict | None = None) -> dict:
+    """DEFAULTS with overrides applied and checked (unknown keys, choices, arch fields)."""
+    cfg = {**DEFAULTS, **(overrides or {})}
+    unknown = sorted(set(cfg) - set(DEFAULTS) - {"_fail_once"})
+    if unknown:
+        raise TrainConfigError(f"unknown training setting(s) {unknown}")
+    for key, allowed in CHOICES.items():
+        if cfg[key] not in allowed:
+            raise TrainConfigError(f"{key} must be one of {allowed}, got {cfg[key]!r}")
+    if not 0 <= cfg["balance"] <= 1:
+        raise TrainConfigError(f"balance must be in [0, 1], got {cfg['balance']}")
+    try:
+        model_config(cfg["arch"], **cfg["model"])
+    except (ValueError, TypeError) as e:
+        raise TrainConfigError(str(e)) from None
+    return cfg
+
+
+# ---------------------------------------------------------------- pieces of the loop
+
+def stream_weights(counts: np.ndarray, cfg: dict) -> list[float] | None:
+    """Class weights for the loss, from the class shares the balanced stream delivers."""
+    if cfg["loss"] == "ce" or cfg["class_weight_power"] == 0:
+        return None
+    share = counts * resample_rates(counts, cfg["balance"])
+    present = share > 0
+    w = np.ones_like(share)
+    w[present] = (share[present].mean() / share[present]) ** cfg["class_weight_power"]
+    w /= (w * share).sum() / share.sum()  # keep the loss scale of unweighted CE
+    return w.tolist()
+
+
+def loss_fn(cfg: dict, weights):
+    weight = torch.tensor(weights, dtype=torch.float32) if weights else None
+
+    def loss(logits, y):
+        ce = F.cross_entropy(logits, y, weight=weight, label_smoothing=cfg["label_smoothing"],
+                             reduction="none")
+        if cfg["loss"] == "focal":
+            pt = torch.exp(-F.cross_entropy(logits, y, reduction="none"))
+            ce = (1 - pt) ** cfg["focal_gamma"] * ce
+        return ce.mean()
+    return loss
+
+
+def lr_lambda(cfg: dict, total_steps: int):
+    """onecycle: 30% warm-up from lr/25 then cosine to ~0; cosine: 5% warm-up, cosine to
+    lr/50. Progress is clamped, so an epoch longer than estimated never breaks it."""
+    warm = 0.3 if cfg["schedule"] == "onecycle" else 0.05
+    floor = 1e-4 if cfg["schedule"] == "onecycle" else 0.02
+    start = 1 / 25 if cfg["schedule"] == "onecycle" else 0.1
+
+    def f(step: int) -> float:
+        t = min(step / max(total_steps, 1), 1.0)
+        if t < warm:
+            return start + (1 - start) * t / warm
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * (t - warm) / (1 - warm)))
+    return f
+
+
+def augment(x: torch.Tensor, cfg: dict, gen: torch.Generator) -> torch.Tensor:
+    """Amplitude scaling, baseline wander, Gaussian noise, small time shifts (per beat)."""
+    n, length = x.shape
+    if cfg["aug_scale"]:
+        x = x * (1 + cfg["aug_scale"] * (2 * torch.rand(n, 1, generator=gen) - 1))
+    if cfg["aug_wander"]:
+        t = torch.arange(length) / 125.0
+        freq = 0.1 + 0.4 * torch.rand(n, 1, generator=gen)
+        phase = 2 * math.pi * torch.rand(n, 1, generator=gen)
+        amp = cfg["aug_wander"] * torch.rand(n, 1, generator=gen)
+        x = x + amp * torch.sin(2 * math.pi * freq * t + phase)
+    if cfg["aug_noise"]:
+        x = x + cfg["aug_noise"] * torch.randn(x.shape, generator=gen)
+    if cfg["aug_shift"]:
+        s = int(torch.randint(-cfg["aug_shift"], cfg["aug_shift"] + 1, (1,), generator=gen))
+        x = torch.roll(x, s, dims=1)
+        if s > 0:
+            x[:, :s] = 0
+        elif s < 0:
+            x[:, s:] = 0
+    return x
+
+
+@torch.inference_mode()
+def predict_logits(model: torch.nn.Module, x: np.ndarray, batch: int = 4096) -> np.ndarray:
+    model.eval()
+    out = [model(torch.from_numpy(x[i:i + batch])).numpy() for i in range(0, len(x), batch)]
+    return np.concatenate(out) if out else np.zeros((0, 5), dtype=np.float32)
+
+
+def save_state(path: Path, model, opt, sched, epoch: int, metrics: dict, start_epoch: int):
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "epoch": epoch, "metrics": metrics,
+                "start_epoch": start_epoch}, path / "state.pt")
+
+
+# ---------------------------------------------------------------- the epoch loop
+
+def train_loop(cfg: dict, *, rank: int, world: int, checkpoint, batches, report,
+               before_epoch=None):
+    """Train cfg["epochs"] epochs, resuming after the checkpoint's epoch if one is given.
+
+    batches(epoch) yields {'x', 'y'} torch batches; report(metrics, state_dir or None) is
+    called once per epoch on every rank (rank 0 attaches the checkpoint).
+    """
+    torch.manual_seed(cfg["seed"] + rank)
+    torch.set_num_threads(max(1, round(cfg["cpus_per_worker"])))
+    model = create_model(cfg["arch"], **cfg["model"])
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    steps = math.ceil(cfg["train_rows"] / world / cfg["batch_size"]) * cfg["epochs"]
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, steps))
+    start = 0
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            state = torch.load(Path(d) / "state.pt", weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start = state["epoch"] + 1
+    net = model
+    if world > 1:
+        import ray.train.torch
+
+        net = ray.train.torch.prepare_model(model)  # DDP (gloo on CPU)
+    loss = loss_fn(cfg, cfg.get("class_weights"))
+    gen = torch.Generator().manual_seed(cfg["seed"] * 7919 + rank)
+    valid_x, valid_y = load_split(cfg["valid_files"]) if rank == 0 else (None, None)
+    fail = cfg.get("_fail_once")  # test-only: kill this worker once at (epoch, step, rank)
+
+    for epoch in range(start, cfg["epochs"]):
+        if before_epoch:
+            before_epoch(epoch)
+        net.train()
+        t0, seen, total = time.perf_counter(), 0, 0.0
+        for step, batch in enumerate(batches(epoch)):
+            if fail and (epoch, step, rank) == tuple(fail["at"]) and not Path(
+                    fail["marker"]).exists():
+                Path(fail["marker"]).write_text(f"killed epoch {epoch} step {step}")
+                os._exit(1)
+            x, y = augment(batch["x"], cfg, gen), batch["y"]
+            opt.zero_grad(set_to_none=True)
+            batch_loss = loss(net(x), y)
+            batch_loss.backward()
+            opt.step()
+            sched.step()
+            seen += len(y)
+            total += float(batch_loss) * len(y)
+        metrics = {"epoch": epoch, "start_epoch": start, "train_loss": total / max(seen, 1),
+                   "train_beats_per_s": seen / (time.perf_counter() - t0),
+                   "lr": sched.get_last_lr()[0]}
+        if rank == 0:
+            pred = predict_logits(model, valid_x).argmax(axis=1)
+            metrics.update(compute_metrics(valid_y, pred))
+            with tempfile.TemporaryDirectory() as d:
+                save_state(Path(d), model, opt, sched, epoch, metrics, start)
+                report(metrics, d)
+        else:
+            report(metrics, None)
+
+
+def train_loop_per_worker(cfg: dict):
+    """The TorchTrainer entry point: Ray Train context -> train_loop."""
+    import ray.train
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    shard = ray.train.get_dataset_shard("train")
+
+    def batches(epoch):
+        return shard.iter_torch_batches(batch_size=cfg["batch_size"],
+                                        local_shuffle_buffer_size=cfg["shuffle_buffer"],
+                                        local_shuffle_seed=cfg["seed"] * 1000 + epoch)
+
+    def before_epoch(epoch):
+        # the dataset is built once; its resampling follows this clock (every worker
+        # reaches the split's epoch barrier after this, so the new epoch sees it)
+        if rank == 0:
+            ray.get(cfg["clock"].set.remote(epoch))
+
+    def report(metrics, state_dir):
+        ckpt = ray.train.Checkpoint.from_directory(state_dir) if state_dir else None
+        ray.train.report(metrics, checkpoint=ckpt,
+                         checkpoint_dir_name=f"epoch_{metrics['epoch']:04d}")
+
+    train_loop(cfg, rank=rank, world=world, checkpoint=ray.train.get_checkpoint(),
+               batches=batches, report=report, before_epoch=before_epoch)
+
+
+# ---------------------------------------------------------------- drivers
+
+def prepare(cfg: dict) -> dict:
+    """Resolve the data: shard lists, class counts, stream size and loss weights."""
+    from raytasks.config import resolve
+
+    data_dir = resolve(cfg["data"])
+    train_files = split_files(data_dir, "train")
+    counts = class_counts(train_files)
+    return {**cfg, "data": str(data_dir), "train_files": train_files,
+            "valid_files": split_files(data_dir, "valid"), "train_counts": counts.tolist(),
+            "train_rows": int(counts.sum()),
+            "class_weights": stream_weights(counts, cfg)}
+
+
+def build_trainer(cfg: dict, name: str, storage: Path, callbacks=()):
+    """A TorchTrainer for `cfg` (already `prepare`d), fed by the balanced stream."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    clock = EpochClock.remote()
+    cfg = {**cfg, "clock": clock}
+    stream = balanced_stream(cfg["train_files"], cfg["balance"], cfg["seed"], epoch=clock,
+                             counts=cfg["train_counts"])
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=cfg,
+        scaling_config=ScalingConfig(num_workers=cfg["workers"], use_gpu=False,
+                                     resources_per_worker={"CPU": cfg["cpus_per_worker"]}),
+        datasets={"train": stream},
+        run_config=RunConfig(
+            name=name, storage_path=str(storage), callbacks=list(callbacks),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg["keep"],
+                                               checkpoint_score_attribute=cfg["metric"],
+                                               checkpoint_score_order="max"),
+            failure_config=FailureConfig(max_failures=cfg["max_failures"])),
+    )
+
+
+def fit(cfg: dict, name: str, storage: Path, callbacks=()):
+    """Train with TorchTrainer; returns (best checkpoint, its metrics, the Result)."""
+    cfg = prepare(make_config(cfg))
+    result = build_trainer(cfg, name, storage, callbacks).fit()
+    if not result.best_checkpoints:
+        raise RuntimeError(f"training reported no checkpoint ({result.error})")
+    best, metrics = max(result.best_checkpoints, key=lambda cm: cm[1][cfg["metric"]])
+    return best, metrics, result
+
+
+def fit_local(cfg: dict, report):
+    """The same loop in this process (no TorchTrainer): one Tune trial per CPU slot."""
+    cfg = prepare(make_config(cfg))
+
+    def batches(epoch):
+        ds = balanced_stream(cfg["train_files"], cfg["balance"], cfg["seed"], epoch=epoch,
+                             counts=cfg["train_counts"])
+        return ds.iter_torch_batches(batch_size=cfg["batch_size"],
+                                     local_shuffle_buffer_size=cfg["shuffle_buffer"],
+                                     local_shuffle_seed=cfg["seed"] * 1000 + epoch)
+
+    train_loop(cfg, rank=0, world=1, checkpoint=cfg.pop("_checkpoint", None), batches=batches,
+               report=report)
+
+
+# ---------------------------------------------------------------- export
+
+TRAIN_KEYS = [k for k in DEFAULTS if k not in ("arch", "model")]
+
+
+def export(checkpoint, metrics: dict, cfg: dict, out_dir: Path, source: str = "") -> Path:
+    """Write models/<tag>/: model.pt (weights only) and model.json (everything else needed to
+    rebuild and evaluate it: architecture and config, training settings, valid metrics,
+    the data build it was trained on)."""
+    with checkpoint.as_directory() as d:
+        state = torch.load(Path(d) / "state.pt", weights_only=False)
+    model = create_model(cfg["arch"], **cfg["model"])
+    model.load_state_dict(state["model"])
+    build_meta = {}
+    meta_path = Path(cfg["data"]) / "build.json"
+    if meta_path.exists():
+        build_meta = json.loads(meta_path.read_text())
+        build_meta = {k: build_meta.get(k) for k in ("scheme", "params", "preprocessing",
+                                                     "records", "source", "version")}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / "model.pt.tmp"
+    torch.save(model.state_dict(), tmp)
+    info = {
+        "tag": out_dir.name,
+        "arch": cfg["arch"],
+        "model": model_config(cfg["arch"], **cfg["model"]).__dict__,
+        "train": {k: cfg[k] for k in TRAIN_KEYS if k in cfg},
+        "valid_metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+        "epoch": state["epoch"],
+        "data": build_meta,
+        "params": num_params(model),
+        "offsets": [0.0] * 5,
+        "source": source,
+        "torch": torch.__version__,
+        "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    info["model"] = {k: list(v) if isinstance(v, tuple) else v for k, v in info["model"].items()}
+    (out_dir / "model.json.tmp").write_text(json.dumps(info, indent=2))
+    tmp.rename(out_dir / "model.pt")
+    (out_dir / "model.json.tmp").rename(out_dir / "model.json")
+    return out_dir
+
+
+def load_model(model_dir: Path) -> tuple[torch.nn.Module, dict]:
+    """Rebuild an exported model: (module in eval mode, its model.json)."""
+    model_dir = Path(model_dir)
+    try:
+        info = json.loads((model_dir / "model.json").read_text())
+        model = create_model(info["arch"], **info["model"])
+        model.load_state_dict(torch.load(model_dir / "model.pt", weights_only=True))
+    except FileNotFoundError as e:
+        raise DataError(f"{model_dir}: missing {Path(e.filename).name}") from None
+    except Exception as e:
+        raise DataError(f"{model_dir}: corrupt or incompatible model files "
+                        f"({type(e).__name__}: {str(e)[:120]})") from None
+    model.eval()
+    return model, info
+
+
+def init_ray():
+    """Connect to RAY_ADDRESS when set (e.g. under `ray job submit`), else start locally."""
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True,
+                 configure_logging=False)
