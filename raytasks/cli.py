@@ -105,5 +105,94 @@ def data_describe(processed, out):
         click.echo(f"plot: {p}")
 
 
+def parse_value(text: str):
+    """A flag value as TOML would read it (numbers, booleans, [lists]), else the string."""
+    import tomllib
+
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def train_options(fn):
+    """One flag per training setting in raytasks.train.DEFAULTS (defaults shown there)."""
+    from raytasks.nets import list_models
+    from raytasks.train import CHOICES, DEFAULTS, HELP
+
+    choices = {**CHOICES, "arch": tuple(list_models())}
+
+    for key, default in reversed(list(DEFAULTS.items())):
+        if key in ("model", "data"):
+            continue
+        kind = click.Choice(choices[key]) if key in choices else type(default)
+        fn = click.option(f"--{key.replace('_', '-')}", key, type=kind, default=None,
+                          help=f"{HELP[key]} [default: {default}]")(fn)
+    return fn
+
+
+def utc_stamp() -> str:
+    import time
+
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+
+
+@main.command("train", context_settings={"show_default": True})
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True),
+              help="TOML of training settings (top-level keys as the flags, [model] table "
+                   "for the architecture); flags override it.")
+@click.option("-m", "--model", "model_opts", multiple=True, metavar="KEY=VALUE",
+              help="Architecture config field, e.g. -m channels=[32,64] -m se=false.")
+@click.option("--data", default=None, help="Built scheme dir (default: <processed>/<scheme>).")
+@click.option("--scheme", default=None, help="Scheme under the processed dir (default intra).")
+@click.option("--tag", default=None, help="Export to models/<tag> (default <arch>-<scheme>).")
+@click.option("--no-export", is_flag=True, help="Train and checkpoint only.")
+@train_options
+def train_cmd(config_file, model_opts, data, scheme, tag, no_export, **flags):
+    """Train one architecture with Ray Train (TorchTrainer), export the best checkpoint.
+
+    Every setting is a flag, or a key in --config FILE.toml. The best epoch by --metric
+    is exported to models/<tag>/ with everything needed to evaluate it.
+    """
+    import tomllib
+
+    from raytasks import train
+
+    cfg = config.load(scheme=scheme)
+    settings = {}
+    if config_file:
+        with open(config_file, "rb") as f:
+            settings = tomllib.load(f)
+    settings.update({k: v for k, v in flags.items() if v is not None})
+    model = dict(settings.get("model", {}))
+    for opt in model_opts:
+        if "=" not in opt:
+            raise click.BadParameter(f"{opt!r} is not KEY=VALUE", param_hint="--model")
+        key, value = opt.split("=", 1)
+        model[key.strip()] = parse_value(value.strip())
+    settings["model"] = model
+    settings["data"] = data or settings.get("data") or str(
+        config.resolve(cfg["processed"]) / cfg["scheme"])
+    try:
+        settings = train.make_config(settings)
+    except train.TrainConfigError as e:
+        raise click.UsageError(str(e)) from None
+    scheme_name = Path(settings["data"]).name
+    tag = tag or f"{settings['arch']}-{scheme_name}"
+    dev = cfg["dev"] if cfg["dev"] != config.PLACEHOLDER_DEV else "local"
+    train.init_ray()
+    best, metrics, result = train.fit(settings, f"{tag}-{utc_stamp()}",
+                                      config.resolve(cfg["runs"]) / dev / "train")
+    click.echo(f"best epoch {metrics['epoch']}: " + "  ".join(
+        f"{k} {metrics[k]:.4f}" for k in ("F1scoremacro", "Recallmacro", "F2scoremacro")))
+    click.echo("per-class recall: " + "  ".join(
+        f"{c}={metrics[f'TP_{c}']:.3f}" for c in range(5)))
+    click.echo(f"run: {result.path}")
+    if not no_export:
+        out = train.export(best, metrics, train.prepare(settings),
+                           config.resolve(cfg["models"]) / tag, source=str(result.path))
+        click.echo(f"exported: {out}")
+
+
 if __name__ == "__main__":
     main()

@@ -61,6 +61,30 @@ DEFAULTS = {
     "max_failures": 2,
     "shuffle_buffer": 2048,
 }
+HELP = {
+    "arch": "architecture (raytasks.nets registry)",
+    "epochs": "training epochs",
+    "batch_size": "batch size per worker",
+    "lr": "peak learning rate (AdamW)",
+    "weight_decay": "AdamW weight decay",
+    "schedule": "learning-rate schedule",
+    "loss": "ce, class-weighted ce, or focal loss",
+    "focal_gamma": "focal loss gamma",
+    "label_smoothing": "label smoothing of the cross-entropy",
+    "class_weight_power": "weighted_ce/focal: weight ~ (1/class share in the stream)^power",
+    "balance": "class balance of the stream: 0 natural .. 1 equal classes",
+    "aug_scale": "augment: amplitude x U(1-s, 1+s); 0 off",
+    "aug_wander": "augment: baseline wander amplitude; 0 off",
+    "aug_noise": "augment: Gaussian noise sigma; 0 off",
+    "aug_shift": "augment: random time shift, +- samples; 0 off",
+    "seed": "seed of weights, stream resampling and shuffling",
+    "workers": "TorchTrainer workers (DDP)",
+    "cpus_per_worker": "CPUs per worker; keep the total below the machine's for Ray Data",
+    "metric": "valid metric that ranks checkpoints and picks the export",
+    "keep": "best checkpoints kept on disk",
+    "max_failures": "worker-group restarts (from the latest checkpoint) before giving up",
+    "shuffle_buffer": "rows in each worker's local shuffle buffer",
+}
 CHOICES = {"schedule": ("onecycle", "cosine"), "loss": ("ce", "weighted_ce", "focal")}
 
 

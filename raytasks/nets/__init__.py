@@ -36,7 +36,8 @@ def config_fields(name: str) -> dict:
 
 
 def create_model(name: str, **cfg) -> nn.Module:
-    return REGISTRY[name][0](model_config(name, **cfg))
+    cfg = model_config(name, **cfg)
+    return REGISTRY[name][0](cfg)
 
 
 def list_models() -> list[str]:

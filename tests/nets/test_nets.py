@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+import torch
+
+from raytasks.data.stream import load_split, split_files
+from raytasks.nets import config_fields, create_model, list_models
+
+ARCHS = ["cnn1d", "cnn2d", "gru", "inception1d", "lstm", "resnet1d", "transformer"]
+
+
+@pytest.fixture(scope="module")
+def real_beats(processed):
+    x, y = load_split(split_files(processed / "intra", "train"))
+    # 256 beats with every class the slice has, rare ones first
+    rng = np.random.default_rng(0)
+    idx = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:60] for c in range(5)])
+    idx = np.concatenate([idx, rng.permutation(np.flatnonzero(y == 0))])[:256]
+    return torch.from_numpy(x[idx]), torch.from_numpy(y[idx])
+
+
+def test_registry_lists_every_family():
+    assert list_models() == ARCHS
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_shape_backward_and_overfit(arch, real_beats):
+    torch.manual_seed(0)
+    x, y = real_beats
+    model = create_model(arch)
+    out = model(x[:8])
+    assert out.shape == (8, 5)
+    # recurrent nets fit more slowly: larger steps, more of them
+    rnn = arch in ("gru", "lstm")
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2 if rnn else 3e-3)
+    losses = []
+    for _ in range(80 if rnn else 40):
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.35 * losses[0], losses[::8]
+
+
+def test_config_fields_and_unknown_field():
+    assert config_fields("gru")["pooling"] == "attention"
+    with pytest.raises(ValueError, match="unknown config field"):
+        create_model("gru", hiden=3)
+    with pytest.raises(ValueError, match="unknown architecture"):
+        create_model("vgg")
+    m = create_model("cnn2d", height=4)  # the hackathon's 4x48 variant
+    assert m(torch.zeros(2, 187)).shape == (2, 5)
