@@ -194,5 +194,60 @@ def train_cmd(config_file, model_opts, data, scheme, tag, no_export, **flags):
         click.echo(f"exported: {out}")
 
 
+@main.command("evaluate")
+@click.option("--model", "models", multiple=True, type=click.Path(file_okay=False),
+              help="An exported model dir (repeatable). Default: every model in models/ "
+                   "trained on --scheme.")
+@click.option("--split", type=click.Choice(["valid", "test"]), default="valid",
+              show_default=True)
+@click.option("--scheme", default=None, help="Built scheme to evaluate on (default intra).")
+@click.option("--data", "data_file", type=click.Path(dir_okay=False),
+              help="Evaluate on a hackathon parquet or Kaggle CSV instead.")
+@click.option("--records", type=click.Path(file_okay=False),
+              help="Evaluate on a directory of WFDB records with beat annotations instead "
+                   "(preprocessed exactly as in training).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Where output.csv and plots go. Default: results/ for valid, "
+                   "results/test/ for test, results/external/ for --data/--records.")
+def evaluate_cmd(models, split, scheme, data_file, records, out):
+    """Evaluate models into OUT/output.csv, OUT/<tag>/{confusion,recall}.png, report.md."""
+    from raytasks.evaluate import evaluate, find_models, load_eval_data, table
+
+    if data_file and records:
+        raise click.UsageError("give --data or --records, not both")
+    cfg = config.load(scheme=scheme)
+    results = config.resolve(cfg["results"])
+    if out is None:
+        out = (results / "external" if data_file or records
+               else results / "test" if split == "test" else results)
+    if models:
+        dirs = [Path(m) for m in models]
+    else:
+        dirs = find_models(config.resolve(cfg["models"]))
+        if not (data_file or records):  # a model only meets the held-out data of its scheme
+            skipped = [d.name for d in dirs if model_scheme(d) not in (None, cfg["scheme"])]
+            dirs = [d for d in dirs if d.name not in skipped]
+            if skipped:
+                click.echo(f"skipping models trained on another scheme: {', '.join(skipped)}")
+            if not dirs:
+                raise click.ClickException(f"no model in models/ was trained on "
+                                           f"'{cfg['scheme']}'")
+    x, y, desc = load_eval_data(config.resolve(cfg["processed"]), cfg["scheme"], split,
+                                data_file, records)
+    rows = evaluate(dirs, x, y, desc, Path(out))
+    click.echo(f"{desc}: {len(y)} beats")
+    click.echo(table(rows))
+    click.echo(f"wrote {Path(out) / 'output.csv'}")
+
+
+def model_scheme(model_dir: Path):
+    import json
+
+    try:
+        return json.loads((model_dir / "model.json").read_text()).get("data", {}).get("scheme")
+    except (OSError, ValueError):
+        return None  # unreadable: evaluate() reports it properly
+
+
 if __name__ == "__main__":
     main()

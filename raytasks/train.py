@@ -29,7 +29,7 @@ from raytasks.data.stream import (
     resample_rates,
     split_files,
 )
-from raytasks.metrics import OBJECTIVE, compute_metrics
+from raytasks.metrics import OBJECTIVE, compute_metrics, fit_offsets
 from raytasks.nets import create_model, model_config, num_params
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -238,7 +238,7 @@ def train_loop(cfg: dict, *, rank: int, world: int, checkpoint, batches, report,
             opt.step()
             sched.step()
             seen += len(y)
-            total += float(batch_loss) * len(y)
+            total += batch_loss.item() * len(y)
         metrics = {"epoch": epoch, "start_epoch": start, "train_loss": total / max(seen, 1),
                    "train_beats_per_s": seen / (time.perf_counter() - t0),
                    "lr": sched.get_last_lr()[0]}
@@ -357,6 +357,9 @@ def export(checkpoint, metrics: dict, cfg: dict, out_dir: Path, source: str = ""
         state = torch.load(Path(d) / "state.pt", weights_only=False)
     model = create_model(cfg["arch"], **cfg["model"])
     model.load_state_dict(state["model"])
+    # the recall-first operating point: offsets fitted on the valid split (see evaluate)
+    valid_x, valid_y = load_split(cfg["valid_files"])
+    offsets = fit_offsets(predict_logits(model, valid_x), valid_y)
     build_meta = {}
     meta_path = Path(cfg["data"]) / "build.json"
     if meta_path.exists():
@@ -375,7 +378,8 @@ def export(checkpoint, metrics: dict, cfg: dict, out_dir: Path, source: str = ""
         "epoch": state["epoch"],
         "data": build_meta,
         "params": num_params(model),
-        "offsets": [0.0] * 5,
+        "offsets": offsets.tolist(),
+        "offsets_fit": {"on": "valid", "objective": "F2scoremacro"},
         "source": source,
         "torch": torch.__version__,
         "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -1,0 +1,149 @@
+"""make run's evaluation on a real slice with a tiny model trained here."""
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from sklearn.metrics import recall_score
+
+from raytasks import train
+from raytasks.cli import main
+from raytasks.data import FEATURES
+from raytasks.data.stream import load_split, split_files
+from raytasks.metrics import fbeta_macro, fit_offsets
+
+COLUMNS = ["modeltag", "Accuracy", "F1scoremicro", "F1scoremacro", "Precisionmacro",
+           "Recallmacro", "F2scoremacro", "TP_0", "TP_1", "TP_2", "TP_3", "TP_4"]
+
+
+@pytest.fixture(scope="module")
+def models_dir(ray_cluster, processed, tmp_path_factory):
+    """One tiny cnn1d trained for 2 epochs in-process, exported like `raytasks train`."""
+    from ray.train import Checkpoint
+
+    root = tmp_path_factory.mktemp("models")
+    keep = root.parent / "ckpt"
+    reports = []
+
+    def report(metrics, state_dir):
+        reports.append(metrics)
+        shutil.rmtree(keep, ignore_errors=True)
+        shutil.copytree(state_dir, keep)
+
+    cfg = {"arch": "cnn1d", "model": {"channels": [8, 16]}, "data": str(processed / "intra"),
+           "epochs": 2, "batch_size": 128, "balance": 0.5}
+    train.fit_local(dict(cfg), report)
+    prepared = train.prepare(train.make_config(cfg))
+    train.export(Checkpoint.from_directory(keep), reports[-1], prepared, root / "tiny-intra")
+    return root
+
+
+@pytest.fixture
+def env(monkeypatch, processed, models_dir, tmp_path):
+    monkeypatch.setenv("RAYTASKS_MODELS", str(models_dir))
+    monkeypatch.setenv("RAYTASKS_PROCESSED", str(processed))
+    monkeypatch.setenv("RAYTASKS_RESULTS", str(tmp_path / "results"))
+    monkeypatch.delenv("RAYTASKS_SCHEME", raising=False)
+    return tmp_path / "results"
+
+
+def run(*args):
+    return CliRunner().invoke(main, ["evaluate", *args])
+
+
+def test_output_csv_columns_and_recalls_match_sklearn(env, processed, models_dir):
+    res = run()
+    assert res.exit_code == 0, res.output
+    rows = pd.read_csv(env / "output.csv")
+    assert rows.columns.tolist() == COLUMNS
+    assert rows["modeltag"].tolist() in (["tiny-intra", "tiny-intra@recall"],
+                                         ["tiny-intra@recall", "tiny-intra"])
+    model, info = train.load_model(models_dir / "tiny-intra")
+    x, y = load_split(split_files(processed / "intra", "valid"))
+    logits = train.predict_logits(model, x)
+    present = sorted(set(y))
+    for tag, off in (("tiny-intra", 0.0), ("tiny-intra@recall", np.array(info["offsets"]))):
+        row = rows.set_index("modeltag").loc[tag]
+        expected = recall_score(y, (logits + off).argmax(1), labels=present, average=None)
+        np.testing.assert_allclose([row[f"TP_{c}"] for c in present], expected, atol=1e-9)
+    # offsets were fitted on valid: on valid they cannot be worse than argmax
+    row = rows.set_index("modeltag")
+    assert row.loc["tiny-intra@recall", "F2scoremacro"] >= row.loc["tiny-intra", "F2scoremacro"]
+    for name in ("confusion.png", "recall.png"):
+        png = (env / "tiny-intra" / name).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    report = (env / "tiny-intra" / "report.md").read_text()
+    assert "optimistic" in report and "intra/valid" in report
+
+
+def test_offsets_never_lower_fbeta_where_fitted(processed):
+    rng = np.random.default_rng(0)
+    _, y = load_split(split_files(processed / "intra", "valid"))
+    for trial in range(3):
+        # logits of a mediocre, majority-biased classifier
+        logits = rng.normal(size=(len(y), 5)) + 2.0 * np.eye(5)[y] * rng.random((len(y), 1))
+        logits[:, 0] += 1.0 + trial
+        off = fit_offsets(logits, y)
+        assert fbeta_macro(y, logits, off) >= fbeta_macro(y, logits, np.zeros(5))
+        assert off[0] == 0
+    assert fbeta_macro(y, logits, off) > fbeta_macro(y, logits, np.zeros(5))  # and it helps
+    # a recall target: reachable with a stronger (but still 0-biased) classifier
+    logits = rng.normal(size=(len(y), 5)) + 4.0 * np.eye(5)[y]
+    logits[:, 0] += 2.5
+    assert min((logits.argmax(1)[y == c] == c).mean() for c in set(y) - {0}) < 0.9
+    strict = fit_offsets(logits, y, target_recall=0.9)
+    pred = (logits + strict).argmax(1)
+    for c in sorted(set(y) - {0}):
+        assert (pred[y == c] == c).mean() >= 0.9
+
+
+def test_test_split_goes_to_its_own_folder(env):
+    res = run("--split", "test")
+    assert res.exit_code == 0, res.output
+    assert (env / "test" / "output.csv").exists() and not (env / "output.csv").exists()
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "missing"])
+def test_bad_model_fails_cleanly_and_keeps_output(env, models_dir, tmp_path, damage):
+    assert run().exit_code == 0
+    before = (env / "output.csv").read_bytes()
+    bad = tmp_path / "bad-model"
+    shutil.copytree(models_dir / "tiny-intra", bad)
+    if damage == "corrupt":
+        (bad / "model.pt").write_bytes(b"not a torch file" * 10)
+    else:
+        (bad / "model.pt").unlink()
+    res = run("--model", str(models_dir / "tiny-intra"), "--model", str(bad))
+    assert res.exit_code != 0
+    assert "bad-model" in res.output and "Traceback" not in res.output
+    assert (env / "output.csv").read_bytes() == before
+
+
+def test_data_reads_hackathon_parquet(env, processed, tmp_path):
+    frame = pd.concat([pd.read_parquet(p) for p in sorted(
+        (processed / "intra" / "test").glob("*.parquet"))])
+    hack = frame[FEATURES].astype("float64")
+    hack["target"] = frame["target"].astype("float64")
+    hack.to_parquet(tmp_path / "heart_big_valid.parq")
+    res = run("--data", str(tmp_path / "heart_big_valid.parq"))
+    assert res.exit_code == 0, res.output
+    rows = pd.read_csv(env / "external" / "output.csv")
+    assert rows.columns.tolist() == COLUMNS and len(rows) == 2
+    assert f"{len(hack)} beats" in res.output
+    # a parquet with the wrong schema is refused
+    hack.drop(columns=["target"]).to_parquet(tmp_path / "bad.parq")
+    res = run("--data", str(tmp_path / "bad.parq"))
+    assert res.exit_code != 0 and "bad.parq" in res.output
+
+
+def test_records_dir_is_preprocessed_like_training(env, mitdb, tmp_path):
+    from tests.conftest import copy_records
+
+    recs = copy_records(tmp_path / "other", ["100"])
+    res = run("--records", str(recs))
+    assert res.exit_code == 0, res.output
+    assert "records" in res.output
+    rows = pd.read_csv(env / "external" / "output.csv")
+    assert rows["Accuracy"].between(0, 1).all()
