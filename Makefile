@@ -16,7 +16,7 @@ help:  ## list the targets
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $@
 
-data/processed/intra/build.json: .venv/.installed
+data/processed/intra/build.json: | .venv/.installed
 	$(RT) data build --scheme intra
 
 data: .venv/.installed  ## build intra and inter shards (MITDB_DIR, else PhysioNet download)
@@ -25,7 +25,7 @@ data: .venv/.installed  ## build intra and inter shards (MITDB_DIR, else PhysioN
 describe: data  ## class counts per split + plots in results/data/
 	$(RT) data describe
 
-run: .venv/.installed data/processed/intra/build.json  ## evaluate every model in models/ -> results/output.csv
+run: .venv/.installed | data/processed/intra/build.json  ## evaluate every model in models/ -> results/output.csv
 	$(RT) evaluate --split valid
 
 test: .venv/.installed  ## the test suite (run Ray inside `unshare -n` here)

@@ -240,6 +240,23 @@ def evaluate_cmd(models, split, scheme, data_file, records, out):
     click.echo(f"wrote {Path(out) / 'output.csv'}")
 
 
+@main.command("calibrate")
+@click.option("--model", "models", multiple=True, type=click.Path(file_okay=False),
+              required=True, help="An exported model dir (repeatable).")
+@click.option("--target-recall", type=click.FloatRange(0, 1), default=None,
+              help="Instead of maximising macro F2: reach this recall on every sick class "
+                   "with the best macro precision.")
+def calibrate_cmd(models, target_recall):
+    """Refit a model's recall-first decision offsets on its scheme's valid split."""
+    from raytasks.evaluate import calibrate
+
+    cfg = config.load()
+    for m in models:
+        info = calibrate(Path(m), config.resolve(cfg["processed"]), target_recall)
+        click.echo(f"{Path(m).name}: offsets " + " ".join(
+            f"{v:+.2f}" for v in info["offsets"]) + f" ({info['offsets_fit']['objective']})")
+
+
 def model_scheme(model_dir: Path):
     import json
 
@@ -248,6 +265,14 @@ def model_scheme(model_dir: Path):
     except (OSError, ValueError):
         return None  # unreadable: evaluate() reports it properly
 
+
+def _add_tune():
+    from raytasks.tune import tune_cmd
+
+    main.add_command(tune_cmd, "tune")
+
+
+_add_tune()
 
 if __name__ == "__main__":
     main()

@@ -182,3 +182,23 @@ def evaluate(model_dirs: list[Path], x, y, data_desc: str, out: Path) -> pd.Data
     for r in results:
         print(f"{r['tag']}: {r['beats_per_s']:.0f} beats/s, {r['size_bytes'] / 1e6:.2f} MB")
     return rows
+
+
+def calibrate(model_dir: Path, processed: Path, target_recall: float | None = None) -> dict:
+    """Refit a model's recall-first offsets on the valid split of its own scheme."""
+    from raytasks.data.stream import load_split, split_files
+    from raytasks.metrics import fit_offsets
+    from raytasks.train import load_model, predict_logits
+
+    model, info = load_model(model_dir)
+    scheme = info.get("data", {}).get("scheme") or "intra"
+    x, y = load_split(split_files(Path(processed) / scheme, "valid"))
+    offsets = fit_offsets(predict_logits(model, x), y, target_recall=target_recall)
+    info["offsets"] = offsets.tolist()
+    info["offsets_fit"] = {"on": "valid", "scheme": scheme,
+                           "objective": (f"macro precision with sick-class recall >= "
+                                         f"{target_recall}" if target_recall else OBJECTIVE)}
+    tmp = Path(model_dir) / "model.json.tmp"
+    tmp.write_text(json.dumps(info, indent=2))
+    tmp.replace(Path(model_dir) / "model.json")
+    return info

@@ -95,7 +95,7 @@ class TrainConfigError(ValueError):
 def make_config(overrides: dict | None = None) -> dict:
     """DEFAULTS with overrides applied and checked (unknown keys, choices, arch fields)."""
     cfg = {**DEFAULTS, **(overrides or {})}
-    unknown = sorted(set(cfg) - set(DEFAULTS) - {"_fail_once"})
+    unknown = sorted(k for k in set(cfg) - set(DEFAULTS) if not k.startswith("_"))
     if unknown:
         raise TrainConfigError(f"unknown training setting(s) {unknown}")
     for key, allowed in CHOICES.items():

@@ -335,13 +335,20 @@ def build(records_dir: Path, out: Path, schemes=("intra",), force: bool = False,
     return results
 
 
+SHARED_MITDB = Path(__file__).resolve().parents[3] / "shared" / "data" / "mitdb"
+
+
 def resolve_records(records: str | None, download_dir: Path) -> Path:
-    """The raw records directory: the given one, else a PhysioNet download (needs network)."""
+    """The raw records directory: the given one (--records, MITDB_DIR, config.toml), else the
+    team's shared copy beside the project (../shared/data/mitdb), else a previous download,
+    else a download from PhysioNet (needs network)."""
     if records:
         path = Path(records).expanduser()
         if not path.is_dir():
             raise DataError(f"{path}: no such directory (MITDB_DIR / --records)")
         return path
+    if (SHARED_MITDB / "RECORDS").exists():
+        return SHARED_MITDB
     if download_dir.is_dir() and any(download_dir.glob("*.atr")):
         return download_dir
     import wfdb

@@ -21,6 +21,7 @@ import ray
 
 from raytasks.data import FEATURES, NUM_CLASSES, DataError
 
+DATA_CPUS = 0.25
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
@@ -107,10 +108,14 @@ def balanced_stream(files: list[str], balance: float = 0.0, seed: int = 0, epoch
     """
     counts = class_counts(files) if counts is None else np.asarray(counts)
     rates = resample_rates(counts, balance)
-    ds = ray.data.read_parquet(files, columns=FEATURES + ["target", "record", "sample"])
+    # small CPU requests, so reads fit next to Tune trials and Train workers (Ray Data's file
+    # listing still takes a whole CPU: callers leave 1 CPU free, see raytasks.tune)
+    ds = ray.data.read_parquet(files, columns=FEATURES + ["target", "record", "sample"],
+                               num_cpus=DATA_CPUS)
     # keep block order so that a seed reproduces the exact sequence
     ds.context.execution_options.preserve_order = True
     return ds.map_batches(resample_batch, batch_format="numpy", batch_size=None,
+                          num_cpus=DATA_CPUS,
                           fn_kwargs={"rates": rates, "seed": seed, "epoch": epoch})
 
 

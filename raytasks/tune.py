@@ -1,0 +1,313 @@
+"""Hyper-parameter search: Ray Tune with HyperOpt + ASHA over searchspaces/<space>.toml.
+
+    python -m raytasks.tune --space gru                 # (also: raytasks tune)
+    ray job submit -- python -m raytasks.tune --space all --samples 30
+
+Each trial trains with the same loop as `raytasks train`: a TorchTrainer per trial reporting
+through TuneReportCallback (--workers > 1), or the loop in the trial's own process
+(--workers 1, the default: cheapest on a laptop). HyperOpt proposes configs (the space's
+points_to_evaluate first); ASHA stops weak trials early, one epoch = one Tune iteration.
+
+Sizing: trials x workers x cpus-per-trial must leave 1 CPU of the cluster free. Ray Data
+lists files with a task that asks for a whole CPU (its read and resample tasks ask for 0.25);
+with no CPU left those tasks never start and every trial hangs. On 2 cores: 2 trials x 0.5
+CPU (the CPU count is Ray's bookkeeping: each trial still trains on a whole core).
+
+Everything is tagged with the dev tag: experiment <dev>-<space>-<utc>, storage runs/<dev>/,
+W&B group <dev> with tags [space, arch]; results/leaderboard.csv gains a row per trial.
+"""
+
+import fcntl
+import json
+import os
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+import pandas as pd
+
+from raytasks import config
+from raytasks.data import CLASS_SHORT, NUM_CLASSES, DataError
+from raytasks.metrics import METRIC_NAMES, OBJECTIVE, RECALL_NAMES
+from raytasks.spaces import SpaceError, hyperopt_points, load_space, to_hyperopt, trial_settings
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+MODE = "max"  # every metric in raytasks.metrics is better when larger
+LEADERBOARD_COLUMNS = (["dev", "experiment", "trial_id", "arch", "epochs", "best_epoch"]
+                       + METRIC_NAMES + RECALL_NAMES + ["config", "finished"])
+
+
+def conditional_hyperopt(space, metric: str, samples: int, seed: int):
+    """HyperOptSearch over the native conditional space, points_to_evaluate first.
+
+    HyperOpt records a point only under the labels it sets (its architecture's); TPE then
+    fails looking up the other architectures' labels. Those are filled with empty entries,
+    which is what HyperOpt itself writes for a parameter that was not active in a trial.
+    """
+    from ray.tune.search.hyperopt import HyperOptSearch
+
+    class ConditionalHyperOptSearch(HyperOptSearch):
+        def _setup_hyperopt(self):
+            super()._setup_hyperopt()
+            labels = list(self.domain.params)
+            for trial in self._hpopt_trials._dynamic_trials:
+                for key in ("idxs", "vals"):
+                    for label in labels:
+                        trial["misc"][key].setdefault(label, [])
+            self._hpopt_trials.refresh()
+
+    return ConditionalHyperOptSearch(
+        to_hyperopt(space), metric=metric, mode=MODE,
+        points_to_evaluate=hyperopt_points(space) or None,
+        n_initial_points=max(2, samples // 4), random_state_seed=seed)
+
+
+def trial_fn(sampled: dict, space, base: dict):
+    """One Tune trial: sampled config -> training settings -> train, reporting each epoch."""
+    from ray import tune
+
+    settings = {**trial_settings(space, sampled), **base}
+    if base["workers"] > 1:
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        from raytasks.train import build_trainer, make_config, prepare
+
+        ctx = tune.get_context()
+        trainer = build_trainer(prepare(make_config(settings)),
+                                name=f"train-{ctx.get_trial_id()}",
+                                storage=Path(base["_storage"]) / "train",
+                                callbacks=[TuneReportCallback()])
+        trainer.fit()
+        return
+    from raytasks.train import fit_local
+
+    def report(metrics, state_dir):
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(state_dir))
+
+    fit_local({**settings, "_checkpoint": tune.get_checkpoint()}, report)
+
+
+def wandb_callback(cfg: dict, dev: str, space_name: str):
+    """W&B through Ray's WandbLoggerCallback: offline (wandb/ for `wandb sync`) unless
+    WANDB_API_KEY is set or WANDB_MODE=online. Each run also gets its architecture tag."""
+    from ray.air.integrations.wandb import WandbLoggerCallback
+
+    online = os.environ.get("WANDB_MODE") == "online" or (
+        os.environ.get("WANDB_API_KEY") and os.environ.get("WANDB_MODE") != "offline")
+    mode = "online" if online else "offline"
+    os.environ["WANDB_MODE"] = mode
+
+    class ArchTaggedWandb(WandbLoggerCallback):
+        def log_trial_start(self, trial):
+            arch = trial.config.get("trial", trial.config).get("arch")
+            self.kwargs["tags"] = [space_name, arch]
+            super().log_trial_start(trial)
+
+    wandb_dir = Path(os.environ.get("WANDB_DIR") or config.ROOT)
+    wandb_dir.mkdir(parents=True, exist_ok=True)
+    return ArchTaggedWandb(project=cfg["wandb_project"], group=dev, mode=mode,
+                           dir=str(wandb_dir), tags=[space_name])
+
+
+def leaderboard_rows(grid, dev: str, experiment: str, space, metric: str) -> pd.DataFrame:
+    """One row per trial that reported: its best epoch's metrics and its settings."""
+    rows = []
+    for result in grid:
+        df = result.metrics_dataframe
+        if df is None or df.empty or metric not in df:
+            continue
+        best = df.loc[df[metric].idxmax()]
+        settings = trial_settings(space, result.config)
+        rows.append({
+            "dev": dev, "experiment": experiment, "trial_id": best.get("trial_id"),
+            "arch": settings["arch"], "epochs": int(df["training_iteration"].max()),
+            "best_epoch": int(best["epoch"]),
+            **{m: float(best[m]) for m in METRIC_NAMES + RECALL_NAMES if m in best},
+            "config": json.dumps(settings, default=list),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        })
+    return pd.DataFrame(rows, columns=LEADERBOARD_COLUMNS)
+
+
+def append_leaderboard(rows: pd.DataFrame, path: Path) -> None:
+    """Append under an exclusive lock: teammates' searches may finish at the same time."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        header = not path.exists() or path.stat().st_size == 0
+        rows.to_csv(path, mode="a", header=header, index=False)
+
+
+def plot_leaderboard(path: Path, out: Path, metric: str = "F1scoremacro") -> None:
+    """Per architecture: its best trial's macro F1, and that trial's per-class recall."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    board = pd.read_csv(path)
+    best = board.loc[board.groupby("arch")[metric].idxmax()].sort_values(metric, ascending=False)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4), gridspec_kw={"width_ratios": [1, 2]})
+    ax1.barh(best["arch"], best[metric], color="tab:blue")
+    for y, v in enumerate(best[metric]):
+        ax1.text(v, y, f" {v:.3f}", va="center", fontsize=8)
+    ax1.invert_yaxis()
+    ax1.set_xlim(0, 1.1)
+    ax1.set_xlabel(f"best {metric} (valid)")
+    width = 0.8 / max(len(best), 1)
+    for i, (_, row) in enumerate(best.iterrows()):
+        ax2.bar(np.arange(NUM_CLASSES) + i * width, [row[f"TP_{c}"] for c in range(NUM_CLASSES)],
+                width, label=row["arch"])
+    ax2.set_xticks(np.arange(NUM_CLASSES) + 0.4 - width / 2, CLASS_SHORT)
+    ax2.set_ylim(0, 1.05)
+    ax2.set_ylabel("recall of that trial (valid)")
+    ax2.legend(fontsize=8, ncol=4, loc="lower left")
+    fig.suptitle(f"leaderboard: {len(board)} trials, {board['experiment'].nunique()} searches")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def best_table(rows: pd.DataFrame, metric: str) -> str:
+    if rows.empty:
+        return "no trial reported a result"
+    best = rows.loc[rows.groupby("arch")[metric].idxmax()].sort_values(metric, ascending=False)
+    cols = ["arch", "trial_id", "epochs", "F1scoremacro", "Recallmacro", OBJECTIVE, "TP_1",
+            "TP_3"]
+    return best[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}")
+
+
+def latest_experiment(storage: Path, dev: str, space_name: str) -> str:
+    prefix = f"{dev}-{space_name}-"
+    names = sorted(p.name for p in storage.glob(f"{prefix}*") if p.is_dir())
+    if not names:
+        raise click.ClickException(f"nothing to resume: no {prefix}* experiment in {storage}")
+    return names[-1]
+
+
+@click.command("tune", context_settings={"help_option_names": ["-h", "--help"],
+                                         "show_default": True})
+@click.option("--space", "space_name", required=True,
+              help="searchspaces/<SPACE>.toml (gru, lstm, cnn1d, cnn2d, resnet1d, transformer, "
+                   "inception1d, all) or a path to a .toml.")
+@click.option("--archs", default=None, help="Restrict a conditional space: e.g. gru,cnn1d.")
+@click.option("--samples", type=int, default=8, help="Trials to run.")
+@click.option("--max-epochs", type=int, default=8, help="Epochs of a trial ASHA lets finish.")
+@click.option("--grace", type=int, default=2, help="Epochs before ASHA may stop a trial.")
+@click.option("--time-budget", type=float, default=None, help="Stop the search after S seconds.")
+@click.option("--concurrency", type=int, default=2, help="Trials at once.")
+@click.option("--cpus-per-trial", type=float, default=0.5,
+              help="CPUs per trial (per worker with --workers > 1); leave 1 CPU for Ray Data.")
+@click.option("--workers", type=int, default=1,
+              help="1: train in the trial's process; >1: a TorchTrainer per trial.")
+@click.option("--metric", default=OBJECTIVE, help="Valid metric to maximise.")
+@click.option("--scheme", default=None, help="Data scheme (default intra).")
+@click.option("--seed", type=int, default=0, help="Searcher and training seed.")
+@click.option("--dev", default=None, help="Your dev tag (default: config.toml / RAYTASKS_DEV).")
+@click.option("--resume", is_flag=True, help="Continue the latest interrupted search of this "
+                                             "dev and space (or --experiment).")
+@click.option("--experiment", default=None, help="Experiment name to resume.")
+@click.option("--export", is_flag=True, help="Export the best trial to models/<dev>-<space>/.")
+@click.option("--no-wandb", is_flag=True, help="Do not log to Weights & Biases.")
+def tune_cmd(space_name, archs, samples, max_epochs, grace, time_budget, concurrency,
+             cpus_per_trial, workers, metric, scheme, seed, dev, resume, experiment, export,
+             no_wandb):
+    """Search a space with HyperOpt + ASHA on Ray Tune; leaderboard, plots, optional export."""
+    try:
+        run(space_name, archs, samples, max_epochs, grace, time_budget, concurrency,
+            cpus_per_trial, workers, metric, scheme, seed, dev, resume, experiment, export,
+            no_wandb)
+    except (SpaceError, DataError, config.ConfigError) as e:
+        raise click.ClickException(str(e)) from None
+
+
+def run(space_name, archs, samples, max_epochs, grace, time_budget, concurrency,
+        cpus_per_trial, workers, metric, scheme, seed, dev, resume, experiment, export,
+        no_wandb):
+    # everything that can be wrong with the request is checked before Ray starts
+    space = load_space(space_name, archs.split(",") if archs else None)
+    cfg = config.load(dev=dev, scheme=scheme)
+    dev = config.require_dev(cfg)
+    if metric not in METRIC_NAMES + RECALL_NAMES:
+        raise click.BadParameter(f"unknown metric {metric!r}; one of "
+                                 f"{METRIC_NAMES + RECALL_NAMES}", param_hint="--metric")
+    if grace > max_epochs:
+        raise click.BadParameter("--grace must not exceed --max-epochs", param_hint="--grace")
+    data_dir = config.resolve(cfg["processed"]) / cfg["scheme"]
+    from raytasks.data.stream import split_files
+
+    split_files(data_dir, "train")
+    storage = config.resolve(cfg["runs"]) / dev
+    name = (experiment or latest_experiment(storage, dev, space.name) if resume
+            else f"{dev}-{space.name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import ConcurrencyLimiter
+
+    from raytasks.train import init_ray
+
+    init_ray()
+    total = ray.cluster_resources().get("CPU", 0)
+    if concurrency * cpus_per_trial * workers > total - 1:
+        raise click.BadParameter(
+            f"{concurrency} trials x {workers} worker(s) x {cpus_per_trial} CPU leaves less "
+            f"than 1 of the cluster's {total:g} CPUs for Ray Data; lower --concurrency or "
+            f"--cpus-per-trial", param_hint="--cpus-per-trial")
+    base = {"data": str(data_dir), "epochs": max_epochs, "seed": seed, "workers": workers,
+            "cpus_per_worker": cpus_per_trial, "metric": metric, "max_failures": 0,
+            "_storage": str(storage / name)}
+    resources = {"CPU": 0} if workers > 1 else {"CPU": cpus_per_trial}
+    trainable = tune.with_resources(tune.with_parameters(trial_fn, space=space, base=base),
+                                    resources)
+    callbacks = [] if no_wandb else [wandb_callback(cfg, dev, space.name)]
+    run_config = tune.RunConfig(
+        name=name, storage_path=str(storage), callbacks=callbacks,
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=metric,
+                                                checkpoint_score_order=MODE))
+    if resume:
+        click.echo(f"resuming {storage / name}")
+        tuner = tune.Tuner.restore(str(storage / name), trainable, resume_unfinished=True,
+                                   resume_errored=True)
+    else:
+        # metric/mode live in the searcher and the scheduler, not in TuneConfig: HyperOpt
+        # gets a native (conditional) space, so it never reads them from TuneConfig
+        searcher = conditional_hyperopt(space, metric, samples, seed)
+        scheduler = ASHAScheduler(metric=metric, mode=MODE, time_attr="training_iteration",
+                                  max_t=max_epochs, grace_period=grace, reduction_factor=2)
+        tuner = tune.Tuner(trainable, run_config=run_config, tune_config=tune.TuneConfig(
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrency),
+            scheduler=scheduler, num_samples=samples, time_budget_s=time_budget))
+    grid = tuner.fit()
+
+    rows = leaderboard_rows(grid, dev, name, space, metric)
+    click.echo(f"\nexperiment {name}: {len(rows)} trial(s) reported; best per architecture:")
+    click.echo(best_table(rows, metric))
+    results = config.resolve(cfg["results"])
+    if not rows.empty:
+        rows.to_csv(storage / name / "leaderboard.csv", index=False)
+        append_leaderboard(rows, results / "leaderboard.csv")
+        plot_leaderboard(results / "leaderboard.csv", results / "leaderboard.png")
+        click.echo(f"leaderboard: {results / 'leaderboard.csv'} (+ leaderboard.png)")
+    if export:
+        export_best(grid, space, base, metric, config.resolve(cfg["models"]) /
+                    f"{dev}-{space.name}")
+    return grid, rows
+
+
+def export_best(grid, space, base: dict, metric: str, out: Path) -> Path:
+    from raytasks.train import export, make_config, prepare
+
+    best = grid.get_best_result(metric=metric, mode=MODE, scope="all")
+    ckpt, metrics = max(best.best_checkpoints, key=lambda cm: cm[1][metric])
+    settings = prepare(make_config({**trial_settings(space, best.config), **base}))
+    export(ckpt, metrics, settings, out, source=str(best.path))
+    click.echo(f"exported best trial ({settings['arch']}, {metric} "
+               f"{metrics[metric]:.4f}) to {out}")
+    return out
+
+
+if __name__ == "__main__":
+    tune_cmd()
