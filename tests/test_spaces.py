@@ -1,0 +1,85 @@
+"""Search spaces: every shipped file loads; every malformed one is refused before Ray."""
+
+import pytest
+from click.testing import CliRunner
+from hyperopt.pyll import stochastic
+
+from raytasks.cli import main
+from raytasks.spaces import (
+    SpaceError,
+    hyperopt_points,
+    load_space,
+    to_hyperopt,
+    to_tune,
+    trial_settings,
+)
+from raytasks.train import make_config
+
+SHIPPED = ["gru", "lstm", "cnn1d", "cnn2d", "resnet1d", "transformer", "inception1d", "all"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_spaces_sample_valid_training_configs(name):
+    import numpy as np
+
+    space = load_space(name)
+    assert len(hyperopt_points(space)) == len(space.archs)  # each file has a known-good point
+    rng = np.random.default_rng(0)
+    archs = set()
+    for _ in range(12):
+        settings = trial_settings(space, stochastic.sample(to_hyperopt(space), rng=rng))
+        make_config(settings)  # raises on anything train would refuse
+        archs.add(settings["arch"])
+    assert archs <= set(space.archs) and (len(archs) > 1) == space.conditional
+
+
+def test_single_space_maps_to_tune_distributions():
+    from ray.tune.search.sample import Categorical, Float, Integer
+
+    t = to_tune(load_space("gru"))
+    assert isinstance(t["lr"], Float) and isinstance(t["batch_size"], Categorical)
+    assert isinstance(t["model"]["hidden"], Integer)
+    with pytest.raises(SpaceError, match="conditional"):
+        to_tune(load_space("all"))
+
+
+BAD = {
+    "unknown_dist": ('arch = "gru"\n[space]\nlr = { dist = "normal", low = 0, high = 1 }\n',
+                     ":3:", "unknown distribution"),
+    "low_gt_high": ('arch = "gru"\n[space]\n\nlr = { dist = "uniform", low = 2, high = 1 }\n',
+                    ":4:", "low 2 > high 1"),
+    "unknown_arch_field": ('arch = "cnn1d"\n[space.model]\nhidden = { dist = "choice", '
+                           'values = [1] }\n', ":3:", "unknown field 'hidden'"),
+    "unknown_train_field": ('arch = "gru"\n[space]\nlearning_rate = { dist = "uniform", '
+                            'low = 0, high = 1 }\n', ":3:", "learning_rate"),
+    "missing_arg": ('arch = "gru"\n[space]\nlr = { dist = "loguniform", low = 1e-3 }\n', ":3:",
+                    "missing ['high']"),
+    "bad_point": ('arch = "gru"\n[space]\nlr = { dist = "uniform", low = 0, high = 1 }\n'
+                  '[[points_to_evaluate]]\nbatch_size = 64\n', ":5:", "does not search"),
+    "unknown_arch": ('arch = "vgg"\n', ":1:", "unknown architecture"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_malformed_space_refused_naming_the_line(case, tmp_path, monkeypatch):
+    text, line, needle = BAD[case]
+    path = tmp_path / f"{case}.toml"
+    path.write_text(text)
+    with pytest.raises(SpaceError) as err:
+        load_space(str(path))
+    assert f"{path}{line}" in str(err.value) and needle in str(err.value), str(err.value)
+    # the command refuses it the same way, before starting Ray
+    monkeypatch.setenv("RAYTASKS_DEV", "tester")
+    import ray
+
+    was_up = ray.is_initialized()
+    res = CliRunner().invoke(main, ["tune", "--space", str(path)])
+    assert res.exit_code != 0 and needle in res.output
+    assert ray.is_initialized() == was_up
+
+
+def test_tune_refuses_placeholder_dev(monkeypatch, tmp_path):
+    monkeypatch.delenv("RAYTASKS_DEV", raising=False)
+    monkeypatch.setenv("RAYTASKS_CONFIG", str(tmp_path / "none.toml"))
+    res = CliRunner().invoke(main, ["tune", "--space", "gru"])
+    assert res.exit_code != 0 and "set your dev tag" in res.output

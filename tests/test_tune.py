@@ -1,0 +1,109 @@
+"""A tiny real search on a slice: HyperOpt + ASHA, leaderboard, W&B offline, export, resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from raytasks.cli import main
+from tests.conftest import ROOT
+
+
+@pytest.fixture
+def tune_env(monkeypatch, tmp_path, processed):
+    env = {"RAYTASKS_DEV": "alice", "RAYTASKS_PROCESSED": str(processed),
+           "RAYTASKS_RUNS": str(tmp_path / "runs"), "RAYTASKS_RESULTS": str(tmp_path / "results"),
+           "RAYTASKS_MODELS": str(tmp_path / "models"), "WANDB_DIR": str(tmp_path),
+           "WANDB_MODE": "offline"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return tmp_path
+
+
+def test_tiny_search_asha_hyperopt_leaderboard_wandb_export(ray_cluster, tune_env):
+    from raytasks.tune import run
+
+    grid, rows = run("all", "gru,cnn1d", samples=4, max_epochs=3, grace=1, time_budget=None,
+                     concurrency=2, cpus_per_trial=0.5, workers=1, metric="F2scoremacro",
+                     scheme=None, seed=0, dev=None, resume=False, experiment=None, export=True,
+                     no_wandb=False)
+    assert len(grid) == 4 and not grid.errors
+    iterations = [r.metrics["training_iteration"] for r in grid]
+    assert min(iterations) < 3, f"ASHA stopped no trial early: {iterations}"
+    # the two known-good points first, then HyperOpt's own proposals (new values)
+    configs = [r.config["trial"] for r in grid]
+    assert {c["arch"] for c in configs} == {"gru", "cnn1d"}
+    assert len({round(c["lr"], 6) for c in configs}) >= 3
+    board = pd.read_csv(tune_env / "results" / "leaderboard.csv")
+    assert len(board) == 4 and set(board["dev"]) == {"alice"}
+    assert board["experiment"].str.match(r"alice-all-\d{8}T\d{6}Z").all()
+    assert (tune_env / "results" / "leaderboard.png").stat().st_size > 10_000
+    exp_dir = tune_env / "runs" / "alice" / board["experiment"][0]
+    assert (exp_dir / "leaderboard.csv").exists()
+    runs = list((tune_env / "wandb").glob("offline-run-*"))
+    assert len(runs) == 4, runs  # one W&B run per trial
+    # the exported best trial evaluates like any trained model
+    model_dir = tune_env / "models" / "alice-all"
+    info = json.loads((model_dir / "model.json").read_text())
+    assert info["arch"] in ("gru", "cnn1d")
+    res = CliRunner().invoke(main, ["evaluate", "--model", str(model_dir)])
+    assert res.exit_code == 0, res.output
+    assert "alice-all@recall" in res.output
+
+
+def trial_states(exp_dir: Path) -> dict:
+    states = sorted(exp_dir.glob("experiment_state-*.json"))
+    if not states:
+        return {}
+    try:
+        data = json.loads(states[-1].read_text())
+    except json.JSONDecodeError:
+        return {}
+    out = {}
+    for entry in data["trial_data"]:
+        t = json.loads(entry[0] if isinstance(entry, list) else entry)
+        out[t["trial_id"]] = t["status"]
+    return out
+
+
+def test_resume_after_kill_skips_finished_trials(tune_env):
+    cmd = [sys.executable, "-m", "raytasks.tune", "--space", "cnn1d", "--samples", "3",
+           "--max-epochs", "2", "--grace", "2", "--concurrency", "1", "--no-wandb"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    log = open(tune_env / "first.log", "w")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    runs = tune_env / "runs" / "alice"
+    done = {}
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        exps = list(runs.glob("alice-cnn1d-*"))
+        done = {k for k, v in (trial_states(exps[0]) if exps else {}).items()
+                if v == "TERMINATED"}
+        if done:
+            break
+        time.sleep(1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert done, (tune_env / "first.log").read_text()[-3000:]
+    exp_dir = next(runs.glob("alice-cnn1d-*"))
+    finished = next(exp_dir.glob(f"*{sorted(done)[0]}*"))
+    rows_before = (finished / "result.json").read_text()
+
+    res = subprocess.run(cmd + ["--resume"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=400)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert f"resuming {exp_dir}" in res.stdout
+    states = trial_states(exp_dir)
+    assert len(states) == 3 and set(states.values()) == {"TERMINATED"}, states
+    assert (finished / "result.json").read_text() == rows_before  # not run again
+    board = pd.read_csv(tune_env / "results" / "leaderboard.csv")
+    assert len(board) == 3 and set(board["experiment"]) == {exp_dir.name}
