@@ -32,8 +32,8 @@ from raytasks.train import DEFAULTS as TRAIN_DEFAULTS
 SPACES_DIR = ROOT / "searchspaces"
 DISTS = {"uniform": ("low", "high"), "loguniform": ("low", "high"),
          "randint": ("low", "high"), "qrandint": ("low", "high", "q"), "choice": ("values",)}
-NOT_SEARCHABLE = {"arch", "model", "data", "epochs", "workers", "cpus_per_worker", "metric",
-                  "keep", "max_failures"}
+NOT_SEARCHABLE = {"arch", "model", "data", "epochs", "workers", "cpus_per_worker", "threads",
+                  "metric", "keep", "max_failures"}
 
 
 class SpaceError(ValueError):

@@ -56,6 +56,7 @@ DEFAULTS = {
     "seed": 0,
     "workers": 1,
     "cpus_per_worker": 1.0,  # fractional: leave CPU for Ray Data to read with
+    "threads": 0,  # torch threads per worker; 0 = the worker's CPUs, rounded, at least 1
     "metric": OBJECTIVE,  # checkpoint ranking / export choice
     "keep": 2,  # best checkpoints kept
     "max_failures": 2,
@@ -79,7 +80,9 @@ HELP = {
     "aug_shift": "augment: random time shift, +- samples; 0 off",
     "seed": "seed of weights, stream resampling and shuffling",
     "workers": "TorchTrainer workers (DDP)",
-    "cpus_per_worker": "CPUs per worker; keep the total below the machine's for Ray Data",
+    "cpus_per_worker": "CPUs per worker; leave 1 CPU of the cluster free for Ray Data",
+    "threads": "torch threads per worker (0: its CPUs, rounded); more than its CPUs is "
+               "worth it once Ray Data has streamed ahead",
     "metric": "valid metric that ranks checkpoints and picks the export",
     "keep": "best checkpoints kept on disk",
     "max_failures": "worker-group restarts (from the latest checkpoint) before giving up",
@@ -198,7 +201,7 @@ def train_loop(cfg: dict, *, rank: int, world: int, checkpoint, batches, report,
     called once per epoch on every rank (rank 0 attaches the checkpoint).
     """
     torch.manual_seed(cfg["seed"] + rank)
-    torch.set_num_threads(max(1, round(cfg["cpus_per_worker"])))
+    torch.set_num_threads(cfg["threads"] or max(1, round(cfg["cpus_per_worker"])))
     model = create_model(cfg["arch"], **cfg["model"])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     steps = math.ceil(cfg["train_rows"] / world / cfg["batch_size"]) * cfg["epochs"]
@@ -373,7 +376,7 @@ def export(checkpoint, metrics: dict, cfg: dict, out_dir: Path, source: str = ""
         "tag": out_dir.name,
         "arch": cfg["arch"],
         "model": model_config(cfg["arch"], **cfg["model"]).__dict__,
-        "train": {k: cfg[k] for k in TRAIN_KEYS if k in cfg},
+        "train": {k: cfg[k] for k in TRAIN_KEYS if k in cfg} | {"data": portable(cfg["data"])},
         "valid_metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
         "epoch": state["epoch"],
         "data": build_meta,
@@ -389,6 +392,14 @@ def export(checkpoint, metrics: dict, cfg: dict, out_dir: Path, source: str = ""
     tmp.rename(out_dir / "model.pt")
     (out_dir / "model.json.tmp").rename(out_dir / "model.json")
     return out_dir
+
+
+def portable(path: str) -> str:
+    """A path relative to the project root when it lies inside it (model.json travels)."""
+    from raytasks.config import ROOT
+
+    p = Path(path)
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
 
 
 def load_model(model_dir: Path) -> tuple[torch.nn.Module, dict]:

@@ -183,8 +183,10 @@ def test_offline_download_fails_in_one_line(tmp_path, monkeypatch):
 
     monkeypatch.setattr(wfdb, "dl_database", offline)
     from raytasks.data import DataError
+    from raytasks.data import build as build_module
     from raytasks.data.build import resolve_records
 
+    monkeypatch.setattr(build_module, "SHARED_MITDB", tmp_path / "no-shared")
     with pytest.raises(DataError, match="MITDB_DIR"):
         resolve_records("", tmp_path / "dl")
     assert not (tmp_path / "dl").exists()
