@@ -4,7 +4,8 @@ PY := .venv/bin/python
 RT := .venv/bin/raytasks
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: run test data describe lint bench clean help
+.PHONY: run test data describe lint bench clean help cluster-up cluster-down submit jobs logs stop
+NODES ?= 1
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -36,6 +37,27 @@ lint: .venv/.installed  ## ruff
 
 bench: .venv/.installed  ## speed scripts in bench/
 	for f in bench/*.py; do $(PY) $$f || exit 1; done
+
+cluster-up: .venv/.installed  ## local head on 127.0.0.1:<port> (NODES=2 adds a second raylet)
+	$(RT) cluster up --nodes $(NODES)
+
+cluster-down: .venv/.installed  ## stop this team's local cluster (only its processes)
+	$(RT) cluster down
+
+submit: .venv/.installed  ## ray job submit a search as you: make submit SPACE=gru ARGS="--samples 20"
+	@test -n "$(SPACE)" || { echo "usage: make submit SPACE=gru [ARGS=...]"; exit 2; }
+	$(RT) submit --space $(SPACE) -- $(ARGS)
+
+jobs: .venv/.installed  ## your jobs on the cluster and their status
+	$(RT) jobs
+
+logs: .venv/.installed  ## make logs JOB=<submission id>
+	@test -n "$(JOB)" || { echo "usage: make logs JOB=<submission id>"; exit 2; }
+	$(RT) logs $(JOB)
+
+stop: .venv/.installed  ## make stop JOB=<submission id>
+	@test -n "$(JOB)" || { echo "usage: make stop JOB=<submission id>"; exit 2; }
+	$(RT) stop $(JOB)
 
 clean:  ## remove derived data and runs (not models/ or results/)
 	rm -rf data/processed runs wandb

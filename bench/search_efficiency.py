@@ -21,8 +21,6 @@ from raytasks.metrics import OBJECTIVE
 from raytasks.spaces import load_space, to_tune
 from raytasks.tune import MODE, conditional_hyperopt, trial_fn
 
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-
 
 def search(kind: str, space, base: dict, samples: int, max_epochs: int, seed: int, storage):
     trainable = tune.with_resources(tune.with_parameters(trial_fn, space=space, base=base),

@@ -22,7 +22,6 @@ from raytasks.data.stream import (
     split_files,
 )
 
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 BATCH, BALANCE, EPOCHS = 256, 0.5, 3
 
 

@@ -23,7 +23,6 @@ from raytasks.data.stream import class_counts, load_split, split_files
 from raytasks.nets import create_model
 from raytasks.train import fit
 
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 BATCH = 256
 
 

@@ -1,14 +1,11 @@
 """The `raytasks` command: a thin click group over the modules that do the work."""
 
-import os
 from pathlib import Path
 
 import click
 
 from raytasks import config
 from raytasks.data import DataError
-
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
 class Group(click.Group):
@@ -255,6 +252,83 @@ def calibrate_cmd(models, target_recall):
         info = calibrate(Path(m), config.resolve(cfg["processed"]), target_recall)
         click.echo(f"{Path(m).name}: offsets " + " ".join(
             f"{v:+.2f}" for v in info["offsets"]) + f" ({info['offsets_fit']['objective']})")
+
+
+@main.group(cls=Group)
+def cluster():
+    """A local Ray head (dashboard + job server on 127.0.0.1:<port>) and extra raylets."""
+
+
+@cluster.command("up")
+@click.option("--nodes", type=click.IntRange(1, 8), default=1, show_default=True,
+              help="Raylets on this machine (2 acts as a 2-node cluster).")
+@click.option("--cpus", type=int, default=None, help="CPUs each node offers (default: all).")
+def cluster_up(nodes, cpus):
+    """Start the team's head on this machine (port from config.toml / RAYTASKS_PORT)."""
+    from raytasks import cluster as rc
+
+    cfg = config.load()
+    address = rc.up(cfg, nodes, cpus)
+    click.echo(f"Ray cluster up: {nodes} node(s); dashboard and job server at {address}")
+    click.echo(f"auth token: {rc.TOKEN_PATH} (clients also need RAY_AUTH_MODE=token)")
+
+
+@cluster.command("down")
+def cluster_down():
+    """Stop this team's cluster (only its own processes; other Ray clusters keep running)."""
+    from raytasks import cluster as rc
+
+    n = rc.down(config.load())
+    click.echo(f"stopped {n} process(es)" if n else "no cluster running on this port")
+
+
+@main.command("submit", context_settings={"ignore_unknown_options": True})
+@click.option("--space", required=True, help="Search space to run (searchspaces/<SPACE>.toml).")
+@click.option("--dev", default=None, help="Your dev tag (default: config.toml).")
+@click.option("--wait", is_flag=True, help="Wait until the job ends.")
+@click.argument("tune_args", nargs=-1, type=click.UNPROCESSED)
+def submit_cmd(space, dev, wait, tune_args):
+    """`ray job submit` a search as you: python -m raytasks.tune --space SPACE TUNE_ARGS."""
+    from raytasks import cluster as rc
+
+    cfg = config.load(dev=dev)
+    job = rc.submit(cfg, space, list(tune_args), wait=False)
+    click.echo(f"submitted {job} to {rc.job_address(cfg)}")
+    click.echo(f"follow: make logs JOB={job}   status: make jobs   "
+               f"dashboard: {rc.job_address(cfg)}")
+    if wait:
+        status = rc.wait_for(rc.client(cfg), job)
+        click.echo(f"{job}: {status}")
+        if status != "SUCCEEDED":
+            raise click.ClickException(f"{job} ended {status}; see make logs JOB={job}")
+
+
+@main.command("jobs")
+@click.option("--dev", default=None, help="Whose jobs (default: yours).")
+def jobs_cmd(dev):
+    """This dev's jobs on the cluster and their status."""
+    from raytasks import cluster as rc
+
+    click.echo(rc.job_table(rc.my_jobs(config.load(dev=dev))))
+
+
+@main.command("logs")
+@click.argument("job")
+def logs_cmd(job):
+    """A job's logs so far."""
+    from raytasks import cluster as rc
+
+    click.echo(rc.client(config.load()).get_job_logs(job))
+
+
+@main.command("stop")
+@click.argument("job")
+def stop_cmd(job):
+    """Stop a running job."""
+    from raytasks import cluster as rc
+
+    stopped = rc.client(config.load()).stop_job(job)
+    click.echo(f"{job}: {'stop requested' if stopped else 'not running'}")
 
 
 def model_scheme(model_dir: Path):

@@ -33,7 +33,7 @@ SPACES_DIR = ROOT / "searchspaces"
 DISTS = {"uniform": ("low", "high"), "loguniform": ("low", "high"),
          "randint": ("low", "high"), "qrandint": ("low", "high", "q"), "choice": ("values",)}
 NOT_SEARCHABLE = {"arch", "model", "data", "epochs", "workers", "cpus_per_worker", "threads",
-                  "metric", "keep", "max_failures"}
+                  "placement", "metric", "keep", "max_failures"}
 
 
 class SpaceError(ValueError):

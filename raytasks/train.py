@@ -32,8 +32,6 @@ from raytasks.data.stream import (
 from raytasks.metrics import OBJECTIVE, compute_metrics, fit_offsets
 from raytasks.nets import create_model, model_config, num_params
 
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-
 # every training setting, with its default; each is a `raytasks train` flag and a TOML key
 DEFAULTS = {
     "arch": "resnet1d",
@@ -57,6 +55,7 @@ DEFAULTS = {
     "workers": 1,
     "cpus_per_worker": 1.0,  # fractional: leave CPU for Ray Data to read with
     "threads": 0,  # torch threads per worker; 0 = the worker's CPUs, rounded, at least 1
+    "placement": "PACK",  # PACK | SPREAD: workers on as few / as many nodes as possible
     "metric": OBJECTIVE,  # checkpoint ranking / export choice
     "keep": 2,  # best checkpoints kept
     "max_failures": 2,
@@ -83,12 +82,14 @@ HELP = {
     "cpus_per_worker": "CPUs per worker; leave 1 CPU of the cluster free for Ray Data",
     "threads": "torch threads per worker (0: its CPUs, rounded); more than its CPUs is "
                "worth it once Ray Data has streamed ahead",
+    "placement": "PACK fills a node before the next; SPREAD puts workers on different nodes",
     "metric": "valid metric that ranks checkpoints and picks the export",
     "keep": "best checkpoints kept on disk",
     "max_failures": "worker-group restarts (from the latest checkpoint) before giving up",
     "shuffle_buffer": "rows in each worker's local shuffle buffer",
 }
-CHOICES = {"schedule": ("onecycle", "cosine"), "loss": ("ce", "weighted_ce", "focal")}
+CHOICES = {"schedule": ("onecycle", "cosine"), "loss": ("ce", "weighted_ce", "focal"),
+           "placement": ("PACK", "SPREAD")}
 
 
 class TrainConfigError(ValueError):
@@ -194,7 +195,7 @@ def save_state(path: Path, model, opt, sched, epoch: int, metrics: dict, start_e
 # ---------------------------------------------------------------- the epoch loop
 
 def train_loop(cfg: dict, *, rank: int, world: int, checkpoint, batches, report,
-               before_epoch=None):
+               before_epoch=None, worker_nodes: int = 1):
     """Train cfg["epochs"] epochs, resuming after the checkpoint's epoch if one is given.
 
     batches(epoch) yields {'x', 'y'} torch batches; report(metrics, state_dir or None) is
@@ -242,7 +243,8 @@ def train_loop(cfg: dict, *, rank: int, world: int, checkpoint, batches, report,
             sched.step()
             seen += len(y)
             total += batch_loss.item() * len(y)
-        metrics = {"epoch": epoch, "start_epoch": start, "train_loss": total / max(seen, 1),
+        metrics = {"epoch": epoch, "start_epoch": start, "worker_nodes": worker_nodes,
+                   "train_loss": total / max(seen, 1),
                    "train_beats_per_s": seen / (time.perf_counter() - t0),
                    "lr": sched.get_last_lr()[0]}
         if rank == 0:
@@ -279,8 +281,16 @@ def train_loop_per_worker(cfg: dict):
         ray.train.report(metrics, checkpoint=ckpt,
                          checkpoint_dir_name=f"epoch_{metrics['epoch']:04d}")
 
+    nodes = [ray.get_runtime_context().get_node_id()]
+    if world > 1:  # how many nodes the workers landed on (reported; placement is Ray's)
+        import torch.distributed as dist
+
+        gathered = [None] * world
+        dist.all_gather_object(gathered, nodes[0])
+        nodes = gathered
     train_loop(cfg, rank=rank, world=world, checkpoint=ray.train.get_checkpoint(),
-               batches=batches, report=report, before_epoch=before_epoch)
+               batches=batches, report=report, before_epoch=before_epoch,
+               worker_nodes=len(set(nodes)))
 
 
 # ---------------------------------------------------------------- drivers
@@ -311,7 +321,8 @@ def build_trainer(cfg: dict, name: str, storage: Path, callbacks=()):
         train_loop_per_worker,
         train_loop_config=cfg,
         scaling_config=ScalingConfig(num_workers=cfg["workers"], use_gpu=False,
-                                     resources_per_worker={"CPU": cfg["cpus_per_worker"]}),
+                                     resources_per_worker={"CPU": cfg["cpus_per_worker"]},
+                                     placement_strategy=cfg["placement"]),
         datasets={"train": stream},
         run_config=RunConfig(
             name=name, storage_path=str(storage), callbacks=list(callbacks),

@@ -32,7 +32,6 @@ from raytasks.data import CLASS_SHORT, NUM_CLASSES, DataError
 from raytasks.metrics import METRIC_NAMES, OBJECTIVE, RECALL_NAMES
 from raytasks.spaces import SpaceError, hyperopt_points, load_space, to_hyperopt, trial_settings
 
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 MODE = "max"  # every metric in raytasks.metrics is better when larger
 LEADERBOARD_COLUMNS = (["dev", "experiment", "trial_id", "arch", "epochs", "best_epoch"]
                        + METRIC_NAMES + RECALL_NAMES + ["config", "finished"])
@@ -201,6 +200,8 @@ def latest_experiment(storage: Path, dev: str, space_name: str) -> str:
               help="CPUs per trial (per worker with --workers > 1); leave 1 CPU for Ray Data.")
 @click.option("--workers", type=int, default=1,
               help="1: train in the trial's process; >1: a TorchTrainer per trial.")
+@click.option("--placement", type=click.Choice(["PACK", "SPREAD"]), default="PACK",
+              help="With --workers > 1: SPREAD puts a trial's workers on different nodes.")
 @click.option("--metric", default=OBJECTIVE, help="Valid metric to maximise.")
 @click.option("--scheme", default=None, help="Data scheme (default intra).")
 @click.option("--seed", type=int, default=0, help="Searcher and training seed.")
@@ -211,20 +212,20 @@ def latest_experiment(storage: Path, dev: str, space_name: str) -> str:
 @click.option("--export", is_flag=True, help="Export the best trial to models/<dev>-<space>/.")
 @click.option("--no-wandb", is_flag=True, help="Do not log to Weights & Biases.")
 def tune_cmd(space_name, archs, samples, max_epochs, grace, time_budget, concurrency,
-             cpus_per_trial, workers, metric, scheme, seed, dev, resume, experiment, export,
-             no_wandb):
+             cpus_per_trial, workers, placement, metric, scheme, seed, dev, resume, experiment,
+             export, no_wandb):
     """Search a space with HyperOpt + ASHA on Ray Tune; leaderboard, plots, optional export."""
     try:
         run(space_name, archs, samples, max_epochs, grace, time_budget, concurrency,
             cpus_per_trial, workers, metric, scheme, seed, dev, resume, experiment, export,
-            no_wandb)
+            no_wandb, placement)
     except (SpaceError, DataError, config.ConfigError) as e:
         raise click.ClickException(str(e)) from None
 
 
 def run(space_name, archs, samples, max_epochs, grace, time_budget, concurrency,
         cpus_per_trial, workers, metric, scheme, seed, dev, resume, experiment, export,
-        no_wandb):
+        no_wandb, placement="PACK"):
     # everything that can be wrong with the request is checked before Ray starts
     space = load_space(space_name, archs.split(",") if archs else None)
     cfg = config.load(dev=dev, scheme=scheme)
@@ -258,8 +259,10 @@ def run(space_name, archs, samples, max_epochs, grace, time_budget, concurrency,
             f"--cpus-per-trial", param_hint="--cpus-per-trial")
     base = {"data": str(data_dir), "epochs": max_epochs, "seed": seed, "workers": workers,
             "cpus_per_worker": cpus_per_trial, "metric": metric, "max_failures": 0,
+            "placement": placement,
             "_storage": str(storage / name)}
-    resources = {"CPU": 0} if workers > 1 else {"CPU": cpus_per_trial}
+    # with --workers > 1 the trial process only drives its TorchTrainer (Tune refuses 0 CPU)
+    resources = {"CPU": 0.05} if workers > 1 else {"CPU": cpus_per_trial}
     trainable = tune.with_resources(tune.with_parameters(trial_fn, space=space, base=base),
                                     resources)
     callbacks = [] if no_wandb else [wandb_callback(cfg, dev, space.name)]
