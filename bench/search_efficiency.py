@@ -11,10 +11,6 @@ import os
 import tempfile
 
 import click
-import ray
-from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
 from raytasks import config
 from raytasks.metrics import OBJECTIVE
@@ -23,6 +19,10 @@ from raytasks.tune import MODE, conditional_hyperopt, trial_fn
 
 
 def search(kind: str, space, base: dict, samples: int, max_epochs: int, seed: int, storage):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+
     trainable = tune.with_resources(tune.with_parameters(trial_fn, space=space, base=base),
                                     {"CPU": 0.5})
     if kind == "asha+hyperopt":
@@ -52,6 +52,8 @@ def search(kind: str, space, base: dict, samples: int, max_epochs: int, seed: in
 @click.option("--max-epochs", default=4)
 @click.option("--seed", default=0)
 def main(space, samples, max_epochs, seed):
+    import ray  # after raytasks, which sets Ray's auth/usage environment
+
     cfg = config.load()
     data = config.resolve(cfg["processed"]) / cfg["scheme"]
     sp = load_space(space)

@@ -10,7 +10,6 @@ import os
 import time
 
 import numpy as np
-import ray
 import torch
 
 from raytasks import config
@@ -55,6 +54,8 @@ def streamed(files):
 
 
 def main():
+    import ray  # after raytasks, which sets Ray's auth/usage environment
+
     cfg = config.load()
     files = split_files(config.resolve(cfg["processed"]) / cfg["scheme"], "train")
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import ray
 import torch
 
 from raytasks import config
@@ -43,6 +42,8 @@ def bare(arch: str, files, rows: int) -> float:
 
 
 def main():
+    import ray  # after raytasks, which sets Ray's auth/usage environment
+
     arch = sys.argv[1] if len(sys.argv) > 1 else "cnn1d"
     cfg = config.load()
     data = config.resolve(cfg["processed"]) / cfg["scheme"]
