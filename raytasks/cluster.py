@@ -16,7 +16,6 @@ with ports at least 2000 apart can run heads on one machine. `cluster down` stop
 processes of this cluster (its own temp dir), never other Ray clusters (`ray stop` would).
 """
 
-import json
 import os
 import shutil
 import signal
@@ -229,7 +228,3 @@ def job_table(jobs: list) -> str:
         rows.append(f"{j.submission_id:<40}{str(j.status):<11}{start:<21}{j.entrypoint}")
     return "\n".join(rows)
 
-
-def describe_job(job) -> str:
-    return json.dumps({"id": job.submission_id, "status": str(job.status),
-                       "metadata": job.metadata}, indent=1)

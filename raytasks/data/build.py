@@ -17,7 +17,6 @@ import os
 import shutil
 import tempfile
 import time
-import zlib
 from math import gcd
 from pathlib import Path
 
@@ -452,7 +451,3 @@ def counts_table(metas: dict[str, dict]) -> str:
                      + f"{total.sum():>9}")
     return "\n".join(lines)
 
-
-def record_key(record: pd.Series) -> np.ndarray:
-    """A stable 32-bit id per record name (for hashing rows in the stream)."""
-    return record.map(lambda r: zlib.crc32(str(r).encode())).to_numpy(np.uint64)
