@@ -194,6 +194,20 @@ def save_state(path: Path, model, opt, sched, epoch: int, metrics: dict, start_e
 
 # ---------------------------------------------------------------- the epoch loop
 
+def wait_until_registered(snapshot: str | None, checkpoint_dir: str, timeout: float = 60.0):
+    """Test-only: block until Ray Train's controller has recorded checkpoint_dir.
+
+    The controller collects reports asynchronously; a worker killed right after reporting
+    can die before its checkpoint is registered, and the retry then starts from scratch.
+    """
+    deadline = time.monotonic() + timeout
+    while snapshot and time.monotonic() < deadline:
+        path = Path(snapshot)
+        if path.exists() and checkpoint_dir in path.read_text():
+            return
+        time.sleep(0.2)
+
+
 def train_loop(cfg: dict, *, rank: int, world: int, checkpoint, batches, report,
                before_epoch=None, worker_nodes: int = 1):
     """Train cfg["epochs"] epochs, resuming after the checkpoint's epoch if one is given.
@@ -233,6 +247,7 @@ def train_loop(cfg: dict, *, rank: int, world: int, checkpoint, batches, report,
         for step, batch in enumerate(batches(epoch)):
             if fail and (epoch, step, rank) == tuple(fail["at"]) and not Path(
                     fail["marker"]).exists():
+                wait_until_registered(fail.get("snapshot"), f"epoch_{epoch - 1:04d}")
                 Path(fail["marker"]).write_text(f"killed epoch {epoch} step {step}")
                 os._exit(1)
             x, y = augment(batch["x"], cfg, gen), batch["y"]

@@ -43,7 +43,10 @@ def test_two_workers_report_and_checkpoint_reloads(ray_cluster, processed, tmp_p
 
 def test_worker_killed_mid_epoch_resumes_from_checkpoint(ray_cluster, processed, tmp_path):
     marker = tmp_path / "killed"
-    cfg = tiny(processed, epochs=3, _fail_once={"at": [1, 3, 1], "marker": str(marker)})
+    # rank 1 dies at step 3 of epoch 1, once Ray Train has registered epoch 0's checkpoint
+    snapshot = tmp_path / "runs" / "fault" / "checkpoint_manager_snapshot.json"
+    cfg = tiny(processed, epochs=3, _fail_once={"at": [1, 3, 1], "marker": str(marker),
+                                                "snapshot": str(snapshot)})
     best, metrics, result = train.fit(cfg, "fault", tmp_path / "runs")
     assert marker.exists(), "the failure was never injected"
     last = result.metrics
