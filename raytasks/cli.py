@@ -254,6 +254,30 @@ def calibrate_cmd(models, target_recall):
             f"{v:+.2f}" for v in info["offsets"]) + f" ({info['offsets_fit']['objective']})")
 
 
+@main.command("ensemble")
+@click.argument("members", nargs=-1, required=True)
+@click.option("--tag", required=True, help="Write the ensemble to models/<TAG>/.")
+def ensemble_cmd(members, tag):
+    """Average MEMBERS (model tags in models/, or model dirs) into one model.
+
+    The members' class probabilities are averaged; the ensemble's recall-first offsets and
+    valid metrics are fitted on the valid split of the members' (common) scheme.
+    """
+    from raytasks.ensemble import build_ensemble
+
+    cfg = config.load()
+    models = config.resolve(cfg["models"])
+    dirs = [Path(m) if Path(m).is_dir() else models / m for m in members]
+    out = models / tag
+    if out in dirs:
+        raise click.BadParameter("the ensemble cannot replace one of its members",
+                                 param_hint="--tag")
+    info = build_ensemble(dirs, out, config.resolve(cfg["processed"]))
+    m = info["valid_metrics"]
+    click.echo(f"{out}: {len(dirs)} members, valid macro F1 {m['F1scoremacro']:.4f}, "
+               f"macro recall {m['Recallmacro']:.4f}")
+
+
 @main.group(cls=Group)
 def cluster():
     """A local Ray head (dashboard + job server on 127.0.0.1:<port>) and extra raylets."""

@@ -67,7 +67,8 @@ def evaluate_model(model_dir: Path, x: np.ndarray, y: np.ndarray) -> dict:
     seconds = time.perf_counter() - t0
     offsets = np.asarray(info.get("offsets", [0.0] * NUM_CLASSES), dtype=np.float64)
     out = {"tag": model_dir.name, "info": info, "beats_per_s": len(x) / max(seconds, 1e-9),
-           "size_bytes": (model_dir / "model.pt").stat().st_size, "points": {}}
+           "size_bytes": sum(f.stat().st_size for f in model_dir.rglob("model.pt")),
+           "points": {}}
     for name, off in ((model_dir.name, np.zeros(NUM_CLASSES)),
                       (f"{model_dir.name}@recall", offsets)):
         pred = (logits + off).argmax(axis=1)

@@ -433,8 +433,13 @@ def load_model(model_dir: Path) -> tuple[torch.nn.Module, dict]:
     model_dir = Path(model_dir)
     try:
         info = json.loads((model_dir / "model.json").read_text())
-        model = create_model(info["arch"], **info["model"])
-        model.load_state_dict(torch.load(model_dir / "model.pt", weights_only=True))
+        if info["arch"] == "ensemble":
+            from raytasks.ensemble import load_members
+
+            model = load_members(model_dir, info)
+        else:
+            model = create_model(info["arch"], **info["model"])
+            model.load_state_dict(torch.load(model_dir / "model.pt", weights_only=True))
     except FileNotFoundError as e:
         raise DataError(f"{model_dir}: missing {Path(e.filename).name}") from None
     except Exception as e:

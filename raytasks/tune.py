@@ -209,23 +209,28 @@ def latest_experiment(storage: Path, dev: str, space_name: str) -> str:
 @click.option("--resume", is_flag=True, help="Continue the latest interrupted search of this "
                                              "dev and space (or --experiment).")
 @click.option("--experiment", default=None, help="Experiment name to resume.")
-@click.option("--export", is_flag=True, help="Export the best trial to models/<dev>-<space>/.")
+@click.option("--export", is_flag=True,
+              help="Export the best trial to models/<dev>-<space>/ and, for a space of several "
+                   "architectures, each one's best to models/<dev>-<space>-<arch>/.")
+@click.option("--export-only", is_flag=True,
+              help="Search nothing: export from a finished search (--experiment, default the "
+                   "latest of this dev and space).")
 @click.option("--no-wandb", is_flag=True, help="Do not log to Weights & Biases.")
 def tune_cmd(space_name, archs, samples, max_epochs, grace, time_budget, concurrency,
              cpus_per_trial, workers, placement, metric, scheme, seed, dev, resume, experiment,
-             export, no_wandb):
+             export, export_only, no_wandb):
     """Search a space with HyperOpt + ASHA on Ray Tune; leaderboard, plots, optional export."""
     try:
         run(space_name, archs, samples, max_epochs, grace, time_budget, concurrency,
             cpus_per_trial, workers, metric, scheme, seed, dev, resume, experiment, export,
-            no_wandb, placement)
+            no_wandb, placement, export_only)
     except (SpaceError, DataError, config.ConfigError) as e:
         raise click.ClickException(str(e)) from None
 
 
 def run(space_name, archs, samples, max_epochs, grace, time_budget, concurrency,
         cpus_per_trial, workers, metric, scheme, seed, dev, resume, experiment, export,
-        no_wandb, placement="PACK"):
+        no_wandb, placement="PACK", export_only=False):
     # everything that can be wrong with the request is checked before Ray starts
     space = load_space(space_name, archs.split(",") if archs else None)
     cfg = config.load(dev=dev, scheme=scheme)
@@ -240,8 +245,11 @@ def run(space_name, archs, samples, max_epochs, grace, time_budget, concurrency,
 
     split_files(data_dir, "train")
     storage = config.resolve(cfg["runs"]) / dev
-    name = (experiment or latest_experiment(storage, dev, space.name) if resume
+    name = (experiment or latest_experiment(storage, dev, space.name) if resume or export_only
             else f"{dev}-{space.name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+    if (resume or export_only) and not (storage / name).is_dir():
+        raise click.BadParameter(f"no experiment {name!r} in {storage}",
+                                 param_hint="--experiment")
 
     import ray
     from ray import tune
@@ -265,6 +273,10 @@ def run(space_name, archs, samples, max_epochs, grace, time_budget, concurrency,
     resources = {"CPU": 0.05} if workers > 1 else {"CPU": cpus_per_trial}
     trainable = tune.with_resources(tune.with_parameters(trial_fn, space=space, base=base),
                                     resources)
+    models = config.resolve(cfg["models"])
+    if export_only:
+        grid = tune.Tuner.restore(str(storage / name), trainable).get_results()
+        return grid, export_best(grid, space, base, metric, models / f"{dev}-{space.name}")
     callbacks = [] if no_wandb else [wandb_callback(cfg, dev, space.name)]
     run_config = tune.RunConfig(
         name=name, storage_path=str(storage), callbacks=callbacks,
@@ -295,21 +307,36 @@ def run(space_name, archs, samples, max_epochs, grace, time_budget, concurrency,
         plot_leaderboard(results / "leaderboard.csv", results / "leaderboard.png")
         click.echo(f"leaderboard: {results / 'leaderboard.csv'} (+ leaderboard.png)")
     if export:
-        export_best(grid, space, base, metric, config.resolve(cfg["models"]) /
-                    f"{dev}-{space.name}")
+        export_best(grid, space, base, metric, models / f"{dev}-{space.name}")
     return grid, rows
 
 
-def export_best(grid, space, base: dict, metric: str, out: Path) -> Path:
+def export_best(grid, space, base: dict, metric: str, out: Path) -> list[Path]:
+    """The best checkpoint overall -> out; with several architectures in the space, also
+    each architecture's best -> out-<arch> (the per-family comparison ships with it)."""
     from raytasks.train import export, make_config, prepare
 
-    best = grid.get_best_result(metric=metric, mode=MODE, scope="all")
-    ckpt, metrics = max(best.best_checkpoints, key=lambda cm: cm[1][metric])
-    settings = prepare(make_config({**trial_settings(space, best.config), **base}))
-    export(ckpt, metrics, settings, out, source=str(best.path))
-    click.echo(f"exported best trial ({settings['arch']}, {metric} "
-               f"{metrics[metric]:.4f}) to {out}")
-    return out
+    best: dict[str, tuple] = {}  # arch -> (metric value, checkpoint, metrics, result)
+    for result in grid:
+        if result.error or not result.best_checkpoints:
+            continue
+        ckpt, metrics = max(result.best_checkpoints, key=lambda cm: cm[1].get(metric, -1))
+        arch = trial_settings(space, result.config)["arch"]
+        if metric in metrics and (arch not in best or metrics[metric] > best[arch][0]):
+            best[arch] = (metrics[metric], ckpt, metrics, result)
+    if not best:
+        raise click.ClickException("no trial left a checkpoint to export")
+    targets = [(out, max(best.values(), key=lambda b: b[0]))]
+    if len(space.archs) > 1:
+        targets += [(out.with_name(f"{out.name}-{arch}"), b) for arch, b in sorted(best.items())]
+    written = []
+    for path, (value, ckpt, metrics, result) in targets:
+        settings = prepare(make_config({**trial_settings(space, result.config), **base}))
+        export(ckpt, metrics, settings, path, source=str(result.path))
+        click.echo(f"exported {settings['arch']} trial {metrics.get('trial_id', '')} "
+                   f"({metric} {value:.4f}) to {path}")
+        written.append(path)
+    return written
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ def tune_env(monkeypatch, tmp_path, processed):
     return tmp_path
 
 
-def test_tiny_search_asha_hyperopt_leaderboard_wandb_export(ray_cluster, tune_env):
+def test_tiny_search_asha_hyperopt_leaderboard_wandb_export(ray_cluster, tune_env, monkeypatch):
     from raytasks.tune import run
 
     grid, rows = run("all", "gru,cnn1d", samples=4, max_epochs=3, grace=1, time_budget=None,
@@ -56,6 +56,25 @@ def test_tiny_search_asha_hyperopt_leaderboard_wandb_export(ray_cluster, tune_en
     res = CliRunner().invoke(main, ["evaluate", "--model", str(model_dir)])
     assert res.exit_code == 0, res.output
     assert "alice-all@recall" in res.output
+    # and each architecture's best ships beside it: the overall best is one of them
+    per_arch = {a: json.loads((tune_env / "models" / f"alice-all-{a}" / "model.json")
+                              .read_text()) for a in ("gru", "cnn1d")}
+    assert {i["arch"] for i in per_arch.values()} == {"gru", "cnn1d"}
+    for arch, i in per_arch.items():
+        arch_rows = board[board["arch"] == arch]
+        assert i["valid_metrics"]["F2scoremacro"] == pytest.approx(
+            arch_rows["F2scoremacro"].max())
+    assert info["valid_metrics"]["F2scoremacro"] == pytest.approx(board["F2scoremacro"].max())
+
+    # --export-only exports the same from the finished search without training anything
+    monkeypatch.setenv("RAYTASKS_MODELS", str(tune_env / "models-again"))
+    _, written = run("all", "gru,cnn1d", samples=4, max_epochs=3, grace=1, time_budget=None,
+                     concurrency=2, cpus_per_trial=0.5, workers=1, metric="F2scoremacro",
+                     scheme=None, seed=0, dev=None, resume=False, experiment=None,
+                     export=False, no_wandb=True, export_only=True)
+    assert sorted(p.name for p in written) == ["alice-all", "alice-all-cnn1d", "alice-all-gru"]
+    again = json.loads((written[0] / "model.json").read_text())
+    assert again["valid_metrics"] == info["valid_metrics"]
 
 
 def trial_states(exp_dir: Path) -> dict:
