@@ -17,16 +17,14 @@ help:  ## list the targets
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $@
 
-data/processed/intra/build.json: | .venv/.installed
-	$(RT) data build --scheme intra
-
 data: .venv/.installed  ## build intra and inter shards (MITDB_DIR, else PhysioNet download)
 	$(RT) data build --scheme all
 
 describe: data  ## class counts per split + plots in results/data/
 	$(RT) data describe
 
-run: .venv/.installed | data/processed/intra/build.json  ## evaluate every model in models/ -> results/output.csv
+run: .venv/.installed  ## evaluate every model in models/ -> results/output.csv
+	$(RT) data build --scheme intra
 	$(RT) evaluate --split valid
 
 test: .venv/.installed  ## the test suite (run Ray inside `unshare -n` here)

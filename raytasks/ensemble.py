@@ -23,9 +23,12 @@ class Ensemble(torch.nn.Module):
     def __init__(self, members):
         super().__init__()
         self.members = torch.nn.ModuleList(members)
+        # members may differ in what they read (beat only, beat + RR features)
+        self.input_width = max(m.input_width for m in members)
 
     def forward(self, x):
-        probs = torch.stack([m(x).softmax(dim=-1) for m in self.members]).mean(dim=0)
+        probs = torch.stack([m(x[:, :m.input_width]).softmax(dim=-1)
+                             for m in self.members]).mean(dim=0)
         return probs.clamp_min(1e-12).log()
 
 
@@ -56,7 +59,9 @@ def build_ensemble(member_dirs: list[Path], out_dir: Path, processed: Path) -> d
     if len(schemes) != 1 or None in schemes:
         raise DataError(f"members were trained on different or unknown schemes: {schemes}")
     scheme = schemes.pop()
-    x, y = load_split(split_files(Path(processed) / scheme, "valid"))
+    files = split_files(Path(processed) / scheme, "valid")
+    rr = any(i.get("rr") for i in infos)
+    x, y = load_split(files, rr=rr)
 
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")

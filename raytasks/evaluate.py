@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from raytasks.data import CLASS_NAMES, CLASS_SHORT, NUM_CLASSES, DataError
+from raytasks.data import BEAT_LEN, CLASS_NAMES, CLASS_SHORT, NUM_CLASSES, DataError
 from raytasks.metrics import METRIC_NAMES, OBJECTIVE, RECALL_NAMES, compute_metrics, confusion
 
 COLUMNS = ["modeltag"] + METRIC_NAMES + RECALL_NAMES
@@ -45,25 +45,42 @@ def load_eval_data(processed: Path, scheme: str, split: str, data_file=None, rec
         return (frame[FEATURES].to_numpy(np.float32), frame["target"].to_numpy(np.int64),
                 f"file {data_file}")
     if records:
-        from raytasks.data import FEATURES
+        from raytasks.data import FEATURES, RR_FEATURES
         from raytasks.data.build import list_records, record_beats, verify_checksums
 
         names = list_records(Path(records))
         verify_checksums(Path(records), names)
         frame = pd.concat([record_beats(Path(records), n) for n in names], ignore_index=True)
-        return (frame[FEATURES].to_numpy(np.float32), frame["target"].to_numpy(np.int64),
-                f"records {records} ({', '.join(names)})")
-    x, y = load_split(split_files(Path(processed) / scheme, split))
+        return (frame[FEATURES + RR_FEATURES].to_numpy(np.float32),
+                frame["target"].to_numpy(np.int64), f"records {records} ({', '.join(names)})")
+    files = split_files(Path(processed) / scheme, split)
+    x, y = load_split(files, rr=has_rr(files))
     return x, y, f"{scheme}/{split} ({Path(processed) / scheme / split})"
 
 
-def evaluate_model(model_dir: Path, x: np.ndarray, y: np.ndarray) -> dict:
-    """Both operating points of one model: rows, confusion matrices, speed."""
+def has_rr(files: list[str]) -> bool:
+    import pyarrow.parquet as pq
+
+    from raytasks.data import RR_FEATURES
+
+    return set(RR_FEATURES) <= set(pq.read_schema(files[0]).names)
+
+
+def evaluate_model(model_dir: Path, x: np.ndarray, y: np.ndarray, data_desc: str = "") -> dict:
+    """Both operating points of one model: rows, confusion matrices, speed.
+
+    x holds the beat and, when the data has them, its RR features; each model reads the
+    columns it was trained on.
+    """
     from raytasks.train import load_model, predict_logits
 
     model, info = load_model(model_dir)
+    if x.shape[1] < model.input_width:
+        raise DataError(f"{model_dir.name} reads RR-interval features, which "
+                        f"{data_desc or 'the data'} lacks (hackathon/Kaggle files carry the "
+                        f"beat only)")
     t0 = time.perf_counter()
-    logits = predict_logits(model, x)
+    logits = predict_logits(model, x[:, :model.input_width])
     seconds = time.perf_counter() - t0
     offsets = np.asarray(info.get("offsets", [0.0] * NUM_CLASSES), dtype=np.float64)
     out = {"tag": model_dir.name, "info": info, "beats_per_s": len(x) / max(seconds, 1e-9),
@@ -167,7 +184,8 @@ def evaluate(model_dirs: list[Path], x, y, data_desc: str, out: Path) -> pd.Data
     """Evaluate, then write output.csv (atomically) and per-model plots/reports under out."""
     if len(x) == 0:
         raise DataError(f"{data_desc}: no beats to evaluate")
-    results = [evaluate_model(d, x, y) for d in model_dirs]  # any failure: nothing written
+    # any failure: nothing written
+    results = [evaluate_model(d, x, y, data_desc) for d in model_dirs]
     results.sort(key=lambda r: -max(p["metrics"][OBJECTIVE] for p in r["points"].values()))
     rows = pd.DataFrame([{"modeltag": name, **{c: p["metrics"][c] for c in COLUMNS[1:]}}
                          for r in results for name, p in r["points"].items()], columns=COLUMNS)
@@ -193,7 +211,8 @@ def calibrate(model_dir: Path, processed: Path, target_recall: float | None = No
 
     model, info = load_model(model_dir)
     scheme = info.get("data", {}).get("scheme") or "intra"
-    x, y = load_split(split_files(Path(processed) / scheme, "valid"))
+    files = split_files(Path(processed) / scheme, "valid")
+    x, y = load_split(files, rr=model.input_width > BEAT_LEN)
     offsets = fit_offsets(predict_logits(model, x), y, target_recall=target_recall)
     info["offsets"] = offsets.tolist()
     info["offsets_fit"] = {"on": "valid", "scheme": scheme,

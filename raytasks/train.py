@@ -20,7 +20,7 @@ import ray
 import torch
 import torch.nn.functional as F
 
-from raytasks.data import DataError
+from raytasks.data import BEAT_LEN, DataError
 from raytasks.data.stream import (
     EpochClock,
     balanced_stream,
@@ -30,7 +30,7 @@ from raytasks.data.stream import (
     split_files,
 )
 from raytasks.metrics import OBJECTIVE, compute_metrics, fit_offsets
-from raytasks.nets import create_model, model_config, num_params
+from raytasks.nets import create_model, input_width, model_config, num_params
 
 # every training setting, with its default; each is a `raytasks train` flag and a TOML key
 DEFAULTS = {
@@ -60,6 +60,7 @@ DEFAULTS = {
     "keep": 2,  # best checkpoints kept
     "max_failures": 2,
     "shuffle_buffer": 2048,
+    "rr": False,  # also read the beat's RR-interval features (raytasks.data.RR_FEATURES)
 }
 HELP = {
     "arch": "architecture (raytasks.nets registry)",
@@ -87,6 +88,7 @@ HELP = {
     "keep": "best checkpoints kept on disk",
     "max_failures": "worker-group restarts (from the latest checkpoint) before giving up",
     "shuffle_buffer": "rows in each worker's local shuffle buffer",
+    "rr": "also feed the beat's RR intervals (pre/post/local RR) to the model",
 }
 CHOICES = {"schedule": ("onecycle", "cosine"), "loss": ("ce", "weighted_ce", "focal"),
            "placement": ("PACK", "SPREAD")}
@@ -157,7 +159,12 @@ def lr_lambda(cfg: dict, total_steps: int):
 
 
 def augment(x: torch.Tensor, cfg: dict, gen: torch.Generator) -> torch.Tensor:
-    """Amplitude scaling, baseline wander, Gaussian noise, small time shifts (per beat)."""
+    """Amplitude scaling, baseline wander, Gaussian noise, small time shifts (per beat).
+
+    Only the beat's samples are augmented; RR features after them pass through.
+    """
+    if x.shape[1] > BEAT_LEN:
+        return torch.cat([augment(x[:, :BEAT_LEN], cfg, gen), x[:, BEAT_LEN:]], dim=1)
     n, length = x.shape
     if cfg["aug_scale"]:
         x = x * (1 + cfg["aug_scale"] * (2 * torch.rand(n, 1, generator=gen) - 1))
@@ -217,7 +224,7 @@ def train_loop(cfg: dict, *, rank: int, world: int, checkpoint, batches, report,
     """
     torch.manual_seed(cfg["seed"] + rank)
     torch.set_num_threads(cfg["threads"] or max(1, round(cfg["cpus_per_worker"])))
-    model = create_model(cfg["arch"], **cfg["model"])
+    model = create_model(cfg["arch"], rr=cfg["rr"], **cfg["model"])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     steps = math.ceil(cfg["train_rows"] / world / cfg["batch_size"]) * cfg["epochs"]
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, steps))
@@ -236,7 +243,8 @@ def train_loop(cfg: dict, *, rank: int, world: int, checkpoint, batches, report,
         net = ray.train.torch.prepare_model(model)  # DDP (gloo on CPU)
     loss = loss_fn(cfg, cfg.get("class_weights"))
     gen = torch.Generator().manual_seed(cfg["seed"] * 7919 + rank)
-    valid_x, valid_y = load_split(cfg["valid_files"]) if rank == 0 else (None, None)
+    valid_x, valid_y = (load_split(cfg["valid_files"], rr=cfg["rr"]) if rank == 0
+                        else (None, None))
     fail = cfg.get("_fail_once")  # test-only: kill this worker once at (epoch, step, rank)
 
     for epoch in range(start, cfg["epochs"]):
@@ -331,7 +339,7 @@ def build_trainer(cfg: dict, name: str, storage: Path, callbacks=()):
     clock = EpochClock.remote()
     cfg = {**cfg, "clock": clock}
     stream = balanced_stream(cfg["train_files"], cfg["balance"], cfg["seed"], epoch=clock,
-                             counts=cfg["train_counts"])
+                             counts=cfg["train_counts"], rr=cfg["rr"])
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=cfg,
@@ -364,7 +372,7 @@ def fit_local(cfg: dict, report):
 
     def batches(epoch):
         ds = balanced_stream(cfg["train_files"], cfg["balance"], cfg["seed"], epoch=epoch,
-                             counts=cfg["train_counts"])
+                             counts=cfg["train_counts"], rr=cfg["rr"])
         return ds.iter_torch_batches(batch_size=cfg["batch_size"],
                                      local_shuffle_buffer_size=cfg["shuffle_buffer"],
                                      local_shuffle_seed=cfg["seed"] * 1000 + epoch)
@@ -384,10 +392,10 @@ def export(checkpoint, metrics: dict, cfg: dict, out_dir: Path, source: str = ""
     the data build it was trained on)."""
     with checkpoint.as_directory() as d:
         state = torch.load(Path(d) / "state.pt", weights_only=False)
-    model = create_model(cfg["arch"], **cfg["model"])
+    model = create_model(cfg["arch"], rr=cfg["rr"], **cfg["model"])
     model.load_state_dict(state["model"])
     # the recall-first operating point: offsets fitted on the valid split (see evaluate)
-    valid_x, valid_y = load_split(cfg["valid_files"])
+    valid_x, valid_y = load_split(cfg["valid_files"], rr=cfg["rr"])
     offsets = fit_offsets(predict_logits(model, valid_x), valid_y)
     build_meta = {}
     meta_path = Path(cfg["data"]) / "build.json"
@@ -401,6 +409,7 @@ def export(checkpoint, metrics: dict, cfg: dict, out_dir: Path, source: str = ""
     info = {
         "tag": out_dir.name,
         "arch": cfg["arch"],
+        "rr": cfg["rr"],  # the model reads x = beat + RR_FEATURES
         "model": model_config(cfg["arch"], **cfg["model"]).__dict__,
         "train": {k: cfg[k] for k in TRAIN_KEYS if k in cfg} | {"data": portable(cfg["data"])},
         "valid_metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
@@ -438,8 +447,9 @@ def load_model(model_dir: Path) -> tuple[torch.nn.Module, dict]:
 
             model = load_members(model_dir, info)
         else:
-            model = create_model(info["arch"], **info["model"])
+            model = create_model(info["arch"], rr=info.get("rr", False), **info["model"])
             model.load_state_dict(torch.load(model_dir / "model.pt", weights_only=True))
+            model.input_width = input_width(info.get("rr", False))  # columns of x it reads
     except FileNotFoundError as e:
         raise DataError(f"{model_dir}: missing {Path(e.filename).name}") from None
     except Exception as e:

@@ -1,14 +1,17 @@
 """TorchTrainer on real shards: metrics, checkpoint -> export -> reload, fault tolerance."""
 
 import json
+import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
 
 from raytasks import train
 from raytasks.cli import main
+from raytasks.data import FEATURES, RR_FEATURES
 from raytasks.data.stream import load_split, split_files
 from raytasks.metrics import METRIC_NAMES
 
@@ -53,6 +56,45 @@ def test_worker_killed_mid_epoch_resumes_from_checkpoint(ray_cluster, processed,
     assert last["epoch"] == 2
     # the restarted attempt began at epoch 1 (after epoch 0's checkpoint), not from scratch
     assert last["start_epoch"] == 1
+
+
+def test_rr_model_reads_rr_features_and_refuses_data_without_them(ray_cluster, processed,
+                                                                   tmp_path, monkeypatch):
+    from ray.train import Checkpoint
+
+    reports, keep = [], tmp_path / "ckpt"
+
+    def report(metrics, state_dir):
+        reports.append(metrics)
+        shutil.rmtree(keep, ignore_errors=True)
+        shutil.copytree(state_dir, keep)
+
+    cfg = tiny(processed, rr=True, workers=1)
+    train.fit_local(dict(cfg), report)
+    out = train.export(Checkpoint.from_directory(keep), reports[-1],
+                       train.prepare(train.make_config(cfg)), tmp_path / "models" / "rr-tiny")
+    model, info = train.load_model(out)
+    assert info["rr"] is True and model.input_width == 187 + len(RR_FEATURES)
+    x, y = load_split(split_files(processed / "intra", "valid"), rr=True)
+    logits = train.predict_logits(model, x)
+    assert (logits.argmax(1) == y).mean() == pytest.approx(reports[-1]["Accuracy"])
+    flat = x.copy()
+    flat[:, 187:] = 1.0  # every beat on time: the predictions must change
+    assert np.abs(train.predict_logits(model, flat) - logits).max() > 1e-3
+    # evaluation gives it the RR columns of built shards, and refuses files without them
+    monkeypatch.setenv("RAYTASKS_PROCESSED", str(processed))
+    results = tmp_path / "results"
+    res = CliRunner().invoke(main, ["evaluate", "--model", str(out), "--out", str(results)])
+    assert res.exit_code == 0, res.output
+    assert pd.read_csv(results / "output.csv")["Accuracy"][0] == pytest.approx(
+        reports[-1]["Accuracy"])
+    beats = pd.DataFrame(x[:, :187], columns=FEATURES).assign(target=y)
+    beats.to_parquet(tmp_path / "heart_big_valid.parq")
+    res = CliRunner().invoke(main, ["evaluate", "--model", str(out), "--data",
+                                    str(tmp_path / "heart_big_valid.parq"),
+                                    "--out", str(tmp_path / "external")])
+    assert res.exit_code == 1 and "reads RR-interval features" in res.output, res.output
+    assert not (tmp_path / "external" / "output.csv").exists()
 
 
 def test_bad_training_settings_refused():

@@ -27,12 +27,12 @@ import pyarrow.parquet as pq
 from scipy.signal import resample_poly
 from tqdm import tqdm
 
-from raytasks.data import BEAT_LEN, FEATURES, NUM_CLASSES, SPLITS, DataError
+from raytasks.data import BEAT_LEN, FEATURES, NUM_CLASSES, RR_FEATURES, SPLITS, DataError
 
 FS_RAW, FS = 360, 125
 WINDOW_S = 10
 RR_FACTOR = 1.2
-BUILD_VERSION = 1
+BUILD_VERSION = 2  # 2: RR-interval columns
 
 AAMI = {s: 0 for s in "NLRej"} | {s: 1 for s in "AaJS"} | {"V": 2, "E": 2, "F": 3} | {
     s: 4 for s in "/fQ"}
@@ -166,14 +166,30 @@ def extract_beats(signal: np.ndarray, samples: np.ndarray) -> np.ndarray:
     return beats
 
 
+def rr_features(samples: np.ndarray, local: int = 10) -> np.ndarray:
+    """(n, 4) float32 RR_FEATURES of beats at these 360 Hz R-peak samples (one record)."""
+    n = len(samples)
+    rr = np.diff(samples) / FS_RAW
+    if len(rr) == 0:
+        return np.ones((n, len(RR_FEATURES)), dtype=np.float32)
+    pre = np.r_[rr[0], rr]
+    post = np.r_[rr, rr[-1]]
+    half = local // 2
+    window = np.lib.stride_tricks.sliding_window_view(np.pad(pre, half, mode="edge"), local + 1)
+    local_rr = np.median(window, axis=1)
+    return np.stack([pre / local_rr, post / local_rr, local_rr, pre / np.median(rr)],
+                    axis=1).astype(np.float32)
+
+
 def record_beats(records_dir: Path, name: str) -> pd.DataFrame:
-    """All beats of one record as a frame with columns 0..186, target, record, sample."""
+    """All beats of one record: columns 0..186, target, record, sample, RR_FEATURES."""
     signal, samples, labels = read_record(records_dir, name)
     beats = extract_beats(signal, samples)
     frame = pd.DataFrame(beats, columns=FEATURES)
     frame["target"] = labels
     frame["record"] = name
     frame["sample"] = samples
+    frame[RR_FEATURES] = rr_features(samples)
     return frame
 
 
@@ -224,16 +240,18 @@ def write_split(frame: pd.DataFrame, out: Path, shard_rows: int, seed: int) -> i
     order = np.random.default_rng(seed).permutation(len(frame))
     frame = frame.iloc[order].reset_index(drop=True)
     n_shards = max(1, int(np.ceil(len(frame) / shard_rows)))
-    schema = shard_schema()
+    schema = shard_schema(rr=all(c in frame for c in RR_FEATURES))
     for i, chunk in enumerate(np.array_split(np.arange(len(frame)), n_shards)):
         table = pa.Table.from_pandas(frame.iloc[chunk], schema=schema, preserve_index=False)
         pq.write_table(table, out / f"part-{i:05d}.parquet")
     return n_shards
 
 
-def shard_schema() -> pa.Schema:
+def shard_schema(rr: bool = True) -> pa.Schema:
+    """Built shards carry RR_FEATURES after the hackathon columns; imported files have none."""
     return pa.schema([(c, pa.float32()) for c in FEATURES] + [
-        ("target", pa.int64()), ("record", pa.string()), ("sample", pa.int64())])
+        ("target", pa.int64()), ("record", pa.string()), ("sample", pa.int64())]
+        + [(c, pa.float32()) for c in (RR_FEATURES if rr else [])])
 
 
 def class_counts(frame: pd.DataFrame) -> list[int]:

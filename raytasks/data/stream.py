@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import ray
 
-from raytasks.data import FEATURES, NUM_CLASSES, DataError
+from raytasks.data import FEATURES, NUM_CLASSES, RR_FEATURES, DataError
 
 DATA_CPUS = 0.25
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -84,8 +84,22 @@ class EpochClock:
         return self.epoch
 
 
-def resample_batch(batch: dict, rates: np.ndarray, seed: int, epoch) -> dict:
-    """Repeat/thin one batch's rows by class rate, shuffle them, pack x (n, 187) and y."""
+def inputs(rr: bool) -> list[str]:
+    """The columns a model reads, in order: the beat, then its RR features if it uses them."""
+    return FEATURES + RR_FEATURES if rr else FEATURES
+
+
+def check_rr(files: list[str]) -> None:
+    """Refuse shards without RR columns for a model that reads them, saying why."""
+    names = pq.read_schema(files[0]).names
+    if not set(RR_FEATURES) <= set(names):
+        raise DataError(f"{Path(files[0]).parent}: shards have no RR-interval columns "
+                        f"{RR_FEATURES} (imported files carry none; shards built before "
+                        f"they existed: `raytasks data build --force`)")
+
+
+def resample_batch(batch: dict, rates: np.ndarray, seed: int, epoch, rr: bool = False) -> dict:
+    """Repeat/thin one batch's rows by class rate, shuffle them, pack x (n, 187[+4]) and y."""
     if not isinstance(epoch, int):
         epoch = ray.get(epoch.get.remote())
     y = batch["target"].astype(np.int64)
@@ -96,13 +110,15 @@ def resample_batch(batch: dict, rates: np.ndarray, seed: int, epoch) -> dict:
     # shuffle within the batch too: shards are already class-mixed, this mixes the repeats
     key = int(u[0] * (1 << 31)) if len(u) else 0
     idx = np.random.default_rng([seed, epoch, key]).permutation(idx)
-    x = np.stack([batch[c] for c in FEATURES], axis=1).astype(np.float32)
+    x = np.stack([batch[c] for c in inputs(rr)], axis=1).astype(np.float32)
     return {"x": x[idx], "y": y[idx]}
 
 
 def balanced_stream(files: list[str], balance: float = 0.0, seed: int = 0, epoch=0,
-                    counts=None) -> "ray.data.Dataset":
+                    counts=None, rr: bool = False) -> "ray.data.Dataset":
     """A Ray Dataset of {'x': float32[187], 'y': int64} rows, class-balanced by `balance`.
+
+    With `rr`, x also carries the beat's RR_FEATURES (float32[191]).
 
     `epoch` is an int, or an `EpochClock` handle for a dataset reused across epochs.
     """
@@ -110,17 +126,21 @@ def balanced_stream(files: list[str], balance: float = 0.0, seed: int = 0, epoch
     rates = resample_rates(counts, balance)
     # small CPU requests, so reads fit next to Tune trials and Train workers (Ray Data's file
     # listing still takes a whole CPU: callers leave 1 CPU free, see raytasks.tune)
-    ds = ray.data.read_parquet(files, columns=FEATURES + ["target", "record", "sample"],
+    if rr:
+        check_rr(files)
+    ds = ray.data.read_parquet(files, columns=inputs(rr) + ["target", "record", "sample"],
                                num_cpus=DATA_CPUS)
     # keep block order so that a seed reproduces the exact sequence
     ds.context.execution_options.preserve_order = True
     return ds.map_batches(resample_batch, batch_format="numpy", batch_size=None,
                           num_cpus=DATA_CPUS,
-                          fn_kwargs={"rates": rates, "seed": seed, "epoch": epoch})
+                          fn_kwargs={"rates": rates, "seed": seed, "epoch": epoch, "rr": rr})
 
 
-def load_split(files: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """A whole split in memory as (x float32 (n, 187), y int64): for validation/evaluation."""
-    table = pq.ParquetDataset(files).read(columns=FEATURES + ["target"])
-    x = np.stack([table.column(c).to_numpy() for c in FEATURES], axis=1).astype(np.float32)
+def load_split(files: list[str], rr: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """A whole split in memory as (x float32 (n, 187[+4]), y int64): validation/evaluation."""
+    if rr:
+        check_rr(files)
+    table = pq.ParquetDataset(files).read(columns=inputs(rr) + ["target"])
+    x = np.stack([table.column(c).to_numpy() for c in inputs(rr)], axis=1).astype(np.float32)
     return x, table.column("target").to_numpy().astype(np.int64)

@@ -6,7 +6,10 @@ architectures with a config dataclass whose defaults train well on a CPU.
 
 import dataclasses
 
+import torch
 import torch.nn as nn
+
+from raytasks.data import BEAT_LEN, NUM_CLASSES, RR_FEATURES
 
 REGISTRY: dict[str, tuple[type, type]] = {}
 
@@ -35,9 +38,31 @@ def config_fields(name: str) -> dict:
     return dataclasses.asdict(model_config(name))
 
 
-def create_model(name: str, **cfg) -> nn.Module:
+class WithRR(nn.Module):
+    """A beat model plus the beat's RR features (x = beat then RR_FEATURES): a small MLP
+    reads the log RR features and the beat model's logits and corrects those logits."""
+
+    def __init__(self, net: nn.Module, hidden: int = 32):
+        super().__init__()
+        self.net = net
+        self.rr = nn.Sequential(nn.Linear(len(RR_FEATURES) + NUM_CLASSES, hidden), nn.ReLU(),
+                                nn.Linear(hidden, NUM_CLASSES))
+
+    def forward(self, x):
+        logits = self.net(x[:, :BEAT_LEN])
+        rr = torch.log(x[:, BEAT_LEN:].clamp_min(1e-3))
+        return logits + self.rr(torch.cat([rr, logits], dim=1))
+
+
+def create_model(name: str, rr: bool = False, **cfg) -> nn.Module:
+    """`name`'s model with config `cfg`; with rr, wrapped to also read the RR features."""
     cfg = model_config(name, **cfg)
-    return REGISTRY[name][0](cfg)
+    model = REGISTRY[name][0](cfg)
+    return WithRR(model) if rr else model
+
+
+def input_width(rr: bool) -> int:
+    return BEAT_LEN + (len(RR_FEATURES) if rr else 0)
 
 
 def list_models() -> list[str]:

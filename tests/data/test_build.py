@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from raytasks.cli import main
-from raytasks.data import FEATURES
+from raytasks.data import FEATURES, RR_FEATURES
 from raytasks.data.build import DS1, DS2, build, record_beats
 from tests.atr import read_atr
 from tests.conftest import SLICE, copy_records
@@ -33,14 +33,31 @@ def test_beats_match_independent_atr_count(mitdb, name):
     assert np.median(x[beats["target"].to_numpy() == 0, 0]) > 0.7
 
 
+@pytest.mark.parametrize("name", ["208", "232"])
+def test_rr_features_are_the_record_s_rr_intervals(mitdb, name):
+    samples, classes = read_atr(mitdb / f"{name}.atr")
+    beats = record_beats(mitdb, name)
+    rr = np.diff(samples) / 360.0  # seconds, from the independent .atr reader
+    pre, post, local, record = (beats[c].to_numpy(np.float64) for c in RR_FEATURES)
+    np.testing.assert_allclose((pre * local)[1:], rr, rtol=1e-5)
+    np.testing.assert_allclose((post * local)[:-1], rr, rtol=1e-5)
+    np.testing.assert_allclose((record * np.median(rr))[1:], rr, rtol=1e-5)
+    assert np.all(local > 0.25) and np.all(local < 3.0)  # 20-240 bpm
+    # ventricular ectopics come early and are followed by a compensatory pause
+    v, n = classes == 2, classes == 0
+    if v.sum() > 100:
+        assert np.median(pre[v]) < 0.9 < np.median(pre[n])
+        assert np.median(post[v]) > 1.1 > np.median(post[n])
+
+
 def test_shard_schema_and_layout(processed):
     for scheme in ("intra", "inter"):
         for split in ("train", "valid", "test"):
             files = sorted((processed / scheme / split).glob("part-*.parquet"))
             assert files, (scheme, split)
             schema = pq.read_schema(files[0])
-            assert schema.names == FEATURES + ["target", "record", "sample"]
-            assert all(str(schema.field(c).type) == "float" for c in FEATURES)
+            assert schema.names == FEATURES + ["target", "record", "sample"] + RR_FEATURES
+            assert all(str(schema.field(c).type) == "float" for c in FEATURES + RR_FEATURES)
             assert str(schema.field("target").type) == "int64"
         assert len(list((processed / scheme / "train").glob("*.parquet"))) >= 3
     meta = json.loads((processed / "intra" / "build.json").read_text())

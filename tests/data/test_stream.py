@@ -1,10 +1,13 @@
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
+from raytasks.data import FEATURES, RR_FEATURES, DataError
 from raytasks.data.stream import (
     EpochClock,
     balanced_stream,
     class_counts,
+    load_split,
     resample_rates,
     split_files,
 )
@@ -61,3 +64,18 @@ def test_rates_reject_bad_alpha():
     with pytest.raises(ValueError):
         resample_rates([10, 1, 1, 1, 1], 1.5)
     np.testing.assert_allclose(resample_rates([80, 20, 0, 0, 0], 0.0)[:2], [1, 1])
+
+
+def test_rr_stream_carries_each_beat_s_own_rr_features(ray_cluster, processed, tmp_path):
+    files = split_files(processed / "intra", "train")
+    x, y = take(balanced_stream(files, 0.5, seed=1, rr=True))
+    assert x.shape[1] == 187 + len(RR_FEATURES)
+    ref_x, ref_y = load_split(files, rr=True)
+    rows = {tuple(r): c for r, c in zip(ref_x.round(5), ref_y)}
+    # every streamed row (beat + RR) is exactly one of the split's rows, with its label
+    assert all(rows.get(tuple(r)) == c for r, c in zip(x[:2000].round(5), y[:2000]))
+    # shards without RR columns (imported files) are refused for an RR model, saying why
+    beats_only = tmp_path / "part-00000.parquet"
+    pq.write_table(pq.read_table(files[0], columns=FEATURES + ["target"]), beats_only)
+    with pytest.raises(DataError, match="no RR-interval columns"):
+        load_split([str(beats_only)], rr=True)
