@@ -11,8 +11,8 @@ FEATURES = [str(i) for i in range(BEAT_LEN)]
 SPLITS = ("train", "valid", "test")
 # Each built beat's RR-interval context (the 187-sample window starts at its own R-peak, so
 # it hides how premature the beat is, the classic cue for S beats): previous and next RR
-# over the local RR (median of the 10 around it), the local RR in seconds, and the previous
-# RR over the record's median RR. Models trained with `rr = true` read them after the beat.
+# over the local RR (mean of the 30 around it), the local RR in seconds, and the previous
+# RR over the record's mean RR. Models trained with `rr = true` read them after the beat.
 RR_FEATURES = ["rr_pre", "rr_post", "rr_local", "rr_record"]
 
 

@@ -166,8 +166,13 @@ def extract_beats(signal: np.ndarray, samples: np.ndarray) -> np.ndarray:
     return beats
 
 
-def rr_features(samples: np.ndarray, local: int = 10) -> np.ndarray:
-    """(n, 4) float32 RR_FEATURES of beats at these 360 Hz R-peak samples (one record)."""
+def rr_features(samples: np.ndarray, local: int = 30) -> np.ndarray:
+    """(n, 4) float32 RR_FEATURES of beats at these 360 Hz R-peak samples (one record).
+
+    Local and record RR are means, not medians: where ectopic beats are the majority rhythm
+    (DS2's record 232: frequent S beats between long pauses), a median takes them for the
+    norm and their prematurity vanishes; the mean keeps the pauses in the reference.
+    """
     n = len(samples)
     rr = np.diff(samples) / FS_RAW
     if len(rr) == 0:
@@ -176,8 +181,8 @@ def rr_features(samples: np.ndarray, local: int = 10) -> np.ndarray:
     post = np.r_[rr, rr[-1]]
     half = local // 2
     window = np.lib.stride_tricks.sliding_window_view(np.pad(pre, half, mode="edge"), local + 1)
-    local_rr = np.median(window, axis=1)
-    return np.stack([pre / local_rr, post / local_rr, local_rr, pre / np.median(rr)],
+    local_rr = window.mean(axis=1)
+    return np.stack([pre / local_rr, post / local_rr, local_rr, pre / rr.mean()],
                     axis=1).astype(np.float32)
 
 
