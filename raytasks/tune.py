@@ -149,8 +149,8 @@ def plot_leaderboard(path: Path, out: Path, metric: str = "F1scoremacro") -> Non
     best = board.loc[board.groupby("arch")[metric].idxmax()].sort_values(metric, ascending=False)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4), gridspec_kw={"width_ratios": [1, 2]})
     ax1.barh(best["arch"], best[metric], color="tab:blue")
-    for y, v in enumerate(best[metric]):
-        ax1.text(v, y, f" {v:.3f}", va="center", fontsize=8)
+    for y, (v, epochs) in enumerate(zip(best[metric], best["epochs"])):
+        ax1.text(v, y, f" {v:.3f} ({epochs} ep)", va="center", fontsize=8)
     ax1.invert_yaxis()
     ax1.set_xlim(0, 1.1)
     ax1.set_xlabel(f"best {metric} (valid)")
@@ -162,7 +162,8 @@ def plot_leaderboard(path: Path, out: Path, metric: str = "F1scoremacro") -> Non
     ax2.set_ylim(0, 1.05)
     ax2.set_ylabel("recall of that trial (valid)")
     ax2.legend(fontsize=8, ncol=4, loc="lower left")
-    fig.suptitle(f"leaderboard: {len(board)} trials, {board['experiment'].nunique()} searches")
+    searches = board["experiment"].nunique()
+    fig.suptitle(f"leaderboard: {len(board)} trials, {searches} search{'es' * (searches != 1)}")
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
