@@ -61,6 +61,7 @@ DEFAULTS = {
     "max_failures": 2,
     "shuffle_buffer": 2048,
     "rr": False,  # also read the beat's RR-interval features (raytasks.data.RR_FEATURES)
+    "rr_beat_dropout": 0.0,  # with rr: share of training beats the RR path classifies alone
 }
 HELP = {
     "arch": "architecture (raytasks.nets registry)",
@@ -89,6 +90,8 @@ HELP = {
     "max_failures": "worker-group restarts (from the latest checkpoint) before giving up",
     "shuffle_buffer": "rows in each worker's local shuffle buffer",
     "rr": "also feed the beat's RR intervals (pre/post/local RR) to the model",
+    "rr_beat_dropout": "with rr: share of training beats whose beat logits are hidden, so the "
+                       "RR path learns to classify alone too",
 }
 CHOICES = {"schedule": ("onecycle", "cosine"), "loss": ("ce", "weighted_ce", "focal"),
            "placement": ("PACK", "SPREAD")}
@@ -109,6 +112,8 @@ def make_config(overrides: dict | None = None) -> dict:
             raise TrainConfigError(f"{key} must be one of {allowed}, got {cfg[key]!r}")
     if not 0 <= cfg["balance"] <= 1:
         raise TrainConfigError(f"balance must be in [0, 1], got {cfg['balance']}")
+    if not 0 <= cfg["rr_beat_dropout"] < 1:
+        raise TrainConfigError(f"rr_beat_dropout must be in [0, 1), got {cfg['rr_beat_dropout']}")
     try:
         model_config(cfg["arch"], **cfg["model"])
     except (ValueError, TypeError) as e:
@@ -224,7 +229,8 @@ def train_loop(cfg: dict, *, rank: int, world: int, checkpoint, batches, report,
     """
     torch.manual_seed(cfg["seed"] + rank)
     torch.set_num_threads(cfg["threads"] or max(1, round(cfg["cpus_per_worker"])))
-    model = create_model(cfg["arch"], rr=cfg["rr"], **cfg["model"])
+    model = create_model(cfg["arch"], rr=cfg["rr"], rr_beat_dropout=cfg["rr_beat_dropout"],
+                         **cfg["model"])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     steps = math.ceil(cfg["train_rows"] / world / cfg["batch_size"]) * cfg["epochs"]
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, steps))

@@ -102,6 +102,8 @@ def test_bad_training_settings_refused():
         train.make_config({"epoch": 3})
     with pytest.raises(train.TrainConfigError, match="loss"):
         train.make_config({"loss": "hinge"})
+    with pytest.raises(train.TrainConfigError, match="rr_beat_dropout"):
+        train.make_config({"rr": True, "rr_beat_dropout": 1.0})
     with pytest.raises(train.TrainConfigError, match="unknown config field"):
         train.make_config({"arch": "gru", "model": {"hiden": 3}})
 

@@ -40,25 +40,34 @@ def config_fields(name: str) -> dict:
 
 class WithRR(nn.Module):
     """A beat model plus the beat's RR features (x = beat then RR_FEATURES): a small MLP
-    reads the log RR features and the beat model's logits and corrects those logits."""
+    reads the log RR features and the beat model's logits and corrects those logits.
 
-    def __init__(self, net: nn.Module, hidden: int = 32):
+    `beat_dropout` (training only) hides the beat model's logits for that share of beats, so
+    the RR path must classify on its own too: across patients the beat shape of the few
+    training S beats is memorised, while their prematurity is what carries over.
+    """
+
+    def __init__(self, net: nn.Module, hidden: int = 32, beat_dropout: float = 0.0):
         super().__init__()
         self.net = net
+        self.beat_dropout = beat_dropout
         self.rr = nn.Sequential(nn.Linear(len(RR_FEATURES) + NUM_CLASSES, hidden), nn.ReLU(),
                                 nn.Linear(hidden, NUM_CLASSES))
 
     def forward(self, x):
         logits = self.net(x[:, :BEAT_LEN])
+        if self.training and self.beat_dropout > 0:
+            keep = torch.rand(len(x), 1, device=x.device) >= self.beat_dropout
+            logits = logits * keep
         rr = torch.log(x[:, BEAT_LEN:].clamp_min(1e-3))
         return logits + self.rr(torch.cat([rr, logits], dim=1))
 
 
-def create_model(name: str, rr: bool = False, **cfg) -> nn.Module:
+def create_model(name: str, rr: bool = False, rr_beat_dropout: float = 0.0, **cfg) -> nn.Module:
     """`name`'s model with config `cfg`; with rr, wrapped to also read the RR features."""
     cfg = model_config(name, **cfg)
     model = REGISTRY[name][0](cfg)
-    return WithRR(model) if rr else model
+    return WithRR(model, beat_dropout=rr_beat_dropout) if rr else model
 
 
 def input_width(rr: bool) -> int:

@@ -51,3 +51,21 @@ def test_config_fields_and_unknown_field():
         create_model("vgg")
     m = create_model("cnn2d", height=4)  # the hackathon's 4x48 variant
     assert m(torch.zeros(2, 187)).shape == (2, 5)
+
+
+def test_rr_wrapper_reads_rr_and_beat_dropout_only_in_training():
+    torch.manual_seed(0)
+    model = create_model("cnn1d", rr=True, rr_beat_dropout=0.5, channels=[8, 16])
+    x = torch.rand(64, 187 + 4) + 0.1
+    model.eval()
+    full = model(x)
+    assert full.shape == (64, 5) and torch.equal(full, model(x))
+    # eval: the beat's logits always count; another beat (same RR) changes the output
+    other = torch.cat([torch.rand(64, 187), x[:, 187:]], dim=1)
+    assert not torch.allclose(model(other), full)
+    model.train()
+    out = model(x)
+    beat = model.net(x[:, :187])
+    rr_only = model.rr(torch.cat([torch.log(x[:, 187:]), torch.zeros_like(beat)], dim=1))
+    dropped = torch.isclose(out, rr_only, atol=1e-6).all(dim=1)
+    assert 10 < dropped.sum() < 54  # about half the beats were classified from RR alone
