@@ -270,6 +270,14 @@ def run(space_name, archs, samples, max_epochs, grace, time_budget, concurrency,
             "cpus_per_worker": cpus_per_trial, "metric": metric, "max_failures": 0,
             "placement": placement,
             "_storage": str(storage / name)}
+    # the trials' fixed settings are saved with the search, so that --resume and
+    # --export-only use (and record in model.json) what the trials ran with, not new flags
+    saved = storage / name / "search.json"
+    if (resume or export_only) and saved.exists():
+        base = {**json.loads(saved.read_text()), "_storage": str(storage / name)}
+    elif not (resume or export_only):
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps(base, indent=2))
     # with --workers > 1 the trial process only drives its TorchTrainer (Tune refuses 0 CPU)
     resources = {"CPU": 0.05} if workers > 1 else {"CPU": cpus_per_trial}
     trainable = tune.with_resources(tune.with_parameters(trial_fn, space=space, base=base),

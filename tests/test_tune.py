@@ -68,13 +68,14 @@ def test_tiny_search_asha_hyperopt_leaderboard_wandb_export(ray_cluster, tune_en
 
     # --export-only exports the same from the finished search without training anything
     monkeypatch.setenv("RAYTASKS_MODELS", str(tune_env / "models-again"))
-    _, written = run("all", "gru,cnn1d", samples=4, max_epochs=3, grace=1, time_budget=None,
+    _, written = run("all", "gru,cnn1d", samples=4, max_epochs=9, grace=1, time_budget=None,
                      concurrency=2, cpus_per_trial=0.5, workers=1, metric="F2scoremacro",
                      scheme=None, seed=0, dev=None, resume=False, experiment=None,
                      export=False, no_wandb=True, export_only=True)
     assert sorted(p.name for p in written) == ["alice-all", "alice-all-cnn1d", "alice-all-gru"]
     again = json.loads((written[0] / "model.json").read_text())
     assert again["valid_metrics"] == info["valid_metrics"]
+    assert again["train"]["epochs"] == 3  # the search's own setting, not this call's flag
 
 
 def trial_states(exp_dir: Path) -> dict:
