@@ -35,7 +35,7 @@ def find_models(models_dir: Path) -> list[Path]:
 
 def load_eval_data(processed: Path, scheme: str, split: str, data_file=None, records=None):
     """(x, y, description) of the evaluation data: a built split, a file, or WFDB records."""
-    from raytasks.data.stream import load_split, split_files
+    from raytasks.data.stream import has_rr, load_split, split_files
 
     if data_file:
         from raytasks.data import FEATURES
@@ -56,14 +56,6 @@ def load_eval_data(processed: Path, scheme: str, split: str, data_file=None, rec
     files = split_files(Path(processed) / scheme, split)
     x, y = load_split(files, rr=has_rr(files))
     return x, y, f"{scheme}/{split} ({Path(processed) / scheme / split})"
-
-
-def has_rr(files: list[str]) -> bool:
-    import pyarrow.parquet as pq
-
-    from raytasks.data import RR_FEATURES
-
-    return set(RR_FEATURES) <= set(pq.read_schema(files[0]).names)
 
 
 def evaluate_model(model_dir: Path, x: np.ndarray, y: np.ndarray, data_desc: str = "") -> dict:

@@ -89,10 +89,14 @@ def inputs(rr: bool) -> list[str]:
     return FEATURES + RR_FEATURES if rr else FEATURES
 
 
+def has_rr(files: list[str]) -> bool:
+    """Whether a split's shards carry the RR columns (built ones do, imported ones don't)."""
+    return set(RR_FEATURES) <= set(pq.read_schema(files[0]).names)
+
+
 def check_rr(files: list[str]) -> None:
     """Refuse shards without RR columns for a model that reads them, saying why."""
-    names = pq.read_schema(files[0]).names
-    if not set(RR_FEATURES) <= set(names):
+    if not has_rr(files):
         raise DataError(f"{Path(files[0]).parent}: shards have no RR-interval columns "
                         f"{RR_FEATURES} (imported files carry none; shards built before "
                         f"they existed: `raytasks data build --force`)")
