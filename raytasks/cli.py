@@ -4,27 +4,51 @@ from pathlib import Path
 
 import click
 
-from raytasks import config
+from raytasks import config, paths
 from raytasks.data import DataError
+
+DEBUG = False  # --debug: let the traceback of an expected error through
+
+
+def user_errors() -> tuple:
+    """The errors bad input raises: each message already names the file or setting."""
+    from raytasks.spaces import SpaceError
+    from raytasks.train import TrainConfigError
+
+    return (DataError, config.ConfigError, paths.PathError, SpaceError, TrainConfigError)
+
+
+def one_line(e: Exception) -> str:
+    if isinstance(e, OSError) and e.filename:
+        return (f"{e.filename}: {e.strerror or type(e).__name__}; check that the path exists "
+                f"and is writable, or choose another one")
+    return " ".join(str(e).split())
 
 
 class Group(click.Group):
-    """Turns the project's expected errors into one line and exit status 1."""
+    """Turns the project's expected errors (and unwritable paths) into one line, exit 1."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except (DataError, config.ConfigError) as e:
-            raise click.ClickException(str(e)) from None
+        except click.ClickException:
+            raise
+        except (*user_errors(), OSError) as e:
+            if DEBUG:
+                raise
+            raise click.ClickException(one_line(e)) from None
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
-def main():
+@click.option("--debug", is_flag=True, help="Show the full traceback of an error.")
+def main(debug):
     """raytasks: train, tune and ship MIT-BIH heartbeat classifiers on Ray.
 
     Start with `raytasks data build`, then `raytasks train`, `raytasks tune`,
     `raytasks evaluate`. Settings come from config.toml < environment < flags.
     """
+    global DEBUG
+    DEBUG = debug
 
 
 @main.group(cls=Group)
@@ -48,7 +72,7 @@ def data():
 @click.option("--force", is_flag=True, help="Rebuild even when the shards are current.")
 def data_build(records, out, scheme, seed, shard_rows, force):
     """Turn raw records into parquet beat shards (Kachuee et al. 2018 beats)."""
-    from raytasks.data.build import build, counts_table, resolve_records
+    from raytasks.data.build import build, counts_table, missing_classes, resolve_records
 
     cfg = config.load(records=records, processed=out, seed=seed)
     records_dir = resolve_records(cfg["records"], config.resolve(cfg["raw_download"]))
@@ -58,6 +82,8 @@ def data_build(records, out, scheme, seed, shard_rows, force):
                   params={"seed": cfg["seed"], "shard_rows": shard_rows})
     click.echo(counts_table(metas))
     click.echo(f"shards: {', '.join(str(out_dir / s) for s in schemes)}")
+    for warning in (w for m in metas.values() for w in missing_classes(m)):
+        click.echo(f"warning: {warning} (few or unusual records?)", err=True)
 
 
 @data.command("import")
@@ -75,6 +101,7 @@ def data_import(train, valid, test, name, out):
     """Turn hackathon parquet or Kaggle CSV files into the same shard layout."""
     from raytasks.data.build import counts_table, import_files
 
+    paths.check_name(name, "--name")
     if name in ("intra", "inter"):
         raise click.BadParameter("'intra'/'inter' are built from records; pick another name",
                                  param_hint="--name")
@@ -175,11 +202,11 @@ def train_cmd(config_file, model_opts, data, scheme, tag, no_export, **flags):
     except train.TrainConfigError as e:
         raise click.UsageError(str(e)) from None
     scheme_name = Path(settings["data"]).name
-    tag = tag or f"{settings['arch']}-{scheme_name}"
+    tag = paths.check_name(tag or f"{settings['arch']}-{scheme_name}", "--tag")
     dev = cfg["dev"] if cfg["dev"] != config.PLACEHOLDER_DEV else "local"
     train.init_ray()
     best, metrics, result = train.fit(settings, f"{tag}-{utc_stamp()}",
-                                      config.resolve(cfg["runs"]) / dev / "train")
+                                      paths.child(config.resolve(cfg["runs"]), dev) / "train")
     click.echo(f"best epoch {metrics['epoch']}: " + "  ".join(
         f"{k} {metrics[k]:.4f}" for k in ("F1scoremacro", "Recallmacro", "F2scoremacro")))
     click.echo("per-class recall: " + "  ".join(
@@ -205,7 +232,8 @@ def train_cmd(config_file, model_opts, data, scheme, tag, no_export, **flags):
                    "(preprocessed exactly as in training).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Where output.csv and plots go. Default: results/ for valid, "
-                   "results/test/ for test, results/external/ for --data/--records.")
+                   "results/test/ for test, results/external/ for --data/--records; with "
+                   "--model, the selected/ folder inside that (the shipped table stays).")
 def evaluate_cmd(models, split, scheme, data_file, records, out):
     """Evaluate models into OUT/output.csv, OUT/<tag>/{confusion,recall}.png, report.md."""
     from raytasks.evaluate import evaluate, find_models, load_eval_data, table
@@ -217,6 +245,8 @@ def evaluate_cmd(models, split, scheme, data_file, records, out):
     if out is None:
         out = (results / "external" if data_file or records
                else results / "test" if split == "test" else results)
+        if models:  # a few models never replace the table of every shipped model
+            out = out / "selected"
     if models:
         dirs = [Path(m) for m in models]
     else:
@@ -267,8 +297,8 @@ def ensemble_cmd(members, tag):
 
     cfg = config.load()
     models = config.resolve(cfg["models"])
+    out = paths.child(models, tag, "--tag")
     dirs = [Path(m) if Path(m).is_dir() else models / m for m in members]
-    out = models / tag
     if out in dirs:
         raise click.BadParameter("the ensemble cannot replace one of its members",
                                  param_hint="--tag")

@@ -9,6 +9,8 @@ import os
 import tomllib
 from pathlib import Path
 
+from raytasks.paths import PathError, check_name
+
 ROOT = Path(__file__).resolve().parent.parent
 PLACEHOLDER_DEV = "your-dev-tag"
 
@@ -47,8 +49,19 @@ class ConfigError(ValueError):
     """A setting that cannot be used; the message says what to set."""
 
 
+PATH_SETTINGS = ("records", "processed", "raw_download", "models", "results", "runs")
+# the dashboard port P: Ray's GCS listens on P+10000 and workers up to P+14199 (cluster.py)
+PORT_RANGE = (1024, 65535 - 14200)
+
+
 def config_path() -> Path:
-    return Path(os.environ.get("RAYTASKS_CONFIG", ROOT / "config.toml"))
+    """RAYTASKS_CONFIG when set (it must exist: a typo would silently mean defaults), else
+    the project's config.toml (optional)."""
+    named = os.environ.get("RAYTASKS_CONFIG")
+    if named and not Path(named).is_file():
+        raise ConfigError(f"RAYTASKS_CONFIG={named}: no such file; point it at a config.toml "
+                          f"or unset it")
+    return Path(named) if named else ROOT / "config.toml"
 
 
 def load(**flags) -> dict:
@@ -70,13 +83,34 @@ def load(**flags) -> dict:
         if os.environ.get(var):
             cfg[key] = os.environ[var]
     cfg.update({k: v for k, v in flags.items() if v is not None})
-    for key in ("port", "seed"):
-        try:
-            cfg[key] = int(cfg[key])
-        except (TypeError, ValueError):
-            raise ConfigError(f"setting '{key}' must be an integer, got {cfg[key]!r} "
-                              f"(config.toml, or RAYTASKS_{key.upper()})") from None
+    check(cfg, path)
     return cfg
+
+
+def check(cfg: dict, path: Path) -> None:
+    """Types and ranges of the settings, so no command meets a bad one halfway through."""
+    where = f"({path.name}, RAYTASKS_* or a flag)"
+    for key in ("port", "seed"):
+        value = cfg[key]
+        try:
+            if isinstance(value, bool) or isinstance(value, float):
+                raise ValueError
+            cfg[key] = int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"setting '{key}' must be an integer, got {value!r} "
+                              f"{where}") from None
+    lo, hi = PORT_RANGE
+    if not lo <= cfg["port"] <= hi:
+        raise ConfigError(f"setting 'port' must be in {lo}..{hi} (Ray uses ports up to "
+                          f"port+14199), got {cfg['port']} {where}")
+    for key in PATH_SETTINGS + ("host", "scheme", "wandb_project", "dev"):
+        if not isinstance(cfg[key], str):
+            raise ConfigError(f"setting '{key}' must be a string, got {cfg[key]!r} {where}")
+    try:
+        check_name(cfg["dev"], "dev tag")
+        check_name(cfg["scheme"], "scheme")
+    except PathError as e:
+        raise ConfigError(f"{e} {where}") from None
 
 
 def require_dev(cfg: dict) -> str:
@@ -86,9 +120,10 @@ def require_dev(cfg: dict) -> str:
         raise ConfigError(
             "set your dev tag first: `dev = \"alice\"` in config.toml, "
             "or RAYTASKS_DEV=alice, or --dev alice")
-    if not all(c.isalnum() or c in "-_" for c in dev):
-        raise ConfigError(f"dev tag {dev!r} may only hold letters, digits, '-' and '_'")
-    return dev
+    try:
+        return check_name(dev, "dev tag")
+    except PathError as e:
+        raise ConfigError(str(e)) from None
 
 
 def resolve(path: str | Path) -> Path:

@@ -17,6 +17,7 @@ import torch
 
 from raytasks.data import DataError
 from raytasks.metrics import OBJECTIVE, compute_metrics, fit_offsets
+from raytasks.paths import staged_dir
 
 
 class Ensemble(torch.nn.Module):
@@ -46,7 +47,7 @@ def build_ensemble(member_dirs: list[Path], out_dir: Path, processed: Path) -> d
     end, so a bad member leaves an existing ensemble untouched.
     """
     from raytasks.data.stream import load_split, split_files
-    from raytasks.train import load_model, predict_logits
+    from raytasks.train import load_model
 
     member_dirs = [Path(d) for d in member_dirs]
     if len(member_dirs) < 2:
@@ -64,30 +65,33 @@ def build_ensemble(member_dirs: list[Path], out_dir: Path, processed: Path) -> d
     x, y = load_split(files, rr=rr)
 
     out_dir = Path(out_dir)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    with staged_dir(out_dir) as tmp:
+        info = _write_ensemble(tmp, out_dir.name, member_dirs, infos, x, y)
+        (tmp / "model.json").write_text(json.dumps(info, indent=2))
+    return info
+
+
+def _write_ensemble(tmp: Path, tag: str, member_dirs: list[Path], infos: list[dict], x, y):
+    """Copy the members into tmp/members/ and fit the ensemble's offsets on (x, y)."""
+    from raytasks.train import predict_logits
+
+    tags = [d.name for d in member_dirs]
     for d in member_dirs:
         (tmp / "members" / d.name).mkdir(parents=True)
         for f in ("model.pt", "model.json"):
             shutil.copy2(d / f, tmp / "members" / d.name / f)
-    info = {"tag": out_dir.name, "arch": "ensemble", "members": tags, "model": {},
+    info = {"tag": tag, "arch": "ensemble", "members": tags, "model": {},
             "train": {"members": {t: i["arch"] for t, i in zip(tags, infos)}},
             "data": infos[0].get("data", {}), "epoch": None,
             "params": sum(i.get("params", 0) for i in infos)}
-    model = load_members(tmp, info)
-    logits = predict_logits(model, x)
-    offsets = fit_offsets(logits, y)
-    info |= {
+    logits = predict_logits(load_members(tmp, info), x)
+    scheme = info["data"].get("scheme")
+    return info | {
         "valid_metrics": {k: float(v) for k, v in
                           compute_metrics(y, logits.argmax(axis=1)).items()},
-        "offsets": offsets.tolist(),
+        "offsets": fit_offsets(logits, y).tolist(),
         "offsets_fit": {"on": "valid", "scheme": scheme, "objective": OBJECTIVE},
         "source": "ensemble of " + ", ".join(str(d) for d in member_dirs),
         "torch": torch.__version__,
         "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    (tmp / "model.json").write_text(json.dumps(info, indent=2))
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
-    return info

@@ -12,7 +12,6 @@ so a bad model or bad data leaves the previous results untouched.
 """
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import pandas as pd
 
 from raytasks.data import BEAT_LEN, CLASS_NAMES, CLASS_SHORT, NUM_CLASSES, DataError
 from raytasks.metrics import METRIC_NAMES, OBJECTIVE, RECALL_NAMES, compute_metrics, confusion
+from raytasks.paths import staged_files, write_text
 
 COLUMNS = ["modeltag"] + METRIC_NAMES + RECALL_NAMES
 
@@ -173,7 +173,8 @@ def table(rows: pd.DataFrame) -> str:
 
 
 def evaluate(model_dirs: list[Path], x, y, data_desc: str, out: Path) -> pd.DataFrame:
-    """Evaluate, then write output.csv (atomically) and per-model plots/reports under out."""
+    """Evaluate, then write per-model plots/reports and output.csv under out: all staged
+    first and swapped in at the end, so any failure leaves out as it was."""
     if len(x) == 0:
         raise DataError(f"{data_desc}: no beats to evaluate")
     # any failure: nothing written
@@ -181,15 +182,12 @@ def evaluate(model_dirs: list[Path], x, y, data_desc: str, out: Path) -> pd.Data
     results.sort(key=lambda r: -max(p["metrics"][OBJECTIVE] for p in r["points"].values()))
     rows = pd.DataFrame([{"modeltag": name, **{c: p["metrics"][c] for c in COLUMNS[1:]}}
                          for r in results for name, p in r["points"].items()], columns=COLUMNS)
-    out.mkdir(parents=True, exist_ok=True)
-    for r in results:
-        model_out = out / r["tag"]
-        model_out.mkdir(exist_ok=True)
-        plot_model(r, model_out)
-        (model_out / "report.md").write_text(report_md(r, data_desc, len(y)))
-    tmp = out / f".output.csv.tmp-{os.getpid()}"
-    rows.to_csv(tmp, index=False)
-    tmp.replace(out / "output.csv")
+    with staged_files(out, last=("output.csv",)) as tmp:
+        for r in results:
+            (tmp / r["tag"]).mkdir()
+            plot_model(r, tmp / r["tag"])
+            (tmp / r["tag"] / "report.md").write_text(report_md(r, data_desc, len(y)))
+        rows.to_csv(tmp / "output.csv", index=False)
     for r in results:
         print(f"{r['tag']}: {r['beats_per_s']:.0f} beats/s, {r['size_bytes'] / 1e6:.2f} MB")
     return rows
@@ -210,7 +208,5 @@ def calibrate(model_dir: Path, processed: Path, target_recall: float | None = No
     info["offsets_fit"] = {"on": "valid", "scheme": scheme,
                            "objective": (f"macro precision with sick-class recall >= "
                                          f"{target_recall}" if target_recall else OBJECTIVE)}
-    tmp = Path(model_dir) / "model.json.tmp"
-    tmp.write_text(json.dumps(info, indent=2))
-    tmp.replace(Path(model_dir) / "model.json")
+    write_text(Path(model_dir) / "model.json", json.dumps(info, indent=2))
     return info

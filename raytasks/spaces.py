@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from raytasks.config import ROOT
-from raytasks.nets import config_fields, list_models
+from raytasks.nets import check_field, check_model, config_fields, list_models
 from raytasks.train import DEFAULTS as TRAIN_DEFAULTS
+from raytasks.train import check_setting
 
 SPACES_DIR = ROOT / "searchspaces"
 DISTS = {"uniform": ("low", "high"), "loguniform": ("low", "high"),
@@ -70,21 +71,53 @@ def space_path(name_or_path: str) -> Path:
     return p
 
 
-def _line(text: str, key: str) -> int:
-    """Best line number for a key in the TOML text (1-based; 0 if not found)."""
-    for i, line in enumerate(text.splitlines(), 1):
-        if re.match(rf"\s*{re.escape(key)}\s*=", line):
-            return i
-    return 0
+def key_lines(text: str) -> dict[tuple, int]:
+    """Line of every key by its place in the file: ("space", "lr"), ("space", "model",
+    "hidden"), ("points_to_evaluate", 0, "model", "hidden"), ... (keys of inline tables too),
+    so an error points at the key at fault, not at the first key of that name."""
+    where, section, arrays = {}, (), {}
+    for n, line in enumerate(text.splitlines(), 1):
+        s = line.split("#")[0].strip()
+        if m := re.fullmatch(r"\[\[\s*([\w.-]+)\s*\]\]", s):
+            arrays[m.group(1)] = arrays.get(m.group(1), -1) + 1
+            section = (m.group(1), arrays[m.group(1)])
+        elif m := re.fullmatch(r"\[\s*([\w.-]+)\s*\]", s):
+            head, *rest = m.group(1).split(".")
+            section = (head, arrays[head], *rest) if head in arrays else (head, *rest)
+        elif m := re.match(r"([\w-]+)\s*=\s*(.*)", s):
+            where.setdefault((*section, m.group(1)), n)
+            for inner in re.findall(r"([\w-]+)\s*=", m.group(2)):
+                where.setdefault((*section, m.group(1), inner), n)
+    return where
 
 
-def _check_spec(path: Path, text: str, key: str, spec) -> None:
-    where = f"{path}:{_line(text, key)}"
+@dataclass
+class Where:
+    """A space file and its key lines: `at(*place)` is "file:line" for an error."""
+    path: Path
+    lines: dict
+
+    def at(self, *place) -> str:
+        line = self.lines.get(tuple(place))
+        if line is None:  # fall back on the first key of that name anywhere
+            line = min((n for k, n in self.lines.items() if k[-1:] == place[-1:]), default=0)
+        return f"{self.path}:{line}"
+
+
+def _is_num(v, kind=float) -> bool:
+    return isinstance(v, int if kind is int else (int, float)) and not isinstance(v, bool) \
+        and math.isfinite(v)
+
+
+def _check_spec(w: Where, place: tuple, spec) -> None:
+    """The distribution itself: its name, arguments, their types and order."""
+    key = place[-1]
+    where = w.at(*place)
     if not isinstance(spec, dict) or "dist" not in spec:
         raise SpaceError(f"{where}: '{key}' must be a table with 'dist' "
                          f"(one of {sorted(DISTS)}); got {spec!r}")
     dist = spec["dist"]
-    if dist not in DISTS:
+    if not isinstance(dist, str) or dist not in DISTS:
         raise SpaceError(f"{where}: '{key}' has unknown distribution {dist!r}; "
                          f"known: {sorted(DISTS)}")
     missing = [a for a in DISTS[dist] if a not in spec]
@@ -96,49 +129,157 @@ def _check_spec(path: Path, text: str, key: str, spec) -> None:
         if not isinstance(spec["values"], list) or not spec["values"]:
             raise SpaceError(f"{where}: '{key}' choice needs a non-empty list of values")
         return
+    kind = int if dist in ("randint", "qrandint") else float
     low, high = spec["low"], spec["high"]
-    if not all(isinstance(v, (int, float)) for v in (low, high)):
-        raise SpaceError(f"{where}: '{key}' low/high must be numbers")
+    if not (_is_num(low, kind) and _is_num(high, kind)):
+        raise SpaceError(f"{where}: '{key}' low/high must be "
+                         f"{'integers' if kind is int else 'numbers'}; got {low!r}, {high!r}")
     if low > high or (low == high and dist in ("randint",)):
         raise SpaceError(f"{where}: '{key}' has low {low} > high {high}")
     if dist == "loguniform" and low <= 0:
         raise SpaceError(f"{where}: '{key}' loguniform needs low > 0")
+    if dist == "qrandint" and not (_is_num(spec["q"], int) and spec["q"] >= 1):
+        raise SpaceError(f"{where}: '{key}' qrandint needs an integer q >= 1, "
+                         f"got {spec['q']!r}")
+
+
+def spec_values(spec: dict) -> list:
+    """The values that decide whether a distribution fits a setting: every choice, or the
+    extremes it can draw (qrandint rounds to multiples of q)."""
+    d = spec["dist"]
+    if d == "choice":
+        return list(spec["values"])
+    if d == "randint":
+        return [spec["low"], spec["high"] - 1]
+    if d == "qrandint":
+        q = spec["q"]
+        return [round(spec["low"] / q) * q, round(spec["high"] / q) * q]
+    return [float(spec["low"]), float(spec["high"])]
+
+
+def _value_problem(arch: str, key: str, value, is_model: bool, fixed_model: dict):
+    if not is_model:
+        return check_setting(key, value)
+    problem = check_field(arch, key, value)
+    if problem is None:
+        try:
+            check_model(arch, {**fixed_model, key: value})
+        except (ValueError, TypeError) as e:
+            problem = str(e)
+    return problem
+
+
+def _check_values(w: Where, place: tuple, arch: str, values: list, is_model: bool,
+                  fixed_model: dict) -> None:
+    for value in values:
+        problem = _value_problem(arch, place[-1], value, is_model, fixed_model)
+        if problem:
+            raise SpaceError(f"{w.at(*place)}: {problem}")
+
+
+def _table(w: Where, data: dict, key: str, place: tuple = ()) -> dict:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise SpaceError(f"{w.at(*place, key)}: '{key}' must be a table, got {value!r}")
+    return dict(value)
+
+
+def _check_point(w: Where, i: int, point, a: ArchSpace) -> None:
+    """A known-good config: only searched keys, each value one the space can draw."""
+    if not isinstance(point, dict) or not isinstance(point.get("model", {}), dict):
+        raise SpaceError(f"{w.at('points_to_evaluate')}: each point must be a table")
+    pm = point.get("model", {})
+    bad = sorted((set(point) - set(a.space) - {"model"}) | (set(pm) - set(a.model)))
+    if bad:
+        place = ("points_to_evaluate", i, "model", bad[0]) if bad[0] in pm else (
+            "points_to_evaluate", i, bad[0])
+        raise SpaceError(f"{w.at(*place)}: points_to_evaluate sets {bad}, which the space "
+                         f"does not search")
+    items = [(k, v, a.space[k], ("points_to_evaluate", i, k)) for k, v in point.items()
+             if k != "model"]
+    items += [(k, v, a.model[k], ("points_to_evaluate", i, "model", k)) for k, v in pm.items()]
+    for key, value, spec, place in items:
+        if spec["dist"] == "choice":
+            ok = value in spec["values"] and type(value) in {type(c) for c in spec["values"]}
+        else:
+            ok = (_is_num(value, int if spec["dist"] in ("randint", "qrandint") else float)
+                  and spec["low"] <= value <= spec["high"])
+        if not ok:
+            drawn = spec["values"] if spec["dist"] == "choice" else (
+                f"[{spec['low']}, {spec['high']}]")
+            raise SpaceError(f"{w.at(*place)}: points_to_evaluate {key} = {value!r} is not "
+                             f"one the space can draw ({drawn})")
 
 
 def _check_arch(path: Path, text: str, arch: str, data: dict) -> ArchSpace:
-    if arch not in list_models():
-        raise SpaceError(f"{path}:{_line(text, 'arch')}: unknown architecture {arch!r}; "
+    w = Where(path, key_lines(text))
+    if not isinstance(arch, str) or arch not in list_models():
+        raise SpaceError(f"{w.at('arch')}: unknown architecture {arch!r}; "
                          f"known: {list_models()}")
     fields = config_fields(arch)
     unknown_top = sorted(set(data) - {"arch", "archs", "fixed", "space", "points_to_evaluate"})
     if unknown_top:
-        raise SpaceError(f"{path}:{_line(text, unknown_top[0])}: unknown key(s) {unknown_top}")
-    fixed = dict(data.get("fixed", {}))
-    space = dict(data.get("space", {}))
-    model = space.pop("model", {})
-    fixed_model = fixed.pop("model", {})
-    for key in list(fixed) + list(space):
-        if key not in TRAIN_DEFAULTS or (key in space and key in NOT_SEARCHABLE):
-            raise SpaceError(f"{path}:{_line(text, key)}: unknown or unsearchable training "
-                             f"field '{key}'")
-    for key in list(model) + list(fixed_model):
-        if key not in fields:
-            raise SpaceError(f"{path}:{_line(text, key)}: unknown field '{key}' for "
-                             f"architecture {arch}; known: {sorted(fields)}")
+        raise SpaceError(f"{w.at(unknown_top[0])}: unknown key(s) {unknown_top}")
+    fixed, space = _table(w, data, "fixed"), _table(w, data, "space")
+    model, fixed_model = _table(w, space, "model", ("space",)), _table(w, fixed, "model",
+                                                                         ("fixed",))
+    space.pop("model", None)
+    fixed.pop("model", None)
+    for section, keys in (("fixed", fixed), ("space", space)):
+        for key in keys:
+            if key not in TRAIN_DEFAULTS or (section == "space" and key in NOT_SEARCHABLE):
+                raise SpaceError(f"{w.at(section, key)}: unknown or unsearchable training "
+                                 f"field '{key}'")
+    for section, keys in (("space", model), ("fixed", fixed_model)):
+        for key in keys:
+            if key not in fields:
+                raise SpaceError(f"{w.at(section, 'model', key)}: unknown field '{key}' for "
+                                 f"architecture {arch}; known: {sorted(fields)}")
+    for key, value in fixed.items():
+        _check_values(w, ("fixed", key), arch, [value], False, {})
+    for key, value in fixed_model.items():
+        _check_values(w, ("fixed", "model", key), arch, [value], True, {})
     for key, spec in space.items():
-        _check_spec(path, text, key, spec)
+        _check_spec(w, ("space", key), spec)
+        _check_values(w, ("space", key), arch, spec_values(spec), False, {})
     for key, spec in model.items():
-        _check_spec(path, text, key, spec)
-    points = []
-    for point in data.get("points_to_evaluate", []):
-        pm = point.get("model", {})
-        bad = sorted((set(point) - set(space) - {"model"}) | (set(pm) - set(model)))
-        if bad:
-            raise SpaceError(f"{path}:{_line(text, bad[0])}: points_to_evaluate sets "
-                             f"{bad}, which the space does not search")
-        points.append(point)
-    fixed["model"] = fixed_model
-    return ArchSpace(arch, fixed, space, model, points)
+        _check_spec(w, ("space", "model", key), spec)
+        _check_values(w, ("space", "model", key), arch, spec_values(spec), True, fixed_model)
+    a = ArchSpace(arch, fixed, space, model, [])
+    points = data.get("points_to_evaluate", [])
+    if not isinstance(points, list):
+        raise SpaceError(f"{w.at('points_to_evaluate')}: points_to_evaluate must be "
+                         f"[[points_to_evaluate]] tables")
+    for i, point in enumerate(points):
+        _check_point(w, i, point, a)
+        a.points.append(point)
+    a.fixed["model"] = fixed_model
+    return a
+
+
+def _check_archs(path: Path, text: str, data: dict, only_archs) -> list[str]:
+    """`archs` of a conditional space: a list of known space names (each arch's file)."""
+    w = Where(path, key_lines(text))
+    archs = data["archs"]
+    if not isinstance(archs, list) or not archs or not all(isinstance(a, str) for a in archs):
+        raise SpaceError(f"{w.at('archs')}: archs must be a list of architecture names, "
+                         f"e.g. [\"gru\", \"cnn1d\"]; got {archs!r}")
+    unknown = [a for a in archs if a not in list_models()]
+    if unknown:
+        raise SpaceError(f"{w.at('archs')}: unknown architecture(s) {unknown}; "
+                         f"known: {list_models()}")
+    shared = _table(w, data, "fixed")
+    for key, value in shared.items():
+        problem = (f"unknown or unsearchable training field '{key}'" if key not in
+                   TRAIN_DEFAULTS or key == "model" else check_setting(key, value))
+        if problem:
+            raise SpaceError(f"{w.at('fixed', key)}: {problem}")
+    if only_archs:
+        missing = sorted(set(only_archs) - set(archs))
+        if missing:
+            raise SpaceError(f"{path}: --archs {missing} not in this space's {archs}")
+        archs = [a for a in archs if a in only_archs]
+    return archs
 
 
 def load_space(name_or_path: str, only_archs: list[str] | None = None) -> Space:
@@ -150,15 +291,9 @@ def load_space(name_or_path: str, only_archs: list[str] | None = None) -> Space:
     except tomllib.TOMLDecodeError as e:
         raise SpaceError(f"{path}: not valid TOML ({e})") from None
     if "archs" in data:
-        archs = data["archs"]
-        if only_archs:
-            missing = sorted(set(only_archs) - set(archs))
-            if missing:
-                raise SpaceError(f"{path}: --archs {missing} not in this space's {archs}")
-            archs = [a for a in archs if a in only_archs]
-        shared_fixed = data.get("fixed", {})
+        shared_fixed = _table(Where(path, {}), data, "fixed")
         result = {}
-        for arch in archs:
+        for arch in _check_archs(path, text, data, only_archs):
             sub = load_space(arch)
             a = sub.archs[arch]
             a.fixed = {**shared_fixed, **a.fixed, "model": a.fixed.get("model", {})}

@@ -31,6 +31,7 @@ from raytasks.data.stream import (
 )
 from raytasks.metrics import OBJECTIVE, compute_metrics, fit_offsets
 from raytasks.nets import create_model, input_width, model_config, num_params
+from raytasks.paths import staged_dir
 
 # every training setting, with its default; each is a `raytasks train` flag and a TOML key
 DEFAULTS = {
@@ -97,25 +98,59 @@ CHOICES = {"schedule": ("onecycle", "cosine"), "loss": ("ce", "weighted_ce", "fo
            "placement": ("PACK", "SPREAD")}
 
 
+# type and inclusive range (None: open) of every numeric or boolean setting
+LIMITS = {
+    "epochs": (int, 1, None), "batch_size": (int, 1, None), "lr": (float, 1e-9, 10.0),
+    "weight_decay": (float, 0.0, None), "focal_gamma": (float, 0.0, None),
+    "label_smoothing": (float, 0.0, 1.0), "class_weight_power": (float, 0.0, None),
+    "balance": (float, 0.0, 1.0), "aug_scale": (float, 0.0, 1.0),
+    "aug_wander": (float, 0.0, None), "aug_noise": (float, 0.0, None),
+    "aug_shift": (int, 0, BEAT_LEN - 1), "seed": (int, None, None), "workers": (int, 1, None),
+    "cpus_per_worker": (float, 0.01, None), "threads": (int, 0, None), "keep": (int, 1, None),
+    "max_failures": (int, -1, None), "shuffle_buffer": (int, 0, None), "rr": (bool, None, None),
+    "rr_beat_dropout": (float, 0.0, 0.99),
+}
+
+
 class TrainConfigError(ValueError):
     pass
 
 
+def check_setting(key: str, value) -> str | None:
+    """What is wrong with `value` for training setting `key` (None: nothing)."""
+    from raytasks.metrics import METRIC_NAMES, RECALL_NAMES
+    from raytasks.nets import check_value, list_models
+
+    allowed = {**CHOICES, "arch": tuple(list_models()),
+               "metric": tuple(METRIC_NAMES + RECALL_NAMES)}.get(key)
+    if allowed is not None:
+        return None if isinstance(value, str) and value in allowed else (
+            f"{key} must be one of {list(allowed)}, got {value!r}")
+    if key in LIMITS:
+        return check_value(key, value, *LIMITS[key])
+    if key == "data" and not isinstance(value, str):
+        return f"data must be a path (a string), got {value!r}"
+    return None
+
+
 def make_config(overrides: dict | None = None) -> dict:
-    """DEFAULTS with overrides applied and checked (unknown keys, choices, arch fields)."""
+    """DEFAULTS with overrides applied and checked: unknown keys, each setting's type and
+    range, the architecture's fields (and that the model can be built from them)."""
+    from raytasks.nets import check_model
+
     cfg = {**DEFAULTS, **(overrides or {})}
     unknown = sorted(k for k in set(cfg) - set(DEFAULTS) if not k.startswith("_"))
     if unknown:
         raise TrainConfigError(f"unknown training setting(s) {unknown}")
-    for key, allowed in CHOICES.items():
-        if cfg[key] not in allowed:
-            raise TrainConfigError(f"{key} must be one of {allowed}, got {cfg[key]!r}")
-    if not 0 <= cfg["balance"] <= 1:
-        raise TrainConfigError(f"balance must be in [0, 1], got {cfg['balance']}")
-    if not 0 <= cfg["rr_beat_dropout"] < 1:
-        raise TrainConfigError(f"rr_beat_dropout must be in [0, 1), got {cfg['rr_beat_dropout']}")
+    for key in DEFAULTS:
+        problem = check_setting(key, cfg[key])
+        if problem:
+            raise TrainConfigError(problem)
+    if not isinstance(cfg["model"], dict):
+        raise TrainConfigError(f"model must be a table of architecture fields, got "
+                               f"{cfg['model']!r}")
     try:
-        model_config(cfg["arch"], **cfg["model"])
+        check_model(cfg["arch"], cfg["model"])
     except (ValueError, TypeError) as e:
         raise TrainConfigError(str(e)) from None
     return cfg
@@ -409,9 +444,6 @@ def export(checkpoint, metrics: dict, cfg: dict, out_dir: Path, source: str = ""
         build_meta = json.loads(meta_path.read_text())
         build_meta = {k: build_meta.get(k) for k in ("scheme", "params", "preprocessing",
                                                      "records", "source", "version")}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / "model.pt.tmp"
-    torch.save(model.state_dict(), tmp)
     info = {
         "tag": out_dir.name,
         "arch": cfg["arch"],
@@ -429,9 +461,9 @@ def export(checkpoint, metrics: dict, cfg: dict, out_dir: Path, source: str = ""
         "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     info["model"] = {k: list(v) if isinstance(v, tuple) else v for k, v in info["model"].items()}
-    (out_dir / "model.json.tmp").write_text(json.dumps(info, indent=2))
-    tmp.rename(out_dir / "model.pt")
-    (out_dir / "model.json.tmp").rename(out_dir / "model.json")
+    with staged_dir(out_dir) as tmp:  # swapped in whole: never half a model
+        torch.save(model.state_dict(), tmp / "model.pt")
+        (tmp / "model.json").write_text(json.dumps(info, indent=2))
     return out_dir
 
 

@@ -30,7 +30,9 @@ import pandas as pd
 from raytasks import config
 from raytasks.data import CLASS_SHORT, NUM_CLASSES, DataError
 from raytasks.metrics import METRIC_NAMES, OBJECTIVE, RECALL_NAMES
+from raytasks.paths import PathError, check_name, child, write_text
 from raytasks.spaces import SpaceError, hyperopt_points, load_space, to_hyperopt, trial_settings
+from raytasks.train import TrainConfigError
 
 MODE = "max"  # every metric in raytasks.metrics is better when larger
 LEADERBOARD_COLUMNS = (["dev", "experiment", "trial_id", "arch", "epochs", "best_epoch"]
@@ -225,8 +227,8 @@ def tune_cmd(space_name, archs, samples, max_epochs, grace, time_budget, concurr
         run(space_name, archs, samples, max_epochs, grace, time_budget, concurrency,
             cpus_per_trial, workers, metric, scheme, seed, dev, resume, experiment, export,
             no_wandb, placement, export_only)
-    except (SpaceError, DataError, config.ConfigError) as e:
-        raise click.ClickException(str(e)) from None
+    except (SpaceError, DataError, config.ConfigError, PathError, TrainConfigError) as e:
+        raise click.ClickException(" ".join(str(e).split())) from None
 
 
 def run(space_name, archs, samples, max_epochs, grace, time_budget, concurrency,
@@ -245,7 +247,9 @@ def run(space_name, archs, samples, max_epochs, grace, time_budget, concurrency,
     from raytasks.data.stream import split_files
 
     split_files(data_dir, "train")
-    storage = config.resolve(cfg["runs"]) / dev
+    storage = child(config.resolve(cfg["runs"]), dev, "dev tag")
+    if experiment is not None:
+        check_name(experiment, "--experiment")  # an experiment of this dev: runs/<dev>/<name>
     name = (experiment or latest_experiment(storage, dev, space.name) if resume or export_only
             else f"{dev}-{space.name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
     if (resume or export_only) and not (storage / name).is_dir():
@@ -276,8 +280,7 @@ def run(space_name, archs, samples, max_epochs, grace, time_budget, concurrency,
     if (resume or export_only) and saved.exists():
         base = {**json.loads(saved.read_text()), "_storage": str(storage / name)}
     elif not (resume or export_only):
-        saved.parent.mkdir(parents=True, exist_ok=True)
-        saved.write_text(json.dumps(base, indent=2))
+        write_text(saved, json.dumps(base, indent=2))
     # with --workers > 1 the trial process only drives its TorchTrainer (Tune refuses 0 CPU)
     resources = {"CPU": 0.05} if workers > 1 else {"CPU": cpus_per_trial}
     trainable = tune.with_resources(tune.with_parameters(trial_fn, space=space, base=base),

@@ -13,9 +13,7 @@ interrupted build leaves nothing half-written.
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 import time
 from math import gcd
 from pathlib import Path
@@ -28,11 +26,13 @@ from scipy.signal import resample_poly
 from tqdm import tqdm
 
 from raytasks.data import BEAT_LEN, FEATURES, NUM_CLASSES, RR_FEATURES, SPLITS, DataError
+from raytasks.paths import clean_leftovers, staged_dir
 
 FS_RAW, FS = 360, 125
 WINDOW_S = 10
 RR_FACTOR = 1.2
 BUILD_VERSION = 2  # 2: RR-interval columns
+IMPORT_SLACK = 0.01  # imported beats are min-max normalised: [0, 1] up to rounding
 
 AAMI = {s: 0 for s in "NLRej"} | {s: 1 for s in "AaJS"} | {"V": 2, "E": 2, "F": 3} | {
     s: 4 for s in "/fQ"}
@@ -90,6 +90,27 @@ def verify_checksums(records_dir: Path, names: list[str]) -> None:
                             f"corrupted; fetch it again)")
 
 
+def check_atr(path: Path) -> None:
+    """An MIT-format annotation file ends with its end marker (a zero word) and nothing
+    after it; a truncated or empty file lacks it. wfdb reads such a file without a word."""
+    words = np.fromfile(path, dtype="<u2")
+    i = 0
+    while i < len(words):
+        code, val = int(words[i]) >> 10, int(words[i]) & 0x3FF
+        i += 1
+        if code == 0 and val == 0:
+            if i != len(words):
+                raise DataError(f"{path}: data after the annotations' end marker (corrupted; "
+                                f"fetch it again)")
+            return
+        if code == 59:  # SKIP: a 32-bit interval follows
+            i += 2
+        elif code == 63:  # AUX: val bytes of text follow, padded to a word
+            i += (val + 1) // 2
+    raise DataError(f"{path}: truncated or empty (no end marker after {len(words)} words; "
+                    f"fetch it again)")
+
+
 def read_record(records_dir: Path, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(signal at 360 Hz of the chosen lead, beat sample indices, AAMI labels) of one record.
 
@@ -130,12 +151,19 @@ def read_record(records_dir: Path, name: str) -> tuple[np.ndarray, np.ndarray, n
         raise DataError(f"{stem}.hea: sampled at {rec.fs} Hz, expected {FS_RAW} Hz")
     lead = rec.sig_name.index("MLII") if "MLII" in rec.sig_name else 0
     signal = (rec.d_signal[:, lead] - rec.baseline[lead]) / rec.adc_gain[lead]
+    check_atr(stem.with_suffix(".atr"))
     try:
         ann = wfdb.rdann(str(stem), "atr")
     except Exception as e:
         raise DataError(f"{stem}.atr: unreadable annotations ({e})") from e
     keep = [i for i, s in enumerate(ann.symbol) if s in AAMI]
     samples = np.asarray(ann.sample)[keep].astype(np.int64)
+    outside = (samples < 0) | (samples >= header.sig_len)
+    if outside.any():
+        raise DataError(f"{stem}.atr: annotation at sample {samples[outside][0]} lies outside "
+                        f"the signal's {header.sig_len} samples (corrupted; fetch it again)")
+    if np.any(np.diff(samples) < 0):
+        raise DataError(f"{stem}.atr: annotations out of time order (corrupted; fetch it again)")
     labels = np.array([AAMI[ann.symbol[i]] for i in keep], dtype=np.int64)
     return signal.astype(np.float64), samples, labels
 
@@ -265,10 +293,8 @@ def class_counts(frame: pd.DataFrame) -> list[int]:
 
 def write_dataset(splits: dict[str, pd.DataFrame], dest: Path, meta: dict, shard_rows: int,
                   seed: int) -> dict:
-    """Write splits + build.json into a temp dir next to `dest`, then swap it into place."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
-    try:
+    """Write splits + build.json into a folder beside `dest`, then swap it into place."""
+    with staged_dir(dest) as tmp:
         meta = dict(meta, splits={})
         for i, (split, frame) in enumerate(splits.items()):
             shards = write_split(frame, tmp / split, shard_rows, seed + i)
@@ -276,16 +302,6 @@ def write_dataset(splits: dict[str, pd.DataFrame], dest: Path, meta: dict, shard
                                      "class_counts": class_counts(frame)}
         meta["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         (tmp / "build.json").write_text(json.dumps(meta, indent=2))
-        old = None
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-            dest.rename(old)
-        tmp.rename(dest)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return meta
 
 
@@ -316,6 +332,35 @@ def is_current(dest: Path, params: dict, fp: str) -> bool:
             and meta.get("fingerprint") == fp)
 
 
+def refuse_shrinking(dest: Path, names: list[str]) -> None:
+    """A build from fewer records must not silently replace a fuller one (--force does)."""
+    try:
+        old = json.loads((dest / "build.json").read_text()).get("records") or []
+    except (OSError, ValueError):
+        return
+    lost = sorted(set(old) - set(names))
+    if lost:
+        raise DataError(f"{dest} holds a build of {len(old)} records and these {len(names)} "
+                        f"lack {len(lost)} of them ({', '.join(lost[:5])}"
+                        f"{', ...' if len(lost) > 5 else ''}); pass --force to replace it, "
+                        f"or build into another --out")
+
+
+def missing_classes(meta: dict) -> list[str]:
+    """Warnings: splits that lack a class the build holds (a small or odd set of records)."""
+    from raytasks.data import CLASS_SHORT
+
+    splits = meta.get("splits", {})
+    total = np.sum([s["class_counts"] for s in splits.values()], axis=0)
+    out = []
+    for split, info in splits.items():
+        gone = [CLASS_SHORT[c] for c in range(NUM_CLASSES)
+                if total[c] and not info["class_counts"][c]]
+        if gone:
+            out.append(f"{meta.get('scheme')}/{split} has no {', '.join(gone)} beats")
+    return out
+
+
 def build(records_dir: Path, out: Path, schemes=("intra",), force: bool = False,
           params: dict | None = None, progress: bool = True) -> dict[str, dict]:
     """Build the shards of each scheme from a directory of raw records.
@@ -326,14 +371,19 @@ def build(records_dir: Path, out: Path, schemes=("intra",), force: bool = False,
     params["inter_valid"] = sorted(str(r) for r in params["inter_valid"])
     records_dir = Path(records_dir)
     names = list_records(records_dir)
+    clean_leftovers(out)  # staging folders of builds that were killed
+    # checked even when nothing is rebuilt: a changed SHA256SUMS.txt must not go unnoticed
+    verify_checksums(records_dir, names)
     fp = fingerprint(records_dir, names)
     todo = [s for s in schemes if force or not is_current(out / s, params, fp)]
     results = {s: json.loads((out / s / "build.json").read_text())
                for s in schemes if s not in todo}
     if not todo:
         return results
+    for scheme in todo:
+        if not force:
+            refuse_shrinking(out / scheme, names)
 
-    verify_checksums(records_dir, names)
     frames = []
     bar = tqdm(names, desc="records", unit="rec", disable=not progress)
     for name in bar:
@@ -423,6 +473,13 @@ def read_import(path: Path) -> pd.DataFrame:
     if values.isna().any().any():
         row = int(values.isna().any(axis=1).to_numpy().argmax())
         raise DataError(f"{path}: NaN or non-numeric value in row {row}")
+    beats = values[FEATURES].to_numpy(np.float64)
+    outside = ~((beats >= -IMPORT_SLACK) & (beats <= 1 + IMPORT_SLACK)).all(axis=1)
+    if outside.any():
+        row = int(np.flatnonzero(outside)[0])
+        worst = beats[row][np.argmax(np.abs(beats[row] - 0.5))]
+        raise DataError(f"{path}: value {worst} in row {row} is outside [0, 1]; beats must be "
+                        f"min-max normalised (as in the Kaggle and hackathon files)")
     target = values["target"].to_numpy()
     bad = (target != np.round(target)) | (target < 0) | (target >= NUM_CLASSES)
     if bad.any():

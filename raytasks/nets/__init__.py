@@ -5,6 +5,8 @@ architectures with a config dataclass whose defaults train well on a CPU.
 """
 
 import dataclasses
+import math
+import numbers
 
 import torch
 import torch.nn as nn
@@ -31,6 +33,66 @@ def model_config(name: str, **cfg):
     if unknown:
         raise ValueError(f"{name}: unknown config field(s) {unknown}; known: {sorted(known)}")
     return config_cls(**cfg)
+
+
+def check_value(key: str, value, kind: type, lo=None, hi=None) -> str | None:
+    """What is wrong with `value` as a `kind` in [lo, hi] (None: nothing). Booleans are not
+    numbers here, integers are floats, a float is not an integer, strings are not numbers."""
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    elif kind is float:
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    elif kind is str:
+        ok = isinstance(value, str)
+    else:
+        ok = True
+    if not ok:
+        return f"{key} must be {_KIND[kind]}, got {value!r}"
+    if kind in (int, float) and not (math.isfinite(value) and (lo is None or value >= lo)
+                                     and (hi is None or value <= hi)):
+        return (f"{key} must be in [{'-inf' if lo is None else lo}, "
+                f"{'inf' if hi is None else hi}], got {value!r}")
+    return None
+
+
+_KIND = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+# architecture fields that are counts yet may be 0, and fields that are probabilities
+ZERO_OK = {"stem_channels"}
+
+
+def check_field(name: str, key: str, value) -> str | None:
+    """What is wrong with `value` for architecture `name`'s config field `key`, by the
+    field's declared type: counts >= 1, dropout in [0, 1), tuples of counts."""
+    declared = {f.name: f.type for f in dataclasses.fields(REGISTRY[name][1])}
+    kind = declared[key]
+    kind = {"int": int, "float": float, "bool": bool, "str": str, "tuple": tuple}.get(
+        kind, kind) if isinstance(kind, str) else kind
+    where = f"{name}.{key}"
+    if key == "num_classes":
+        return None if value == NUM_CLASSES else f"{where} must be {NUM_CLASSES}"
+    if kind is tuple:
+        if not isinstance(value, (list, tuple)) or not value:
+            return f"{where} must be a non-empty list of integers, got {value!r}"
+        return next((p for v in value if (p := check_value(where, v, int, 1))), None)
+    if key == "dropout":
+        return check_value(where, value, float, 0.0, 0.99)
+    return check_value(where, value, kind, 0 if key in ZERO_OK else 1)
+
+
+def check_model(name: str, cfg: dict) -> None:
+    """ValueError unless `name` can be built with config `cfg` (types, ranges, and the
+    family's own constraints, found by building it: a few milliseconds)."""
+    model_config(name, **cfg)
+    for key, value in cfg.items():
+        problem = check_field(name, key, value)
+        if problem:
+            raise ValueError(problem)
+    try:
+        create_model(name, **cfg)
+    except Exception as e:
+        raise ValueError(f"{name} cannot be built with {cfg}: {e}") from None
 
 
 def config_fields(name: str) -> dict:
