@@ -31,6 +31,11 @@ class Group(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except click.UsageError as e:
+            if e.ctx is None:  # already one line (an inner group made it so)
+                raise
+            path = e.ctx.command_path
+            raise click.UsageError(f"{e.format_message()} (see '{path} -h')") from None
         except click.ClickException:
             raise
         except (*user_errors(), OSError) as e:
@@ -67,7 +72,7 @@ def data():
               show_default=True, help="intra: beat-level stratified split (Kaggle-like); "
                                       "inter: patient-level DS1/DS2 (de Chazal 2004).")
 @click.option("--seed", type=int, default=None, help="Split/shuffle seed (default 42).")
-@click.option("--shard-rows", type=int, default=4000, show_default=True,
+@click.option("--shard-rows", type=click.IntRange(1), default=4000, show_default=True,
               help="Rows per parquet shard.")
 @click.option("--force", is_flag=True, help="Rebuild even when the shards are current.")
 def data_build(records, out, scheme, seed, shard_rows, force):
@@ -184,9 +189,15 @@ def train_cmd(config_file, model_opts, data, scheme, tag, no_export, **flags):
 
     cfg = config.load(scheme=scheme)
     settings = {}
+    where = f"{config_file} or flags" if config_file else "flags"
     if config_file:
-        with open(config_file, "rb") as f:
-            settings = tomllib.load(f)
+        try:
+            with open(config_file, "rb") as f:
+                settings = tomllib.load(f)
+        except tomllib.TOMLDecodeError as e:
+            raise click.ClickException(f"{config_file}: not valid TOML ({e})") from None
+        if not isinstance(settings.get("model", {}), dict):
+            raise click.ClickException(f"{config_file}: 'model' must be a [model] table")
     settings.update({k: v for k, v in flags.items() if v is not None})
     model = dict(settings.get("model", {}))
     for opt in model_opts:
@@ -200,7 +211,7 @@ def train_cmd(config_file, model_opts, data, scheme, tag, no_export, **flags):
     try:
         settings = train.make_config(settings)
     except train.TrainConfigError as e:
-        raise click.UsageError(str(e)) from None
+        raise click.ClickException(f"training settings ({where}): {e}") from None
     scheme_name = Path(settings["data"]).name
     tag = paths.check_name(tag or f"{settings['arch']}-{scheme_name}", "--tag")
     dev = cfg["dev"] if cfg["dev"] != config.PLACEHOLDER_DEV else "local"

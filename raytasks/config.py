@@ -78,6 +78,7 @@ def load(**flags) -> dict:
         if unknown:
             raise ConfigError(f"{path}: unknown setting(s) {sorted(unknown)}; "
                               f"known: {sorted(DEFAULTS)}")
+        check({**cfg, **file_cfg}, path, where=f"({path})")  # wrong in the file: say so
         cfg.update(file_cfg)
     for var, key in ENV.items():
         if os.environ.get(var):
@@ -87,9 +88,9 @@ def load(**flags) -> dict:
     return cfg
 
 
-def check(cfg: dict, path: Path) -> None:
+def check(cfg: dict, path: Path, where: str = "") -> None:
     """Types and ranges of the settings, so no command meets a bad one halfway through."""
-    where = f"({path.name}, RAYTASKS_* or a flag)"
+    where = where or f"({path.name}, RAYTASKS_* or a flag)"
     for key in ("port", "seed"):
         value = cfg[key]
         try:

@@ -25,6 +25,12 @@ def copy_records(dest: Path, names) -> Path:
     return dest
 
 
+def snapshot(root: Path) -> dict:
+    """Every file under root (hidden ones too) with its bytes: "left byte-identical"."""
+    return {str(p.relative_to(root)): p.read_bytes()
+            for p in sorted(Path(root).rglob("*")) if p.is_file()}
+
+
 @pytest.fixture(scope="session")
 def mitdb() -> Path:
     if not (MITDB / "100.hea").exists():

@@ -41,6 +41,7 @@ def run_cli(*args, env=None):
 
 
 def test_settings_checked_before_anything(monkeypatch, tmp_path):
+    (tmp_path / "none.toml").write_text("")  # no settings file: defaults
     monkeypatch.setenv("RAYTASKS_CONFIG", str(tmp_path / "none.toml"))
     monkeypatch.delenv("RAYTASKS_DEV", raising=False)
     res = run_cli("submit", "--space", "gru")

@@ -18,6 +18,7 @@ def test_precedence_file_env_flags(tmp_path, monkeypatch):
 
 
 def test_placeholder_dev_and_bad_values_refused(tmp_path, monkeypatch):
+    (tmp_path / "missing.toml").write_text("")  # no settings file: defaults
     monkeypatch.setenv("RAYTASKS_CONFIG", str(tmp_path / "missing.toml"))
     monkeypatch.delenv("RAYTASKS_DEV", raising=False)
     with pytest.raises(config.ConfigError, match="set your dev tag"):

@@ -13,6 +13,7 @@ from raytasks.cli import main
 from raytasks.data import FEATURES
 from raytasks.data.stream import load_split, split_files
 from raytasks.metrics import fbeta_macro, fit_offsets
+from tests.conftest import snapshot
 
 COLUMNS = ["modeltag", "Accuracy", "F1scoremicro", "F1scoremacro", "Precisionmacro",
            "Recallmacro", "F2scoremacro", "TP_0", "TP_1", "TP_2", "TP_3", "TP_4"]
@@ -115,10 +116,38 @@ def test_bad_model_fails_cleanly_and_keeps_output(env, models_dir, tmp_path, dam
         (bad / "model.pt").write_bytes(b"not a torch file" * 10)
     else:
         (bad / "model.pt").unlink()
-    res = run("--model", str(models_dir / "tiny-intra"), "--model", str(bad))
+    res = run("--model", str(models_dir / "tiny-intra"), "--model", str(bad), "--out", str(env))
     assert res.exit_code != 0
     assert "bad-model" in res.output and "Traceback" not in res.output
     assert (env / "output.csv").read_bytes() == before
+
+
+def test_model_flag_never_replaces_the_shipped_table(env, models_dir):
+    """The README's `raytasks evaluate --model models/x` once cut output.csv to that model."""
+    assert run().exit_code == 0
+    before = snapshot(env)
+    res = run("--model", str(models_dir / "tiny-intra"))
+    assert res.exit_code == 0, res.output
+    after = snapshot(env)
+    changed = sorted(k for k in after if before.get(k) != after[k])
+    assert changed and all(k.startswith("selected/") for k in changed), changed
+    assert {k: after[k] for k in before} == before
+    assert len(pd.read_csv(env / "selected" / "output.csv")) == 2
+
+
+def test_unwritable_output_changes_nothing(env):
+    """output.csv cannot be replaced (here: a folder stands in its place): no report or plot
+    may change either, and the error is one line naming it."""
+    assert run().exit_code == 0
+    (env / "output.csv").unlink()
+    (env / "output.csv").mkdir()
+    (env / "output.csv" / "keep").write_text("x")
+    before = snapshot(env)
+    res = run()
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit), res.output
+    errors = [ln for ln in res.output.splitlines() if ln.startswith("Error")]
+    assert len(errors) == 1 and "output.csv" in errors[0], res.output
+    assert snapshot(env) == before
 
 
 def test_data_reads_hackathon_parquet(env, processed, tmp_path):

@@ -54,7 +54,7 @@ BAD = {
                             'low = 0, high = 1 }\n', ":3:", "learning_rate"),
     "missing_arg": ('arch = "gru"\n[space]\nlr = { dist = "loguniform", low = 1e-3 }\n', ":3:",
                     "missing ['high']"),
-    "bad_point": ('arch = "gru"\n[space]\nlr = { dist = "uniform", low = 0, high = 1 }\n'
+    "bad_point": ('arch = "gru"\n[space]\nlr = { dist = "uniform", low = 1e-4, high = 1 }\n'
                   '[[points_to_evaluate]]\nbatch_size = 64\n', ":5:", "does not search"),
     "unknown_arch": ('arch = "vgg"\n', ":1:", "unknown architecture"),
 }
@@ -80,6 +80,7 @@ def test_malformed_space_refused_naming_the_line(case, tmp_path, monkeypatch):
 
 def test_tune_refuses_placeholder_dev(monkeypatch, tmp_path):
     monkeypatch.delenv("RAYTASKS_DEV", raising=False)
+    (tmp_path / "none.toml").write_text("")  # no settings file: defaults
     monkeypatch.setenv("RAYTASKS_CONFIG", str(tmp_path / "none.toml"))
     res = CliRunner().invoke(main, ["tune", "--space", "gru"])
     assert res.exit_code != 0 and "set your dev tag" in res.output

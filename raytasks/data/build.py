@@ -371,6 +371,7 @@ def build(records_dir: Path, out: Path, schemes=("intra",), force: bool = False,
     params["inter_valid"] = sorted(str(r) for r in params["inter_valid"])
     records_dir = Path(records_dir)
     names = list_records(records_dir)
+    out.mkdir(parents=True, exist_ok=True)  # an unwritable --out fails here, before the work
     clean_leftovers(out)  # staging folders of builds that were killed
     # checked even when nothing is rebuilt: a changed SHA256SUMS.txt must not go unnoticed
     verify_checksums(records_dir, names)
@@ -385,7 +386,8 @@ def build(records_dir: Path, out: Path, schemes=("intra",), force: bool = False,
             refuse_shrinking(out / scheme, names)
 
     frames = []
-    bar = tqdm(names, desc="records", unit="rec", disable=not progress)
+    # on a terminal only: in logs and captured output a bar is noise around the one error line
+    bar = tqdm(names, desc="records", unit="rec", disable=None if progress else True)
     for name in bar:
         bar.set_postfix_str(name)
         frames.append(record_beats(records_dir, name))

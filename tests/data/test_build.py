@@ -192,6 +192,7 @@ def test_failed_rebuild_keeps_previous_shards(tmp_path, mitdb):
 
 def test_offline_download_fails_in_one_line(tmp_path, monkeypatch):
     monkeypatch.delenv("MITDB_DIR", raising=False)
+    (tmp_path / "none.toml").write_text("")  # no settings file: defaults
     monkeypatch.setenv("RAYTASKS_CONFIG", str(tmp_path / "none.toml"))
     import wfdb
 
