@@ -250,8 +250,10 @@ def run(space_name, archs, samples, max_epochs, grace, time_budget, concurrency,
     storage = child(config.resolve(cfg["runs"]), dev, "dev tag")
     if experiment is not None:
         check_name(experiment, "--experiment")  # an experiment of this dev: runs/<dev>/<name>
-    name = (experiment or latest_experiment(storage, dev, space.name) if resume or export_only
-            else f"{dev}-{space.name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+    name = check_name(
+        experiment or latest_experiment(storage, dev, space.name) if resume or export_only
+        else f"{dev}-{space.name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}",
+        "experiment (from the space's file name)")
     if (resume or export_only) and not (storage / name).is_dir():
         raise click.BadParameter(f"no experiment {name!r} in {storage}",
                                  param_hint="--experiment")

@@ -105,6 +105,15 @@ def test_train_refuses_a_dev_tag_that_is_not_a_name(tmp_path, monkeypatch, proce
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("tag", ["../x", "/tmp/abs-model", "a/b"])
+def test_train_tag_is_one_name(tmp_path, monkeypatch, processed, tag):
+    monkeypatch.setenv("RAYTASKS_MODELS", str(tmp_path / "models"))
+    monkeypatch.setenv("RAYTASKS_RUNS", str(tmp_path / "runs"))
+    res = invoke(["train", "--data", processed / "intra", "--epochs", "1", "--tag", tag])
+    assert_refused(res, "--tag")
+    assert not (tmp_path / "models").exists() and not (tmp_path / "runs").exists()
+
+
 def test_tune_experiment_cannot_reach_another_devs_runs(tmp_path, monkeypatch, processed):
     runs = tmp_path / "runs"
     (runs / "bob" / "bob-gru-1").mkdir(parents=True)

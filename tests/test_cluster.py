@@ -49,7 +49,7 @@ def test_settings_checked_before_anything(monkeypatch, tmp_path):
     res = run_cli("jobs", env={"RAYTASKS_PORT": "http"})
     assert res.exit_code != 0 and "'port' must be an integer" in res.output
     # nothing listens on this port: say how to get a cluster
-    res = run_cli("submit", "--space", "gru", "--dev", "alice", env={"RAYTASKS_PORT": "1"})
+    res = run_cli("submit", "--space", "gru", "--dev", "alice", env={"RAYTASKS_PORT": "1025"})
     assert res.exit_code != 0 and "make cluster-up" in res.output and "ssh -N -L" in res.output
 
 

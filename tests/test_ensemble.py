@@ -69,10 +69,10 @@ def test_ensemble_averages_probabilities_and_evaluates(env, processed, tmp_path)
     shutil.rmtree(env / "a")
     res = CliRunner().invoke(main, ["evaluate", "--model", str(env / "ens")])
     assert res.exit_code == 0, res.output
-    rows = pd.read_csv(tmp_path / "results" / "output.csv")
+    rows = pd.read_csv(tmp_path / "results" / "selected" / "output.csv")  # --model: selected/
     assert list(rows["modeltag"]) == ["ens", "ens@recall"]
     assert rows.loc[0, "Accuracy"] == pytest.approx((logits.argmax(1) == y).mean())
-    report = (tmp_path / "results" / "ens" / "report.md").read_text()
+    report = (tmp_path / "results" / "selected" / "ens" / "report.md").read_text()
     size = sum(f.stat().st_size for f in (env / "ens").rglob("model.pt"))
     assert f"{size / 1e6:.2f} MB" in report
 
