@@ -7,22 +7,27 @@ Three rules every command that writes follows:
    line, so nothing is written (or deleted) outside `root`.
 2. Outputs are staged beside their target and swapped in whole (`staged_dir`,
    `staged_file`): a failure at any point leaves the target exactly as it was.
-3. Staging folders of killed runs (`.<name>.tmp-<pid>-*`, `.<name>.old-<pid>-*`) are
-   removed by the next run that stages into the same folder (`clean_leftovers`).
+3. Staging folders of killed runs (`.<name>.tmp-<pid>-<host>-*`, `.old-` likewise) are
+   removed by the next run that stages into the same folder (`clean_leftovers`): when
+   their pid is gone from this host, or when they are older than STALE_S (another host's).
 """
 
 import contextlib
 import errno
+import hashlib
 import os
 import re
 import shutil
+import socket
 import tempfile
 import time
 from pathlib import Path
 
 # letters, digits, '-', '_', '.', '+', '@'; starts with a letter or digit (never '.', '-')
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+@-]*")
-LEFTOVER = re.compile(r"\..+\.(tmp|old)-(\d+)-")
+# staging names carry pid and host: a run's pid is judged alive or dead on its own host only
+HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+LEFTOVER = re.compile(r"\..+\.(tmp|old)-(\d+)-([0-9a-f]{8})-")
 LEGACY = re.compile(r"\..+\.(tmp|old)-")  # staging names before pids were recorded
 STALE_S = 6 * 3600  # a staging folder this old is a leftover even if its pid lives again
 _UMASK = os.umask(0)
@@ -67,7 +72,8 @@ def clean_leftovers(parent: Path) -> list[Path]:
     for p in parent.iterdir():
         m = LEFTOVER.match(p.name)
         if m:
-            dead = int(m.group(2)) != os.getpid() and not _pid_alive(int(m.group(2)))
+            pid, host = int(m.group(2)), m.group(3)
+            dead = host == HOST and pid != os.getpid() and not _pid_alive(pid)
         elif LEGACY.match(p.name):
             dead = False
         else:
@@ -85,15 +91,16 @@ def clean_leftovers(parent: Path) -> list[Path]:
     return removed
 
 
-def _stage_name(dest: Path, kind: str) -> str:
-    return f".{dest.name}.{kind}-{os.getpid()}-"
+def stage_prefix(name: str, kind: str = "tmp", pid: int | None = None) -> str:
+    """How a staging folder of `name` starts: .<name>.<tmp|old>-<pid>-<host>-"""
+    return f".{name}.{kind}-{pid or os.getpid()}-{HOST}-"
 
 
 def _swap(tmp: Path, dest: Path) -> None:
     """Put tmp where dest is; the old dest is moved aside first and removed last."""
     old = None
     if dest.exists() or dest.is_symlink():
-        old = Path(tempfile.mkdtemp(prefix=_stage_name(dest, "old"), dir=dest.parent))
+        old = Path(tempfile.mkdtemp(prefix=stage_prefix(dest.name, "old"), dir=dest.parent))
         old.rmdir()
         dest.rename(old)
     try:
@@ -113,7 +120,7 @@ def staged_dir(dest: Path):
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     clean_leftovers(dest.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=_stage_name(dest, "tmp"), dir=dest.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=stage_prefix(dest.name), dir=dest.parent))
     try:
         yield tmp
         tmp.chmod(0o777 & ~_UMASK)  # mkdtemp's 0700 would hide shared outputs from the team
@@ -128,7 +135,7 @@ def staged_file(dest: Path):
     """Yield a temporary path beside dest; on success it replaces dest atomically."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=_stage_name(dest, "tmp"), dir=dest.parent)
+    fd, name = tempfile.mkstemp(prefix=stage_prefix(dest.name), dir=dest.parent)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -162,7 +169,7 @@ def staged_files(root: Path, last: tuple = ()):
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     clean_leftovers(root)
-    tmp = Path(tempfile.mkdtemp(prefix=f".staged.tmp-{os.getpid()}-", dir=root))
+    tmp = Path(tempfile.mkdtemp(prefix=stage_prefix("staged"), dir=root))
     try:
         yield tmp
         files = sorted((p for p in tmp.rglob("*") if p.is_file()),

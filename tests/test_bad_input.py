@@ -172,20 +172,27 @@ def test_next_build_removes_leftovers_of_killed_runs(tmp_path, processed, slice_
     shutil.copytree(processed, out)
     dead = subprocess.Popen(["true"])
     dead.wait()
-    leftovers = [out / f".intra.tmp-{dead.pid}-abc", out / f".inter.old-{dead.pid}-xyz",
-                 out / ".intra.tmp-k2j_3x"]  # the last: the old naming, stale
+    other_host = "0" * 8 if paths.HOST != "0" * 8 else "1" * 8
+    leftovers = [out / (paths.stage_prefix("intra", pid=dead.pid) + "abc"),
+                 out / (paths.stage_prefix("inter", "old", dead.pid) + "xyz"),
+                 out / ".intra.tmp-k2j_3x",  # the old naming: removed once stale
+                 out / f".intra.tmp-{dead.pid}-{other_host}-q"]  # another host's: once stale
     for d in leftovers:
         (d / "train").mkdir(parents=True)
         (d / "train" / "part-00000.parquet").write_bytes(b"x" * 1000)
     old = time.time() - paths.STALE_S - 60
-    os.utime(leftovers[2], (old, old))
-    alive = out / f".intra.tmp-{os.getppid()}-run"  # a build running now: kept
-    alive.mkdir()
+    for d in leftovers[2:]:
+        os.utime(d, (old, old))
+    kept = [out / f".intra.tmp-{dead.pid}-{other_host}-fresh",  # may still be running there
+            out / (paths.stage_prefix("intra", pid=os.getppid()) + "run")]  # running here
+    for d in kept:
+        d.mkdir()
     before = snapshot(out / "intra")
     res = invoke(["data", "build", "--records", slice_dir, "--out", out, "--shard-rows", 800,
                   "--scheme", "all"])
     assert res.exit_code == 0, res.output
-    assert sorted(p.name for p in out.iterdir()) == sorted(["intra", "inter", alive.name])
+    assert sorted(p.name for p in out.iterdir()) == sorted(["intra", "inter"]
+                                                           + [d.name for d in kept])
     assert snapshot(out / "intra") == before  # current shards: not rebuilt
 
 

@@ -151,6 +151,14 @@ def read_record(records_dir: Path, name: str) -> tuple[np.ndarray, np.ndarray, n
         raise DataError(f"{stem}.hea: sampled at {rec.fs} Hz, expected {FS_RAW} Hz")
     lead = rec.sig_name.index("MLII") if "MLII" in rec.sig_name else 0
     signal = (rec.d_signal[:, lead] - rec.baseline[lead]) / rec.adc_gain[lead]
+    samples, labels = read_beat_annotations(stem, header.sig_len)
+    return signal.astype(np.float64), samples, labels
+
+
+def read_beat_annotations(stem: Path, sig_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """(sample, AAMI label) of every beat in stem.atr, each inside the signal, in order."""
+    import wfdb
+
     check_atr(stem.with_suffix(".atr"))
     try:
         ann = wfdb.rdann(str(stem), "atr")
@@ -158,14 +166,13 @@ def read_record(records_dir: Path, name: str) -> tuple[np.ndarray, np.ndarray, n
         raise DataError(f"{stem}.atr: unreadable annotations ({e})") from e
     keep = [i for i, s in enumerate(ann.symbol) if s in AAMI]
     samples = np.asarray(ann.sample)[keep].astype(np.int64)
-    outside = (samples < 0) | (samples >= header.sig_len)
+    outside = (samples < 0) | (samples >= sig_len)
     if outside.any():
         raise DataError(f"{stem}.atr: annotation at sample {samples[outside][0]} lies outside "
-                        f"the signal's {header.sig_len} samples (corrupted; fetch it again)")
+                        f"the signal's {sig_len} samples (corrupted; fetch it again)")
     if np.any(np.diff(samples) < 0):
         raise DataError(f"{stem}.atr: annotations out of time order (corrupted; fetch it again)")
-    labels = np.array([AAMI[ann.symbol[i]] for i in keep], dtype=np.int64)
-    return signal.astype(np.float64), samples, labels
+    return samples, np.array([AAMI[ann.symbol[i]] for i in keep], dtype=np.int64)
 
 
 def extract_beats(signal: np.ndarray, samples: np.ndarray) -> np.ndarray:
@@ -471,7 +478,20 @@ def read_import(path: Path) -> pd.DataFrame:
                         f"(missing columns {missing[:5]})")
     if len(raw) == 0:
         raise DataError(f"{path}: no rows")
-    values = raw[FEATURES + ["target"]].apply(pd.to_numeric, errors="coerce")
+    values = check_import_values(path, raw[FEATURES + ["target"] + (
+        ["sample"] if "sample" in cols else [])])
+    frame = values[FEATURES].astype(np.float32)
+    frame["target"] = values["target"].to_numpy().astype(np.int64)
+    frame["record"] = raw["record"].astype(str) if "record" in cols else path.name
+    frame["sample"] = (values["sample"].astype(np.int64) if "sample" in cols
+                       else np.arange(len(raw), dtype=np.int64))
+    return frame
+
+
+def check_import_values(path: Path, raw: pd.DataFrame) -> pd.DataFrame:
+    """The numeric columns of an imported file, refused (naming the row) unless every value
+    is a number, every beat normalised to [0, 1], every label 0-4, every sample an integer."""
+    values = raw.apply(pd.to_numeric, errors="coerce")
     if values.isna().any().any():
         row = int(values.isna().any(axis=1).to_numpy().argmax())
         raise DataError(f"{path}: NaN or non-numeric value in row {row}")
@@ -482,17 +502,19 @@ def read_import(path: Path) -> pd.DataFrame:
         worst = beats[row][np.argmax(np.abs(beats[row] - 0.5))]
         raise DataError(f"{path}: value {worst} in row {row} is outside [0, 1]; beats must be "
                         f"min-max normalised (as in the Kaggle and hackathon files)")
-    target = values["target"].to_numpy()
+    target = values["target"].to_numpy(np.float64)
     bad = (target != np.round(target)) | (target < 0) | (target >= NUM_CLASSES)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise DataError(f"{path}: label {target[row]} in row {row} is outside 0-4")
-    frame = values[FEATURES].astype(np.float32)
-    frame["target"] = target.astype(np.int64)
-    frame["record"] = raw["record"].astype(str) if "record" in cols else path.name
-    frame["sample"] = (raw["sample"].astype(np.int64) if "sample" in cols
-                       else np.arange(len(raw), dtype=np.int64))
-    return frame
+    if "sample" in values:
+        sample = values["sample"].to_numpy(np.float64)
+        bad = (sample != np.round(sample)) | (sample < 0)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise DataError(f"{path}: sample {sample[row]} in row {row} is not a sample index "
+                            f"(a whole number >= 0)")
+    return values
 
 
 def import_files(files: dict[str, Path | None], out: Path, name: str,
