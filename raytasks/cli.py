@@ -160,6 +160,30 @@ def train_options(fn):
     return fn
 
 
+def train_settings(config_file, model_opts, flags: dict) -> dict:
+    """--config FILE.toml, then the flags given, then -m KEY=VALUE architecture fields."""
+    import tomllib
+
+    settings = {}
+    if config_file:
+        try:
+            with open(config_file, "rb") as f:
+                settings = tomllib.load(f)
+        except tomllib.TOMLDecodeError as e:
+            raise click.ClickException(f"{config_file}: not valid TOML ({e})") from None
+        if not isinstance(settings.get("model", {}), dict):
+            raise click.ClickException(f"{config_file}: 'model' must be a [model] table")
+    settings.update({k: v for k, v in flags.items() if v is not None})
+    model = dict(settings.get("model", {}))
+    for opt in model_opts:
+        if "=" not in opt:
+            raise click.BadParameter(f"{opt!r} is not KEY=VALUE", param_hint="--model")
+        key, value = opt.split("=", 1)
+        model[key.strip()] = parse_value(value.strip())
+    settings["model"] = model
+    return settings
+
+
 def utc_stamp() -> str:
     import time
 
@@ -183,34 +207,16 @@ def train_cmd(config_file, model_opts, data, scheme, tag, no_export, **flags):
     Every setting is a flag, or a key in --config FILE.toml. The best epoch by --metric
     is exported to models/<tag>/ with everything needed to evaluate it.
     """
-    import tomllib
-
     from raytasks import train
 
     cfg = config.load(scheme=scheme)
-    settings = {}
-    where = f"{config_file} or flags" if config_file else "flags"
-    if config_file:
-        try:
-            with open(config_file, "rb") as f:
-                settings = tomllib.load(f)
-        except tomllib.TOMLDecodeError as e:
-            raise click.ClickException(f"{config_file}: not valid TOML ({e})") from None
-        if not isinstance(settings.get("model", {}), dict):
-            raise click.ClickException(f"{config_file}: 'model' must be a [model] table")
-    settings.update({k: v for k, v in flags.items() if v is not None})
-    model = dict(settings.get("model", {}))
-    for opt in model_opts:
-        if "=" not in opt:
-            raise click.BadParameter(f"{opt!r} is not KEY=VALUE", param_hint="--model")
-        key, value = opt.split("=", 1)
-        model[key.strip()] = parse_value(value.strip())
-    settings["model"] = model
+    settings = train_settings(config_file, model_opts, flags)
     settings["data"] = data or settings.get("data") or str(
         config.resolve(cfg["processed"]) / cfg["scheme"])
     try:
         settings = train.make_config(settings)
     except train.TrainConfigError as e:
+        where = f"{config_file} or flags" if config_file else "flags"
         raise click.ClickException(f"training settings ({where}): {e}") from None
     scheme_name = Path(settings["data"]).name
     tag = paths.check_name(tag or f"{settings['arch']}-{scheme_name}", "--tag")
