@@ -131,7 +131,7 @@ def read_split(files: list[str], rr: bool = False, keys: bool = False) -> dict[s
     if rr:
         x = np.concatenate([x, np.stack([table.column(c).to_numpy() for c in RR_FEATURES],
                                         axis=1)], axis=1)
-    out = {"x": np.ascontiguousarray(x, dtype=np.float32),
+    out = {"x": np.array(x, dtype=np.float32),  # a writable copy (torch warns on Arrow's)
            "y": table.column("target").to_numpy().astype(np.int64)}
     if keys:
         out["key"] = row_keys(table.column("record").to_numpy(zero_copy_only=False),
