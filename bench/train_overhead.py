@@ -63,6 +63,8 @@ def main():
     print(f"  bare loop over in-memory tensors     : {bare_bps:8.0f} beats/s")
     print(f"  ratio Ray / bare                     : {ray_bps / bare_bps:8.3f}  (goal >= 0.95)")
     print(f"  (whole fit() call incl. startup and 2 validations: {wall:.0f} s)")
+    print(f"  the worker's loop waited {result.metrics['data_wait_s']:.2f} s for batches in its "
+          f"last epoch ({int(class_counts(files).sum()) / ray_bps:.1f} s)")
     ray.shutdown()
 
 

@@ -288,8 +288,10 @@ def train_loop(cfg: dict, *, rank: int, world: int, checkpoint, batches, report,
 
     for epoch in range(start, cfg["epochs"]):
         net.train()
-        t0, seen, total = time.perf_counter(), 0, 0.0
+        t0, seen, total, wait = time.perf_counter(), 0, 0.0, 0.0
+        ready = t0
         for step, batch in enumerate(batches(epoch)):
+            wait += time.perf_counter() - ready  # the loop idle, waiting for data
             if fail and (epoch, step, rank) == tuple(fail["at"]) and not Path(
                     fail["marker"]).exists():
                 wait_until_registered(fail.get("snapshot"), f"epoch_{epoch - 1:04d}")
@@ -305,9 +307,11 @@ def train_loop(cfg: dict, *, rank: int, world: int, checkpoint, batches, report,
             sched.step()
             seen += len(y)
             total += batch_loss.item() * len(y)
+            ready = time.perf_counter()
         metrics = {"epoch": epoch, "start_epoch": start, "worker_nodes": worker_nodes,
                    "train_loss": total / max(seen, 1),
                    "train_beats_per_s": seen / (time.perf_counter() - t0),
+                   "data_wait_s": wait,
                    "lr": sched.get_last_lr()[0]}
         if rank == 0:
             pred = predict_logits(model, valid_x, device=device).argmax(axis=1)
