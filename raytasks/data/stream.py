@@ -156,7 +156,7 @@ class StreamStats:
     rows: int = 0
 
 
-@dataclass
+@dataclass(eq=False)
 class BalancedStream:
     """A split held in Ray's object store, resampled per epoch (see the module docstring).
 
