@@ -7,6 +7,7 @@ evaluation cache) and write into scratch results, leaving results/ alone. No Ray
     .venv/bin/python bench/make_run.py
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -44,8 +45,10 @@ def main():
         first = snapshot(Path(tmp) / "results")
         warm = make_run(env)
         same = snapshot(Path(tmp) / "results") == first
-    models = len(list(config.resolve(cfg["models"]).glob("*/model.json")))
-    print(f"make run (data build + evaluate, valid split, {models} model dirs)")
+    schemes = [json.loads(p.read_text()).get("data", {}).get("scheme")
+               for p in config.resolve(cfg["models"]).glob("*/model.json")]
+    print(f"make run (data build + evaluate on intra valid: "
+          f"{sum(s in (None, 'intra') for s in schemes)} models)")
     print(f"  cold (empty cache) : {cold:6.1f} s")
     print(f"  warm               : {warm:6.1f} s  (goal <= 10 s)")
     print(f"  ratio cold / warm  : {cold / warm:6.1f}x; warm output byte-identical to cold: "
