@@ -86,11 +86,16 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
         return x ^ (x >> np.uint64(31))
 
 
-def row_keys(record: np.ndarray, sample: np.ndarray) -> np.ndarray:
-    """A uint64 identity per row: crc32(record) in the high half, the R-peak sample below."""
-    names, inverse = np.unique(np.asarray(record, dtype=str), return_inverse=True)
-    crc = np.array([zlib.crc32(n.encode()) for n in names], dtype=np.uint64)
-    return (crc[inverse.ravel()] << np.uint64(32)) ^ np.asarray(sample).astype(np.uint64)
+def row_keys(record, sample: np.ndarray) -> np.ndarray:
+    """A uint64 identity per row: crc32(record) in the high half, the R-peak sample below.
+
+    `record` is an array of names or an Arrow array (dictionary-encoded here: a split holds
+    a few dozen records, so each name is hashed once)."""
+    codes = pa.array(record, type=pa.string()).dictionary_encode()
+    crc = np.array([zlib.crc32(n.encode()) for n in codes.dictionary.to_pylist()],
+                   dtype=np.uint64)
+    return ((crc[codes.indices.to_numpy()] << np.uint64(32))
+            ^ np.asarray(sample).astype(np.uint64))
 
 
 def key_uniforms(keys: np.ndarray, seed: int, epoch: int) -> np.ndarray:
@@ -127,14 +132,14 @@ def read_split(files: list[str], rr: bool = False, keys: bool = False) -> dict[s
         ["record", "sample"] if keys else [])
     table = pq.ParquetDataset(files).read(columns=columns)
     beat = table.column(BEAT).combine_chunks()
-    x = beat.values.to_numpy().reshape(len(beat), BEAT_LEN)  # flat float32, no per-row stacking
+    x = beat.flatten().to_numpy().reshape(len(beat), BEAT_LEN)  # no per-row stacking
     if rr:
         x = np.concatenate([x, np.stack([table.column(c).to_numpy() for c in RR_FEATURES],
                                         axis=1)], axis=1)
-    out = {"x": np.array(x, dtype=np.float32),  # a writable copy (torch warns on Arrow's)
+    out = {"x": x,  # read-only when it is Arrow's own buffer
            "y": table.column("target").to_numpy().astype(np.int64)}
     if keys:
-        out["key"] = row_keys(table.column("record").to_numpy(zero_copy_only=False),
+        out["key"] = row_keys(table.column("record").combine_chunks(),
                               table.column("sample").to_numpy())
     return out
 
@@ -142,7 +147,7 @@ def read_split(files: list[str], rr: bool = False, keys: bool = False) -> dict[s
 def load_split(files: list[str], rr: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """A whole split in memory as (x float32 (n, 187[+4]), y int64): validation/evaluation."""
     arrays = read_split(files, rr=rr)
-    return arrays["x"], arrays["y"]
+    return np.array(arrays["x"]), arrays["y"]  # a writable copy: torch warns on read-only
 
 
 @dataclass
