@@ -205,20 +205,20 @@ def predict_logits(model: torch.nn.Module, x: np.ndarray, batch: int = 4096,
     return np.concatenate(out) if out else np.zeros((0, 5), dtype=np.float32)
 
 
-def train_device(cfg: dict) -> torch.device:
-    """cuda with `gpu` (Ray Train's device for this worker inside a TorchTrainer), else cpu;
-    one clear error when a GPU was asked for and this process sees none."""
+def train_device(cfg: dict, train_worker: bool = False) -> torch.device:
+    """cuda with `gpu`, else cpu; one clear error when a GPU was asked for and this process
+    sees none. A TorchTrainer worker takes the device Ray Train assigned it; a Tune trial's
+    own process sees only its GPU (Ray sets CUDA_VISIBLE_DEVICES)."""
     if not cfg["gpu"]:
-        return torch.device("cpu")
+        return CPU
     if not torch.cuda.is_available():
         raise TrainConfigError(f"--gpu: no CUDA device visible to this process (torch "
                                f"{torch.__version__}, CUDA build {torch.version.cuda})")
-    try:
+    if train_worker:
         import ray.train.torch
 
         return ray.train.torch.get_device()
-    except RuntimeError:  # not inside a TorchTrainer worker: a Tune trial's own process
-        return torch.device("cuda")
+    return torch.device("cuda")
 
 
 def mixed_precision(device: torch.device):
@@ -329,7 +329,7 @@ def train_loop_per_worker(cfg: dict):
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = train_device(cfg)
+    device = train_device(cfg, train_worker=True)
 
     def batches(epoch):  # this rank's equal share of the epoch, from the object store
         return cfg["stream"].batches(epoch, cfg["batch_size"], rank, world, device,
