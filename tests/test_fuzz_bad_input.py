@@ -19,7 +19,7 @@ from raytasks.cli import main
 from raytasks.config import DEFAULTS, PATH_SETTINGS, PORT_RANGE
 from raytasks.data import FEATURES
 from raytasks.paths import NAME
-from tests.conftest import copy_records, snapshot
+from tests.conftest import copy_records, read_shards, snapshot
 
 FUZZ = settings(max_examples=40, deadline=None, database=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -169,8 +169,7 @@ def test_bad_space(quiet_env, processed, monkeypatch, data):
 
 @pytest.fixture
 def good_frame(processed) -> pd.DataFrame:
-    frame = pd.concat(pd.read_parquet(p) for p in sorted(
-        (processed / "intra" / "valid").glob("*.parquet"))).iloc[:150]
+    frame = read_shards(sorted((processed / "intra" / "valid").glob("*.parquet"))).iloc[:150]
     out = frame[FEATURES].astype("float64")
     out["target"] = frame["target"].astype("float64")
     return out.reset_index(drop=True)
