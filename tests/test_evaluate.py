@@ -203,7 +203,7 @@ def test_warm_run_is_byte_identical_and_never_stale(env, processed, models_dir, 
     model = tmp_path / "m" / "tiny-intra"
     shutil.copytree(models_dir / "tiny-intra", model)
     monkeypatch.setenv("RAYTASKS_PROCESSED", str(data))
-    assert run("--model", str(model)).exit_code == 0
+    assert run("--model", str(model), "--out", str(env)).exit_code == 0
     cold = snapshot(env)
     assert len(list((data / ".cache" / "evaluate").iterdir())) == 1
 
@@ -214,7 +214,7 @@ def test_warm_run_is_byte_identical_and_never_stale(env, processed, models_dir, 
 
     with monkeypatch.context() as m:  # warm: nothing is recomputed, every byte the same
         m.setattr(evaluate, "evaluate_model", lambda *a: 1 / 0)
-        res = run("--model", str(model))
+        res = run("--model", str(model), "--out", str(env))
         assert res.exit_code == 0, res.output
     assert snapshot(env) == cold
     assert fresh() == cold["output.csv"]
@@ -226,7 +226,7 @@ def test_warm_run_is_byte_identical_and_never_stale(env, processed, models_dir, 
         torch.save(state, path)
 
     keep_mtime(model / "model.pt", shift_bias)
-    assert run("--model", str(model)).exit_code == 0
+    assert run("--model", str(model), "--out", str(env)).exit_code == 0
     changed = (env / "output.csv").read_bytes()
     assert changed != cold["output.csv"] and changed == fresh()
 
@@ -238,6 +238,6 @@ def test_warm_run_is_byte_identical_and_never_stale(env, processed, models_dir, 
                                         pa.array(y)), path)
 
     keep_mtime(sorted((data / "intra" / "valid").glob("*.parquet"))[0], relabel)
-    assert run("--model", str(model)).exit_code == 0
+    assert run("--model", str(model), "--out", str(env)).exit_code == 0
     relabelled = (env / "output.csv").read_bytes()
     assert relabelled != changed and relabelled == fresh()
