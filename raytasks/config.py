@@ -24,6 +24,9 @@ DEFAULTS = {
     "models": "models",
     "results": "results",
     "runs": "runs",
+    # the team's shared storage (searches, exported models, leaderboard rows per dev):
+    # a folder, or a pyarrow.fs URI such as s3://bucket/team (see raytasks/storage.py)
+    "storage": "storage",
     "wandb_project": "raytasks",
 }
 
@@ -39,6 +42,7 @@ ENV = {
     "RAYTASKS_MODELS": "models",
     "RAYTASKS_RESULTS": "results",
     "RAYTASKS_RUNS": "runs",
+    "RAYTASKS_STORAGE": "storage",
     "WANDB_PROJECT": "wandb_project",
 }
 

@@ -337,7 +337,7 @@ def prepare(cfg: dict) -> dict:
             "class_weights": stream_weights(counts, cfg)}
 
 
-def build_trainer(cfg: dict, name: str, storage: Path, callbacks=()):
+def build_trainer(cfg: dict, name: str, storage: Path | str, callbacks=(), filesystem=None):
     """A TorchTrainer for `cfg` (already `prepare`d), fed by the balanced stream."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -354,7 +354,8 @@ def build_trainer(cfg: dict, name: str, storage: Path, callbacks=()):
                                      placement_strategy=cfg["placement"]),
         datasets={"train": stream},
         run_config=RunConfig(
-            name=name, storage_path=str(storage), callbacks=list(callbacks),
+            name=name, storage_path=str(storage), storage_filesystem=filesystem,
+            callbacks=list(callbacks),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg["keep"],
                                                checkpoint_score_attribute=cfg["metric"],
                                                checkpoint_score_order="max"),
