@@ -315,8 +315,8 @@ def cluster_down():
     from raytasks import cluster as rc
 
     n, killed = rc.down(config.load())
-    click.echo(f"stopped {n} process(es)" + (f", {killed} of them with SIGKILL after "
-                                              f"{rc.GRACE_S} s" if killed else "")
+    click.echo(f"stopped {n} process(es)" + (f"; still running {rc.GRACE_S} s after SIGTERM, "
+                                              f"killed: {', '.join(killed)}" if killed else "")
                if n else "no cluster started by `raytasks cluster up` on this port")
 
 

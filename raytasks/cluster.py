@@ -75,6 +75,15 @@ def node_ports(port: int, node: int) -> list[str]:
             f"--min-worker-port={workers}", f"--max-worker-port={workers + 399}"]
 
 
+def _psutil():
+    """Ray ships psutil (ray/thirdparty_files, put on sys.path by `import ray`)."""
+    import importlib
+
+    import ray  # noqa: F401
+
+    return importlib.import_module("psutil")
+
+
 def token_path() -> Path:
     return Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or TOKEN_PATH).expanduser()
 
@@ -176,7 +185,7 @@ def save_record(record: dict) -> None:
 
 def session_members(sid: int) -> list[list]:
     """[pid, start time, session] of every process in session `sid`."""
-    import psutil
+    psutil = _psutil()
 
     members = []
     for p in psutil.process_iter(["pid", "create_time"]):
@@ -250,7 +259,7 @@ def wait_for_nodes(gcs: str, nodes: int, timeout: float = 60) -> None:
 def cluster_processes(record: dict) -> list:
     """The recorded processes still alive (same PID *and* start time), every other process
     of their sessions, and all their descendants (workers, job drivers, trials)."""
-    import psutil
+    psutil = _psutil()
 
     found, sessions = {}, set()
     for pid, created, sid in record["processes"]:
@@ -276,9 +285,9 @@ def cluster_processes(record: dict) -> list:
     return list(found.values())
 
 
-def terminate(procs: list) -> int:
-    """SIGTERM, then SIGKILL for whatever is still there after GRACE_S; how many needed it."""
-    import psutil
+def terminate(procs: list) -> list[str]:
+    """SIGTERM, then SIGKILL for whatever is still there after GRACE_S; names of those."""
+    psutil = _psutil()
 
     for p in procs:
         try:
@@ -286,24 +295,27 @@ def terminate(procs: list) -> int:
         except psutil.NoSuchProcess:
             pass
     _, alive = psutil.wait_procs(procs, timeout=GRACE_S)
+    names = []
     for p in alive:
         try:
+            names.append(p.name())
             p.kill()
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(alive, timeout=5)
-    return len(alive)
+    return names
 
 
-def down(cfg: dict) -> tuple[int, int]:
-    """Stop the processes this port's `cluster up` started: (stopped, of which killed)."""
+def down(cfg: dict) -> tuple[int, list[str]]:
+    """Stop the processes this port's `cluster up` started: (how many, names of those that
+    needed SIGKILL)."""
     record = load_record(cfg["port"])
     if record is None:
         if reachable(cfg):
             raise ClusterError(f"the cluster at {job_address(cfg)} was not started by "
                                f"`raytasks cluster up` here (no {record_path(cfg['port'])}): "
                                f"stop it where it was started")
-        return 0, 0
+        return 0, []
     procs = cluster_processes(record)
     killed = terminate(procs)
     for n in range(1, record.get("nodes", 1) + 1):

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from raytasks import cluster as rc
 from raytasks.cli import main
 from tests.conftest import ROOT
 
@@ -90,7 +91,7 @@ def said(where: Path, command: str, timeout=300) -> tuple[int, str]:
 
 
 def listening(pids) -> set[str]:
-    import psutil
+    psutil = rc._psutil()
 
     return {c.laddr.ip for c in psutil.net_connections("tcp")
             if c.status == psutil.CONN_LISTEN and c.pid in pids}
@@ -100,7 +101,7 @@ def test_team_on_one_head_end_to_end(processed, tmp_path):
     """A head from one checkout (its owner's env says dev carol), alice and bob submitting the
     README's raw `ray job submit` from their own checkouts at once, a second team's cluster
     and a bystander process that survive `cluster down`."""
-    import psutil
+    psutil = rc._psutil()
 
     port = 20000 + os.getpid() % 2000
     other = port + 3000  # another team's, its derived ports apart from this one's
