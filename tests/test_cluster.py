@@ -15,8 +15,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from raytasks import cluster as rc
 from raytasks.cli import main
+from raytasks.cluster import _psutil
 from tests.conftest import ROOT
 
 
@@ -91,7 +91,7 @@ def said(where: Path, command: str, timeout=300) -> tuple[int, str]:
 
 
 def listening(pids) -> set[str]:
-    psutil = rc._psutil()
+    psutil = _psutil()
 
     return {c.laddr.ip for c in psutil.net_connections("tcp")
             if c.status == psutil.CONN_LISTEN and c.pid in pids}
@@ -101,7 +101,7 @@ def test_team_on_one_head_end_to_end(processed, tmp_path):
     """A head from one checkout (its owner's env says dev carol), alice and bob submitting the
     README's raw `ray job submit` from their own checkouts at once, a second team's cluster
     and a bystander process that survive `cluster down`."""
-    psutil = rc._psutil()
+    psutil = _psutil()
 
     port = 20000 + os.getpid() % 2000
     other = port + 3000  # another team's, its derived ports apart from this one's
