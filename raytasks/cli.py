@@ -278,6 +278,66 @@ def ensemble_cmd(members, tag):
                f"macro recall {m['Recallmacro']:.4f}")
 
 
+@main.command("predict")
+@click.option("--records", required=True, type=click.Path(),
+              help="A recording (WFDB .hea/.dat, .edf, .csv) or a directory of them.")
+@click.option("--model", "model", type=click.Path(file_okay=False), default=None,
+              help="Model dir (default: the shipped model with the best valid macro F2 "
+                   "that reads RR features).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Output dir (default: results/predict/).")
+@click.option("--fs", "fs", type=float, default=None, help="Sampling rate (Hz) of CSV files.")
+@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="Ray Data tasks at a time (detection, then classification).")
+@click.option("--chunk-s", type=click.FloatRange(10), default=3600, show_default=True,
+              help="Recordings longer than this are cut into chunks of this many seconds.")
+@click.option("--peaks", "mode", type=click.Choice(["detect", "atr"]), default="detect",
+              show_default=True, help="atr: classify at the reference beat positions "
+                                      "(.atr) instead of detected ones (to measure what "
+                                      "detection costs).")
+@click.option("--score", "do_score", is_flag=True,
+              help="Then score against the records' .atr files (raytasks score).")
+def predict_cmd(records, model, out, fs, workers, chunk_s, mode, do_score):
+    """Find and classify every beat of unannotated recordings (Ray Data, one task per
+    recording or chunk): OUT/<name>/{beats.csv,summary.json,strip.png}, OUT/summary.csv."""
+    from raytasks.predict import default_model, list_recordings, predict
+
+    cfg = config.load()
+    out_dir = Path(out) if out else config.resolve(cfg["results"]) / "predict"
+    model_dir = Path(model) if model else default_model(config.resolve(cfg["models"]))
+    paths = list_recordings(Path(records))
+    click.echo(f"{len(paths)} recording(s), model {model_dir.name}, {workers} worker(s)")
+    frame = predict(paths, model_dir, out_dir, fs, workers, chunk_s, mode)
+    if frame.empty:
+        raise click.ClickException("no recording could be processed (see the lines above)")
+    click.echo(f"wrote {out_dir / 'summary.csv'} ({len(frame)} of {len(paths)} recordings)")
+    if do_score:
+        score_and_print(Path(records) if Path(records).is_dir() else Path(records).parent,
+                        out_dir)
+
+
+def score_and_print(records: Path, predictions: Path) -> None:
+    from raytasks.score import ec57_table, score_all, write_scores
+
+    rows, cm = score_all(records, predictions)
+    write_scores(rows, cm, predictions)
+    click.echo(ec57_table(rows, cm))
+    click.echo(f"wrote {predictions / 'score.csv'}, {predictions / 'score.txt'}")
+
+
+@main.command("score")
+@click.option("--records", required=True, type=click.Path(file_okay=False),
+              help="WFDB records with reference beat annotations (.atr).")
+@click.option("--predictions", type=click.Path(file_okay=False), default=None,
+              help="Output of raytasks predict (default: results/predict/).")
+def score_cmd(records, predictions):
+    """EC57-style beat-by-beat scoring (150 ms matching): QRS Se/+P, per-class Se/+P/F1 and
+    confusion of matched beats, per record and total -> PREDICTIONS/score.{csv,txt}."""
+    cfg = config.load()
+    pred = Path(predictions) if predictions else config.resolve(cfg["results"]) / "predict"
+    score_and_print(Path(records), pred)
+
+
 @main.group(cls=Group)
 def cluster():
     """A local Ray head (dashboard + job server on 127.0.0.1:<port>) and extra raylets."""
