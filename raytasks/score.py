@@ -151,7 +151,7 @@ def score_all(records_dir: Path, predictions: Path) -> tuple[pd.DataFrame, np.nd
 def ec57_table(rows: pd.DataFrame, cm: np.ndarray) -> str:
     """The per-record and total table (percentages) and the total confusion matrix."""
     cols = ["record", "ref_beats", "missed", "extra", "QRS_Se", "QRS_+P", "N_Se", "N_+P",
-            "S_Se", "S_+P", "V_Se", "V_+P", "F_Se", "F_+P"]
+            "S_Se", "S_+P", "V_Se", "V_+P", "F_Se", "F_+P", "Q_Se", "Q_+P"]
     pct = rows[cols].copy()
     for c in cols[4:]:
         pct[c] = (100 * pct[c]).round(2)
