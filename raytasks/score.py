@@ -56,14 +56,17 @@ def match_beats(ref: np.ndarray, det: np.ndarray, tol: float) -> tuple[np.ndarra
     return np.asarray(out_r, dtype=np.int64)[order], np.asarray(out_d, dtype=np.int64)[order]
 
 
-def score_record(ref_t, ref_y, det_t, det_y, tol: float = TOLERANCE_S) -> dict:
-    """Detection counts and the class confusion of matched beats for one record."""
+def score_record(ref_t, ref_y, det_t, det_y, tol: float = TOLERANCE_S, counted=None) -> dict:
+    """Detection counts and the class confusion of matched beats for one record (of the
+    reference beats flagged in `counted` only, when given: e.g. a held-out split's)."""
     ri, di = match_beats(ref_t, det_t, tol)
+    tp = len(ri)
+    if counted is not None:
+        sel = np.asarray(counted)[ri]
+        ri, di = ri[sel], di[sel]
     cm = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
     np.add.at(cm, (np.asarray(ref_y)[ri], np.asarray(det_y)[di]), 1)
-    return {"tp": len(ri), "fn": len(ref_t) - len(ri), "fp": len(det_t) - len(di), "cm": cm,
-            "offset_ms": float(np.median(np.asarray(det_t)[di] - np.asarray(ref_t)[ri]) * 1e3)
-            if len(ri) else float("nan")}
+    return {"tp": tp, "fn": len(ref_t) - tp, "fp": len(det_t) - tp, "cm": cm}
 
 
 def read_annotations(records_dir: Path, name: str, spans: bool = False):
@@ -118,8 +121,12 @@ def row(name: str, s: dict) -> dict:
     return out
 
 
-def score_all(records_dir: Path, predictions: Path) -> tuple[pd.DataFrame, np.ndarray]:
-    """Per-record rows plus a 'total' row (pooled beats), and the total confusion matrix."""
+def score_all(records_dir: Path, predictions: Path,
+              only: dict[str, np.ndarray] | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+    """Per-record rows plus a 'total' row (pooled beats), and the total confusion matrix.
+
+    `only` ({record: reference samples}) limits the scored records, and the classification
+    part to those beats (detection still counts every beat of the record)."""
     import wfdb
 
     records_dir, predictions = Path(records_dir), Path(predictions)
@@ -130,6 +137,8 @@ def score_all(records_dir: Path, predictions: Path) -> tuple[pd.DataFrame, np.nd
     rows, total = [], None
     for f in beats:
         name = f.parent.name
+        if only is not None and name not in only:
+            continue
         if not (records_dir / f"{name}.atr").exists():
             print(f"{records_dir / name}.atr: missing, record {name} not scored")
             continue
@@ -139,7 +148,8 @@ def score_all(records_dir: Path, predictions: Path) -> tuple[pd.DataFrame, np.nd
         pred = pd.read_csv(f)
         det_t, det_y = pred["time_s"].to_numpy(), pred["class"].to_numpy()
         r, d = outside(ref_t, spans), outside(det_t, spans)
-        s = score_record(ref_t[r], ref_y[r], det_t[d], det_y[d])
+        counted = None if only is None else np.isin(ref_samples[r], only[name])
+        s = score_record(ref_t[r], ref_y[r], det_t[d], det_y[d], counted=counted)
         rows.append(row(name, s))
         total = s if total is None else {k: total[k] + s[k] for k in ("tp", "fn", "fp", "cm")}
     if total is None:
