@@ -22,7 +22,6 @@ line naming the file and skipped; the others are processed.
 import json
 import os
 import shutil
-import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -524,8 +523,3 @@ def write_outputs(recs, logits, offsets, out: Path, model_dir: Path) -> pd.DataF
         tmp.replace(out / "summary.csv")
     return frame
 
-
-def timed(fn, *args, **kwargs):
-    t0 = time.perf_counter()
-    res = fn(*args, **kwargs)
-    return res, time.perf_counter() - t0
