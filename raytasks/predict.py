@@ -369,7 +369,7 @@ def plot_strip(path: Path, info: dict, beats: pd.DataFrame, dest: Path, span: fl
                    label=f"{short} ({len(sel)})")
     ax.set_xlabel("time (s)")
     ax.set_title(f"{path.name}: {span:.0f} s with the most ectopic beats")
-    ax.legend(loc="upper right", fontsize=8, ncol=NUM_CLASSES)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)  # off the trace
     fig.tight_layout()
     fig.savefig(dest, dpi=90)
     plt.close(fig)
