@@ -418,7 +418,7 @@ def run_detection(jobs: list[dict], workers: int) -> list[dict]:
     rows = [{"job": json.dumps(j)} for j in jobs]
     ds = ray.data.from_items(rows, override_num_blocks=len(rows))
     out = ds.map(lambda r: detected_row(json.loads(r["job"])), num_cpus=1,
-                 compute=ray.data.TaskPoolStrategy(size=workers)).take_all()
+                 compute=ray.data.TaskPoolStrategy(size=min(workers, len(rows)))).take_all()
     return [json.loads(r["job"]) | {k: r[k] for k in ("peaks", "beats", "error")} for r in out]
 
 
@@ -452,7 +452,7 @@ def run_classification(recs: list[dict], model_dir: Path, workers: int,
                            "rr": rr[k:k + rows_per_task]})
     ds = ray.data.from_items(pieces, override_num_blocks=max(1, len(pieces)))
     out = ds.map(Classifier, fn_constructor_args=(str(model_dir),), num_cpus=1,
-                 compute=ray.data.ActorPoolStrategy(size=workers)).take_all()
+                 compute=ray.data.ActorPoolStrategy(size=min(workers, len(pieces)))).take_all()
     logits: dict[str, list] = {}
     for r in sorted(out, key=lambda r: (r["name"], r["t0"])):
         logits.setdefault(r["name"], []).append(np.asarray(r["logits"]).reshape(-1, NUM_CLASSES))

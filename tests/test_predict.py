@@ -162,7 +162,7 @@ def test_edf_and_csv_round_trips(ray_cluster, slice_dir, tmp_path):
     edf.parent.mkdir()
     head = pyedflib.highlevel.make_signal_header("ECG MLII", dimension="mV", sample_frequency=360,
                                                  physical_min=-5, physical_max=5)
-    pyedflib.highlevel.write_edf(str(edf), [x], [head])
+    pyedflib.highlevel.write_edf(str(edf), [np.ascontiguousarray(x)], [head])
     csv = tmp_path / "files" / "232c.csv"
     x250 = resample_poly(x, 25, 36)
     pd.DataFrame({"time": np.arange(len(x250)) / 250, "MLII": x250}).to_csv(csv, index=False)
