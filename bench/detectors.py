@@ -6,7 +6,7 @@ the `raytasks score` matcher) and seconds per 30-minute record, side by side in 
 
 `raytasks` is predict's detector (XQRS with sleepecg filling its gaps). neurokit2 is measured
 only where installed: it is not a project dependency (it requires pandas < 3). Scored over
-whole records, ventricular flutter included (`raytasks score` leaves it out, as EC57 does).
+whole records, ventricular flutter left out (as EC57 and `raytasks score` do).
 """
 
 import argparse
@@ -17,7 +17,7 @@ import numpy as np
 
 from raytasks import config
 from raytasks.data.build import list_records, resolve_records
-from raytasks.score import match_beats, read_annotations
+from raytasks.score import match_beats, outside, read_annotations
 
 
 def read_lead(records: Path, name: str) -> tuple[np.ndarray, float]:
@@ -69,10 +69,12 @@ def main():
     totals = {}
     for name in names:
         x, fs = read_lead(records, name)
-        ref, _ = read_annotations(records, name)
+        ref, _, flutter = read_annotations(records, name, spans=True)
+        ref = ref[outside(ref, flutter)]  # EC57 leaves ventricular flutter out (record 207)
         for det in args.detectors.split(","):
             t0 = time.perf_counter()
             peaks = np.sort(np.asarray(DETECTORS[det](x, fs), dtype=np.int64))
+            peaks = peaks[outside(peaks, flutter)]
             sec = time.perf_counter() - t0
             ri, di = match_beats(ref / fs, peaks / fs, 0.150)
             tp, fn, fp = len(ri), len(ref) - len(ri), len(peaks) - len(di)
