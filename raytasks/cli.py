@@ -122,6 +122,9 @@ def train_options(fn):
     for key, default in reversed(list(DEFAULTS.items())):
         if key in ("model", "data"):
             continue
+        if key == "gpu":  # a plain flag: --gpu
+            fn = click.option("--gpu", key, is_flag=True, default=None, help=HELP[key])(fn)
+            continue
         kind = click.Choice(choices[key]) if key in choices else type(default)
         fn = click.option(f"--{key.replace('_', '-')}", key, type=kind, default=None,
                           help=f"{HELP[key]} [default: {default}]")(fn)
@@ -178,8 +181,11 @@ def train_cmd(config_file, model_opts, data, scheme, tag, no_export, **flags):
     tag = tag or f"{settings['arch']}-{scheme_name}"
     dev = cfg["dev"] if cfg["dev"] != config.PLACEHOLDER_DEV else "local"
     train.init_ray()
-    best, metrics, result = train.fit(settings, f"{tag}-{utc_stamp()}",
-                                      config.resolve(cfg["runs"]) / dev / "train")
+    try:
+        best, metrics, result = train.fit(settings, f"{tag}-{utc_stamp()}",
+                                          config.resolve(cfg["runs"]) / dev / "train")
+    except train.TrainConfigError as e:  # e.g. --gpu without a GPU
+        raise click.ClickException(str(e)) from None
     click.echo(f"best epoch {metrics['epoch']}: " + "  ".join(
         f"{k} {metrics[k]:.4f}" for k in ("F1scoremacro", "Recallmacro", "F2scoremacro")))
     click.echo("per-class recall: " + "  ".join(
@@ -206,7 +212,10 @@ def train_cmd(config_file, model_opts, data, scheme, tag, no_export, **flags):
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Where output.csv and plots go. Default: results/ for valid, "
                    "results/test/ for test, results/external/ for --data/--records.")
-def evaluate_cmd(models, split, scheme, data_file, records, out):
+@click.option("--no-cache", is_flag=True,
+              help="Recompute every model (default: reuse rows of unchanged models and data, "
+                   "kept in <processed>/.cache/evaluate, keyed by content hashes).")
+def evaluate_cmd(models, split, scheme, data_file, records, out, no_cache):
     """Evaluate models into OUT/output.csv, OUT/<tag>/{confusion,recall}.png, report.md."""
     from raytasks.evaluate import evaluate, find_models, load_eval_data, table
 
@@ -231,7 +240,8 @@ def evaluate_cmd(models, split, scheme, data_file, records, out):
                                            f"'{cfg['scheme']}'")
     x, y, desc = load_eval_data(config.resolve(cfg["processed"]), cfg["scheme"], split,
                                 data_file, records)
-    rows = evaluate(dirs, x, y, desc, Path(out))
+    cache = None if no_cache else config.resolve(cfg["processed"]) / ".cache" / "evaluate"
+    rows = evaluate(dirs, x, y, desc, Path(out), cache=cache)
     click.echo(f"{desc}: {len(y)} beats")
     click.echo(table(rows))
     click.echo(f"wrote {Path(out) / 'output.csv'}")
