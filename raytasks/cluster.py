@@ -48,8 +48,8 @@ from raytasks import config
 from raytasks.storage import Storage
 
 TOKEN_PATH = Path.home() / ".ray" / "auth_token"
-EXCLUDES = ["data/", "runs/", ".venv", "wandb/", ".git/", "results/", "models/", "storage/",
-            "__pycache__/"]
+EXCLUDES = ["/data/", "/runs/", ".venv", "/wandb/", ".git/", "/results/", "/models/",
+            "/storage/", "__pycache__/"]  # anchored: "data/" also dropped raytasks/data/
 RECORD = "raytasks-cluster.json"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 # the first line of every search's output (raytasks.tune.run): the tag the job ran under

@@ -234,6 +234,9 @@ def latest_experiment(store: Storage, dev: str, space_name: str) -> str:
 @click.option("--concurrency", type=int, default=2, help="Trials at once.")
 @click.option("--cpus-per-trial", type=float, default=0.5,
               help="CPUs per trial (per worker with --workers > 1); leave 1 CPU for Ray Data.")
+@click.option("--gpus-per-trial", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="GPUs per trial (per worker with --workers > 1); a fraction shares a GPU, "
+                   "e.g. 0.25 runs 4 trials on one.")
 @click.option("--workers", type=int, default=1,
               help="1: train in the trial's process; >1: a TorchTrainer per trial.")
 @click.option("--placement", type=click.Choice(["PACK", "SPREAD"]), default="PACK",
@@ -257,20 +260,21 @@ def latest_experiment(store: Storage, dev: str, space_name: str) -> str:
               help="Team storage: a folder or a pyarrow.fs URI (default: config.toml "
                    "'storage' / RAYTASKS_STORAGE).")
 def tune_cmd(space_name, archs, samples, max_epochs, grace, time_budget, concurrency,
-             cpus_per_trial, workers, placement, metric, scheme, seed, dev, resume, experiment,
-             export, export_only, no_wandb, storage):
+             cpus_per_trial, gpus_per_trial, workers, placement, metric, scheme, seed, dev,
+             resume, experiment, export, export_only, no_wandb, storage):
     """Search a space with HyperOpt + ASHA on Ray Tune; leaderboard, plots, optional export."""
     try:
         run(space_name, archs, samples, max_epochs, grace, time_budget, concurrency,
             cpus_per_trial, workers, metric, scheme, seed, dev, resume, experiment, export,
-            no_wandb, placement, export_only, storage)
+            no_wandb, placement, export_only, gpus_per_trial, storage)
     except (SpaceError, DataError, config.ConfigError) as e:
         raise click.ClickException(str(e)) from None
 
 
 def run(space_name, archs, samples, max_epochs, grace, time_budget, concurrency,
         cpus_per_trial, workers, metric, scheme, seed, dev, resume, experiment, export,
-        no_wandb, placement="PACK", export_only=False, storage=None, store=None):
+        no_wandb, placement="PACK", export_only=False, gpus_per_trial=0.0, storage=None,
+        store=None):
     # everything that can be wrong with the request is checked before Ray starts
     space = load_space(space_name, archs.split(",") if archs else None)
     cfg = for_job(config.load(dev=dev, scheme=scheme, storage=storage))
@@ -303,12 +307,18 @@ def run(space_name, archs, samples, max_epochs, grace, time_budget, concurrency,
             f"{concurrency} trials x {workers} worker(s) x {cpus_per_trial} CPU leaves less "
             f"than 1 of the cluster's {total:g} CPUs for Ray Data; lower --concurrency or "
             f"--cpus-per-trial", param_hint="--cpus-per-trial")
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if gpus_per_trial and gpus_per_trial * workers > gpus:
+        raise click.BadParameter(f"a trial asks for {gpus_per_trial * workers:g} GPU(s), the "
+                                 f"cluster has {gpus:g}", param_hint="--gpus-per-trial")
     base = search_settings(store, dev, name, resume or export_only, {
         "data": str(data_dir), "epochs": max_epochs, "seed": seed, "workers": workers,
         "cpus_per_worker": cpus_per_trial, "metric": metric, "max_failures": 0,
-        "placement": placement})
+        "placement": placement, "gpu": gpus_per_trial > 0,
+        "gpus_per_worker": gpus_per_trial or 1.0})
     # with --workers > 1 the trial process only drives its TorchTrainer (Tune refuses 0 CPU)
-    resources = {"CPU": 0.05} if workers > 1 else {"CPU": cpus_per_trial}
+    resources = {"CPU": 0.05} if workers > 1 else {"CPU": cpus_per_trial} | (
+        {"GPU": gpus_per_trial} if gpus_per_trial else {})
     trainable = tune.with_resources(
         tune.with_parameters(trial_fn, space=space, base=base, fs=store.fs), resources)
     local_models = None if in_job() else config.resolve(cfg["models"])
