@@ -4,7 +4,7 @@ PY := .venv/bin/python
 RT := .venv/bin/raytasks
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: run test data describe lint bench clean help cluster-up cluster-down submit jobs logs stop
+.PHONY: run test data describe lint bench clean help cluster-up cluster-down submit jobs logs stop pull leaderboard
 NODES ?= 1
 
 help:  ## list the targets
@@ -36,7 +36,7 @@ lint: .venv/.installed  ## ruff
 bench: .venv/.installed  ## speed scripts in bench/
 	for f in bench/*.py; do $(PY) $$f || exit 1; done
 
-cluster-up: .venv/.installed  ## local head on 127.0.0.1:<port> (NODES=2 adds a second raylet)
+cluster-up: .venv/.installed  ## local head on 127.0.0.1:<port> (NODES=2 adds a second raylet); prints the exports
 	$(RT) cluster up --nodes $(NODES)
 
 cluster-down: .venv/.installed  ## stop this team's local cluster (only its processes)
@@ -56,6 +56,13 @@ logs: .venv/.installed  ## make logs JOB=<submission id>
 stop: .venv/.installed  ## make stop JOB=<submission id>
 	@test -n "$(JOB)" || { echo "usage: make stop JOB=<submission id>"; exit 2; }
 	$(RT) stop $(JOB)
+
+pull: .venv/.installed  ## make pull JOB=<submission id or experiment>: its models and results, here
+	@test -n "$(JOB)" || { echo "usage: make pull JOB=<submission id or experiment>"; exit 2; }
+	$(RT) pull $(JOB)
+
+leaderboard: .venv/.installed  ## the team leaderboard (every dev's rows in storage) -> results/
+	$(RT) leaderboard
 
 clean:  ## remove derived data and runs (not models/ or results/)
 	rm -rf data/processed runs wandb

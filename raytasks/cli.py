@@ -335,6 +335,66 @@ def ensemble_cmd(members, tag):
                f"macro recall {m['Recallmacro']:.4f}")
 
 
+@main.command("predict")
+@click.option("--records", required=True, type=click.Path(),
+              help="A recording (WFDB .hea/.dat, .edf, .csv) or a directory of them.")
+@click.option("--model", "model", type=click.Path(file_okay=False), default=None,
+              help="Model dir (default: the shipped model with the best valid macro F2 "
+                   "that reads RR features).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Output dir (default: results/predict/).")
+@click.option("--fs", "fs", type=float, default=None, help="Sampling rate (Hz) of CSV files.")
+@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="Ray Data tasks at a time (detection, then classification).")
+@click.option("--chunk-s", type=click.FloatRange(10), default=3600, show_default=True,
+              help="Recordings longer than this are cut into chunks of this many seconds.")
+@click.option("--peaks", "mode", type=click.Choice(["detect", "atr"]), default="detect",
+              show_default=True, help="atr: classify at the reference beat positions "
+                                      "(.atr) instead of detected ones (to measure what "
+                                      "detection costs).")
+@click.option("--score", "do_score", is_flag=True,
+              help="Then score against the records' .atr files (raytasks score).")
+def predict_cmd(records, model, out, fs, workers, chunk_s, mode, do_score):
+    """Find and classify every beat of unannotated recordings (Ray Data, one task per
+    recording or chunk): OUT/<name>/{beats.csv,summary.json,strip.png}, OUT/summary.csv."""
+    from raytasks.predict import default_model, list_recordings, predict
+
+    cfg = config.load()
+    out_dir = Path(out) if out else config.resolve(cfg["results"]) / "predict"
+    model_dir = Path(model) if model else default_model(config.resolve(cfg["models"]))
+    paths = list_recordings(Path(records))
+    click.echo(f"{len(paths)} recording(s), model {model_dir.name}, {workers} worker(s)")
+    frame = predict(paths, model_dir, out_dir, fs, workers, chunk_s, mode)
+    if frame.empty:
+        raise click.ClickException("no recording could be processed (see the lines above)")
+    click.echo(f"wrote {out_dir / 'summary.csv'} ({len(frame)} of {len(paths)} recordings)")
+    if do_score:
+        score_and_print(Path(records) if Path(records).is_dir() else Path(records).parent,
+                        out_dir)
+
+
+def score_and_print(records: Path, predictions: Path) -> None:
+    from raytasks.score import ec57_table, score_all, write_scores
+
+    rows, cm = score_all(records, predictions)
+    write_scores(rows, cm, predictions)
+    click.echo(ec57_table(rows, cm))
+    click.echo(f"wrote {predictions / 'score.csv'}, {predictions / 'score.txt'}")
+
+
+@main.command("score")
+@click.option("--records", required=True, type=click.Path(file_okay=False),
+              help="WFDB records with reference beat annotations (.atr).")
+@click.option("--predictions", type=click.Path(file_okay=False), default=None,
+              help="Output of raytasks predict (default: results/predict/).")
+def score_cmd(records, predictions):
+    """EC57-style beat-by-beat scoring (150 ms matching): QRS Se/+P, per-class Se/+P/F1 and
+    confusion of matched beats, per record and total -> PREDICTIONS/score.{csv,txt}."""
+    cfg = config.load()
+    pred = Path(predictions) if predictions else config.resolve(cfg["results"]) / "predict"
+    score_and_print(Path(records), pred)
+
+
 @main.group(cls=Group)
 def cluster():
     """A local Ray head (dashboard + job server on 127.0.0.1:<port>) and extra raylets."""
@@ -349,67 +409,122 @@ def cluster_up(nodes, cpus):
     from raytasks import cluster as rc
 
     cfg = config.load()
+    warning = rc.exposure_warning(cfg)
+    if warning:
+        click.echo(warning, err=True)
     address = rc.up(cfg, nodes, cpus)
     click.echo(f"Ray cluster up: {nodes} node(s); dashboard and job server at {address}")
-    click.echo(f"auth token: {rc.TOKEN_PATH} (clients also need RAY_AUTH_MODE=token)")
+    click.echo("teammates (and you), in a shell of your own checkout:")
+    click.echo(rc.shell_env(cfg))
+
+
+@cluster.command("env")
+def cluster_env():
+    """Shell exports for the raw Ray CLI: eval "$(raytasks cluster env)"."""
+    from raytasks import cluster as rc
+
+    click.echo(rc.shell_env(config.load()))
 
 
 @cluster.command("down")
 def cluster_down():
-    """Stop this team's cluster (only its own processes; other Ray clusters keep running)."""
+    """Stop the processes this port's `cluster up` started (nothing else)."""
     from raytasks import cluster as rc
 
-    n = rc.down(config.load())
-    click.echo(f"stopped {n} process(es)" if n else "no cluster running on this port")
+    n, killed = rc.down(config.load())
+    click.echo(f"stopped {n} process(es)" + (f"; still running {rc.GRACE_S} s after SIGTERM, "
+                                              f"killed: {', '.join(killed)}" if killed else "")
+               if n else "no cluster started by `raytasks cluster up` on this port")
 
 
 @main.command("submit", context_settings={"ignore_unknown_options": True})
 @click.option("--space", required=True, help="Search space to run (searchspaces/<SPACE>.toml).")
 @click.option("--dev", default=None, help="Your dev tag (default: config.toml).")
+@click.option("--storage", default=None, help="Team storage (default: config.toml; relative "
+                                              "= the cluster's).")
 @click.option("--wait", is_flag=True, help="Wait until the job ends.")
 @click.argument("tune_args", nargs=-1, type=click.UNPROCESSED)
-def submit_cmd(space, dev, wait, tune_args):
+def submit_cmd(space, dev, storage, wait, tune_args):
     """`ray job submit` a search as you: python -m raytasks.tune --space SPACE TUNE_ARGS."""
     from raytasks import cluster as rc
 
-    cfg = config.load(dev=dev)
-    job = rc.submit(cfg, space, list(tune_args), wait=False)
+    cfg = config.load(dev=dev, storage=storage)
+    job = rc.submit(cfg, space, list(tune_args))
     click.echo(f"submitted {job} to {rc.job_address(cfg)}")
-    click.echo(f"follow: make logs JOB={job}   status: make jobs   "
-               f"dashboard: {rc.job_address(cfg)}")
+    click.echo(f"follow: raytasks logs {job}   status: raytasks jobs   "
+               f"dashboard: {rc.job_address(cfg)}   afterwards: raytasks pull {job}")
     if wait:
         status = rc.wait_for(rc.client(cfg), job)
         click.echo(f"{job}: {status}")
         if status != "SUCCEEDED":
-            raise click.ClickException(f"{job} ended {status}; see make logs JOB={job}")
+            raise click.ClickException(f"{job} ended {status}; see raytasks logs {job}")
 
 
 @main.command("jobs")
-@click.option("--dev", default=None, help="Whose jobs (default: yours).")
-def jobs_cmd(dev):
-    """This dev's jobs on the cluster and their status."""
+@click.option("--all", "everyone", is_flag=True, help="Every dev's jobs, with their owner.")
+def jobs_cmd(everyone):
+    """Your jobs on the cluster (raytasks submit or raw ray job submit) and their status."""
     from raytasks import cluster as rc
 
-    click.echo(rc.job_table(rc.my_jobs(config.load(dev=dev))))
+    click.echo(rc.job_table(rc.list_jobs(config.load(), everyone)))
 
 
 @main.command("logs")
 @click.argument("job")
-def logs_cmd(job):
-    """A job's logs so far."""
+@click.option("--force", is_flag=True, help="Read another dev's job too.")
+def logs_cmd(job, force):
+    """One of your jobs' logs so far."""
     from raytasks import cluster as rc
 
-    click.echo(rc.client(config.load()).get_job_logs(job))
+    jobs, _ = rc.own_job(config.load(), job, force, "reading")
+    click.echo(jobs.get_job_logs(job))
 
 
 @main.command("stop")
 @click.argument("job")
-def stop_cmd(job):
-    """Stop a running job."""
+@click.option("--force", is_flag=True, help="Stop another dev's job too (says whose).")
+def stop_cmd(job, force):
+    """Stop one of your running jobs."""
     from raytasks import cluster as rc
 
-    stopped = rc.client(config.load()).stop_job(job)
-    click.echo(f"{job}: {'stop requested' if stopped else 'not running'}")
+    cfg = config.load()
+    jobs, who = rc.own_job(cfg, job, force, "stopping")
+    stopped = jobs.stop_job(job)
+    whose = "" if who == cfg["dev"] else f"{who or 'untagged'}'s job "
+    click.echo(f"{whose}{job}: {'stop requested' if stopped else 'not running'}")
+
+
+@main.command("pull")
+@click.argument("name")
+def pull_cmd(name):
+    """Copy a finished search (submission id or experiment) from storage: its exported
+    models into models/, its rows and plot into results/<experiment>/, and its rows into
+    results/leaderboard.csv."""
+    from raytasks import cluster as rc
+
+    info, models, local = rc.pull(config.load(), name)
+    click.echo(f"{info['dev']}'s {info['experiment']}: {info['trials']} trial(s) -> {local}")
+    for m in models:
+        click.echo(f"model: {m}   (raytasks evaluate --model {m})")
+    if not models:
+        click.echo("no exported model (search without --export)")
+
+
+@main.command("leaderboard")
+@click.option("--top", type=int, default=15, show_default=True, help="Rows to print.")
+def leaderboard_cmd(top):
+    """The team leaderboard: every dev's rows in storage merged into results/leaderboard.csv
+    (+ leaderboard.png); prints the best trials."""
+    from raytasks.storage import Storage, team_rows
+    from raytasks.tune import board_table, sync_leaderboard
+
+    cfg = config.load()
+    store = Storage.from_setting(cfg["storage"])
+    results = config.resolve(cfg["results"])
+    board = sync_leaderboard(team_rows(store), results)
+    click.echo(board_table(board, top))
+    click.echo(f"{len(board)} rows from {board['dev'].nunique() if len(board) else 0} dev(s) "
+               f"({store.uri} + earlier rows) -> {results / 'leaderboard.csv'} (+ .png)")
 
 
 def model_scheme(model_dir: Path):

@@ -1,22 +1,40 @@
-"""The shared-cluster workflow: a local head (+ extra raylets), job submission per dev tag.
+"""The shared-cluster workflow: a local head (+ extra raylets), jobs attributed to dev tags.
 
-    raytasks cluster up [--nodes 2]     # make cluster-up [NODES=2]
+    raytasks cluster up [--nodes 2]     # make cluster-up [NODES=2]; prints the shell exports
+    eval "$(raytasks cluster env)"      # then the raw Ray CLI works as typed:
+    ray job submit --working-dir . -- python -m raytasks.tune --space gru
+    raytasks submit --space gru [-- tune args]   # the same, with a readable submission id
+    raytasks jobs | logs JOB | stop JOB # your own jobs (--force for someone else's)
+    raytasks pull JOB|EXPERIMENT        # a finished search -> models/ and results/
     raytasks cluster down               # make cluster-down
-    raytasks submit --space gru [-- tune args]   # make submit SPACE=gru ARGS="..."
-    raytasks jobs | logs JOB | stop JOB # make jobs / logs JOB=... / stop JOB=...
 
-Security: Ray's job API runs any code for whoever reaches it. The dashboard and job server
-bind to 127.0.0.1 unless `host` is set explicitly (config.toml / RAYTASKS_HOST), and Ray's
-token authentication stays on (the token is ~/.ray/auth_token on the head; clients need it
-and RAY_AUTH_MODE=token). Teammates reach a shared head through an SSH port-forward.
+Attribution: a job takes its dev tag and settings from the checkout it was submitted from
+(the uploaded working dir with its config.toml, and the runtime env's variables), never
+from the head's environment: `cluster up` starts Ray without the head owner's RAYTASKS_* /
+WANDB_* variables and hands the cluster's own data and storage folders over as
+RAYTASKS_CLUSTER_PROCESSED / RAYTASKS_CLUSTER_STORAGE (used by a job whose config leaves
+them relative). Every search prints `raytasks: dev <dev>, experiment <name>, ...` first:
+`raytasks jobs` finds raw `ray job submit` jobs by that line.
+
+Security: Ray's job API runs any code for whoever reaches it with the cluster's token. Every
+port binds 127.0.0.1 unless `host` is set (config.toml / RAYTASKS_HOST; anything else prints
+a warning), and Ray's token authentication stays on. Teammates reach a shared head through an
+SSH port-forward. Dev tags protect the team from mistakes (stop/logs refuse another dev's
+job without --force), not from someone holding the token.
 
 Ports derive from the team's `port` P (dashboard + job server): GCS P+10000, Ray client
 P+10001, then P+10002.. for each node's agents and P+11000.. for worker processes, so teams
-with ports at least 2000 apart can run heads on one machine. `cluster down` stops only the
-processes of this cluster (its own temp dir), never other Ray clusters (`ray stop` would).
+with ports at least 2000 apart can run heads on one machine. `cluster up` starts every
+`ray start` in a session of its own and records those sessions and their processes (PID and
+start time) in <temp dir>/raytasks-cluster.json; `cluster down` stops exactly those and
+their descendants (SIGTERM, SIGKILL only for what is left after a grace period), never
+another cluster or a process that merely mentions this one (`ray stop` kills every Ray).
 """
 
+import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -27,10 +45,16 @@ import urllib.request
 from pathlib import Path
 
 from raytasks import config
+from raytasks.storage import Storage
 
 TOKEN_PATH = Path.home() / ".ray" / "auth_token"
-EXCLUDES = ["/data/",  # anchored: "data/" also dropped raytasks/data/
-            "runs/", ".venv/", "wandb/", ".git/", "results/", "__pycache__/"]
+EXCLUDES = ["/data/", "/runs/", ".venv", "/wandb/", ".git/", "/results/", "/models/",
+            "/storage/", "__pycache__/"]  # anchored: "data/" also dropped raytasks/data/
+RECORD = "raytasks-cluster.json"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# the first line of every search's output (raytasks.tune.run): the tag the job ran under
+MARKER = re.compile(r"^raytasks: dev (\S+), experiment (\S+),", re.M)
+GRACE_S = 10  # SIGTERM, then this long before SIGKILL
 
 
 class ClusterError(config.ConfigError):
@@ -51,6 +75,19 @@ def node_ports(port: int, node: int) -> list[str]:
             f"--min-worker-port={workers}", f"--max-worker-port={workers + 399}"]
 
 
+def _psutil():
+    """Ray ships psutil (ray/thirdparty_files, put on sys.path by `import ray`)."""
+    import importlib
+
+    import ray  # noqa: F401
+
+    return importlib.import_module("psutil")
+
+
+def token_path() -> Path:
+    return Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or TOKEN_PATH).expanduser()
+
+
 def ray_env() -> dict:
     """Environment for `ray` commands: this venv first on PATH, so jobs run its python."""
     venv_bin = str(Path(sys.executable).parent)
@@ -58,8 +95,38 @@ def ray_env() -> dict:
             "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
+def head_env(cfg: dict) -> dict:
+    """The cluster's processes (and so every job's driver) get none of the head owner's
+    raytasks / W&B settings, only the cluster's own data and storage folders."""
+    env = {k: v for k, v in ray_env().items()
+           if not k.startswith(("RAYTASKS_", "WANDB_")) and k not in ("MITDB_DIR", "RAY_ADDRESS")}
+    env["RAYTASKS_CLUSTER_PROCESSED"] = str(config.resolve(cfg["processed"]))
+    env["RAYTASKS_CLUSTER_STORAGE"] = Storage.from_setting(cfg["storage"]).uri
+    return env
+
+
+def node_ip(host: str) -> str | None:
+    """The address Ray's GCS, raylets and agents bind to: loopback unless `host` says
+    otherwise (None for 0.0.0.0 / :: = Ray picks this machine's address)."""
+    if host in LOOPBACK:
+        return "127.0.0.1"
+    return None if host in ("0.0.0.0", "::", "") else host
+
+
+def exposure_warning(cfg: dict) -> str | None:
+    host, port = cfg["host"], cfg["port"]
+    if host in LOOPBACK:
+        return None
+    return (f"warning: host {host!r} is not loopback: the job API ({port}), GCS ({port + 10000}),"
+            f" Ray client ({port + 10001}) and node ports ({port + 10002}-{port + 11399}) accept"
+            f" connections from other machines, and anyone who reaches them with the cluster's"
+            f" token can run any code as {os.environ.get('USER', 'you')} here; prefer host "
+            f"127.0.0.1 and `ssh -N -L {port}:127.0.0.1:{port}` for teammates")
+
+
 def job_address(cfg: dict) -> str:
-    return f"http://{cfg['host']}:{cfg['port']}"
+    host = "127.0.0.1" if cfg["host"] in ("0.0.0.0", "::", "") else cfg["host"]
+    return f"http://{host}:{cfg['port']}"
 
 
 def reachable(cfg: dict, timeout: float = 2.0) -> bool:
@@ -79,32 +146,97 @@ def require_cluster(cfg: dict) -> None:
             f"no Ray cluster answers at {job_address(cfg)}: start one with `make cluster-up`, "
             f"or forward the shared head's port: ssh -N -L {cfg['port']}:127.0.0.1:"
             f"{cfg['port']} <user>@<head>; and check `port` in config.toml")
-    if not TOKEN_PATH.exists() and not os.environ.get("RAY_AUTH_TOKEN"):
+    if not token_path().exists() and not os.environ.get("RAY_AUTH_TOKEN"):
         raise ClusterError(f"no Ray auth token: copy the head's ~/.ray/auth_token to "
-                           f"{TOKEN_PATH} (or set RAY_AUTH_TOKEN)")
+                           f"{token_path()} (or set RAY_AUTH_TOKEN)")
+
+
+def shell_env(cfg: dict) -> str:
+    """The exports after which `ray job submit` (and raytasks) reach this team's cluster."""
+    record = load_record(cfg["port"])  # a head on this machine says where its storage is
+    lines = ['# eval "$(raytasks cluster env)"',
+             f"export RAY_ADDRESS={job_address(cfg)}",
+             "export RAY_AUTH_MODE=token",
+             f"export RAY_AUTH_TOKEN_PATH={shlex.quote(str(token_path()))}",
+             f"export RAYTASKS_PORT={cfg['port']}"]
+    if record:
+        lines.append(f"export RAYTASKS_STORAGE={shlex.quote(record['storage'])}")
+    return "\n".join(lines)
+
+
+def record_path(port: int) -> Path:
+    return Path(temp_dir(port)) / RECORD
+
+
+def load_record(port: int) -> dict | None:
+    try:
+        return json.loads(record_path(port).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def save_record(record: dict) -> None:
+    path = record_path(record["port"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    os.replace(tmp, path)
+
+
+def session_members(sid: int) -> list[list]:
+    """[pid, start time, session] of every process in session `sid`."""
+    psutil = _psutil()
+
+    members = []
+    for p in psutil.process_iter(["pid", "create_time"]):
+        try:
+            if os.getsid(p.pid) == sid:
+                members.append([p.pid, p.info["create_time"], sid])
+        except (ProcessLookupError, PermissionError):
+            continue
+    return members
+
+
+def ensure_token() -> None:
+    if not token_path().exists() and not os.environ.get("RAY_AUTH_TOKEN"):
+        subprocess.run([str(Path(sys.executable).parent / "ray"), "get-auth-token",
+                        "--generate"], env=ray_env(), capture_output=True, check=True)
 
 
 def up(cfg: dict, nodes: int = 1, cpus: int | None = None) -> str:
     """Start a head (dashboard + job server on host:port) and nodes-1 more raylets here."""
-    port, host = cfg["port"], cfg["host"]
+    port = cfg["port"]
     if reachable(cfg):
         raise ClusterError(f"something already answers at {job_address(cfg)}: "
                            f"`make cluster-down` first, or pick another port")
-    gcs = f"127.0.0.1:{port + 10000}"
+    ensure_token()
+    ip = node_ip(cfg["host"])
+    ip_flag = [f"--node-ip-address={ip}"] if ip else []
+    gcs = f"{ip or '127.0.0.1'}:{port + 10000}"
     cpu_flag = [f"--num-cpus={cpus}"] if cpus else []
     ray = str(Path(sys.executable).parent / "ray")
-    commands = [[ray, "start", "--head", f"--port={port + 10000}", f"--dashboard-host={host}",
-                 f"--dashboard-port={port}", f"--ray-client-server-port={port + 10001}",
-                 f"--temp-dir={temp_dir(port)}", "--include-dashboard=true",
-                 "--disable-usage-stats", *node_ports(port, 1), *cpu_flag]]
+    commands = [[ray, "start", "--head", f"--port={port + 10000}",
+                 f"--dashboard-host={cfg['host']}", f"--dashboard-port={port}",
+                 f"--ray-client-server-port={port + 10001}", f"--temp-dir={temp_dir(port)}",
+                 "--include-dashboard=true", "--disable-usage-stats", *ip_flag,
+                 *node_ports(port, 1), *cpu_flag]]
     for n in range(2, nodes + 1):
         commands.append([ray, "start", f"--address={gcs}", f"--temp-dir={temp_dir(port, n)}",
-                         "--disable-usage-stats", *node_ports(port, n), *cpu_flag])
+                         "--disable-usage-stats", *ip_flag, *node_ports(port, n), *cpu_flag])
+    env = head_env(cfg)
+    record = {"port": port, "host": cfg["host"], "nodes": nodes, "root": str(config.ROOT),
+              "storage": env["RAYTASKS_CLUSTER_STORAGE"],
+              "processed": env["RAYTASKS_CLUSTER_PROCESSED"], "processes": []}
     for cmd in commands:
-        res = subprocess.run(cmd, env=ray_env(), capture_output=True, text=True)
-        if res.returncode != 0:
+        # a session of its own: every process this `ray start` leaves running is in it
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True)
+        _, err = proc.communicate()
+        record["processes"] += session_members(proc.pid)
+        save_record(record)  # before the next start: `down` stops a half-started cluster too
+        if proc.returncode != 0:
             down(cfg)
-            raise ClusterError(f"`{' '.join(cmd[1:4])} ...` failed:\n{res.stderr[-1500:]}")
+            raise ClusterError(f"`{' '.join(cmd[1:4])} ...` failed:\n{err[-1500:]}")
     wait_for_nodes(gcs, nodes)
     return job_address(cfg)
 
@@ -124,45 +256,71 @@ def wait_for_nodes(gcs: str, nodes: int, timeout: float = 60) -> None:
         ray.shutdown()
 
 
-def cluster_processes(port: int) -> list:
-    """This cluster's processes: those naming its temp dirs, and all their descendants."""
-    import psutil
+def cluster_processes(record: dict) -> list:
+    """The recorded processes still alive (same PID *and* start time), every other process
+    of their sessions, and all their descendants (workers, job drivers, trials)."""
+    psutil = _psutil()
 
-    marker = temp_dir(port)
-    found = {}
-    for p in psutil.process_iter(["pid", "cmdline"]):
+    found, sessions = {}, set()
+    for pid, created, sid in record["processes"]:
         try:
-            cmd = " ".join(p.info["cmdline"] or [])
-            if marker in cmd:
-                found[p.pid] = p
-                for child in p.children(recursive=True):
-                    found[child.pid] = child
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            p = psutil.Process(pid)
+            if abs(p.create_time() - created) < 0.01:
+                found[pid] = p
+                sessions.add(sid)  # a live member keeps its session id from being reused
+        except psutil.NoSuchProcess:
+            continue
+    for sid in sessions:
+        for pid, _, _ in session_members(sid):
+            try:
+                found.setdefault(pid, psutil.Process(pid))
+            except psutil.NoSuchProcess:
+                continue
+    for p in list(found.values()):
+        try:
+            found.update({c.pid: c for c in p.children(recursive=True)})
+        except psutil.NoSuchProcess:
             continue
     found.pop(os.getpid(), None)
     return list(found.values())
 
 
-def down(cfg: dict) -> int:
-    """Stop this cluster's processes (SIGTERM, then SIGKILL); returns how many there were."""
-    import psutil
+def terminate(procs: list) -> list[str]:
+    """SIGTERM, then SIGKILL for whatever is still there after GRACE_S; names of those."""
+    psutil = _psutil()
 
-    procs = cluster_processes(cfg["port"])
     for p in procs:
         try:
             p.send_signal(signal.SIGTERM)
         except psutil.NoSuchProcess:
             pass
-    _, alive = psutil.wait_procs(procs, timeout=10)
+    _, alive = psutil.wait_procs(procs, timeout=GRACE_S)
+    names = []
     for p in alive:
         try:
+            names.append(p.name())
             p.kill()
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(alive, timeout=5)
-    for n in range(1, 9):
+    return names
+
+
+def down(cfg: dict) -> tuple[int, list[str]]:
+    """Stop the processes this port's `cluster up` started: (how many, names of those that
+    needed SIGKILL)."""
+    record = load_record(cfg["port"])
+    if record is None:
+        if reachable(cfg):
+            raise ClusterError(f"the cluster at {job_address(cfg)} was not started by "
+                               f"`raytasks cluster up` here (no {record_path(cfg['port'])}): "
+                               f"stop it where it was started")
+        return 0, []
+    procs = cluster_processes(record)
+    killed = terminate(procs)
+    for n in range(1, record.get("nodes", 1) + 1):
         shutil.rmtree(temp_dir(cfg["port"], n), ignore_errors=True)
-    return len(procs)
+    return len(procs), killed
 
 
 def client(cfg: dict):
@@ -172,34 +330,34 @@ def client(cfg: dict):
     return JobSubmissionClient(job_address(cfg))
 
 
-def submit(cfg: dict, space: str, args: list[str], wait: bool = False) -> str:
-    """`ray job submit` a search for this dev: id <dev>-<space>-<utc>, metadata {dev, space}.
-
-    The working dir is uploaded without data/, runs/, .venv/ ...; the job reads the shards and
-    writes runs/, results/ and models/ of this checkout (absolute paths in its env), which
-    the head must see: a local head, or the same path on a shared filesystem.
-    """
+def submit(cfg: dict, space: str, args: list[str]) -> str:
+    """`ray job submit` a search as this dev: id <dev>-<space>-<utc>, metadata {dev, space},
+    this checkout uploaded as the working dir, the dev tag and explicit (absolute or URI)
+    storage / data settings in the runtime env; relative ones mean the cluster's."""
     from raytasks.spaces import load_space
 
     dev = config.require_dev(cfg)
+    if any(a == "--dev" or a.startswith("--dev=") for a in args):
+        raise ClusterError("give your tag to `raytasks submit --dev` (or config.toml), not to "
+                           "the search's arguments")
     load_space(space)  # a malformed space fails here, not on the cluster
     jobs = client(cfg)
     submission_id = f"{dev}-{space}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
-    env_vars = {"RAYTASKS_DEV": dev, "RAY_USAGE_STATS_ENABLED": "0"}
-    for key, var in (("processed", "RAYTASKS_PROCESSED"), ("runs", "RAYTASKS_RUNS"),
-                     ("results", "RAYTASKS_RESULTS"), ("models", "RAYTASKS_MODELS")):
-        env_vars[var] = str(config.resolve(cfg[key]))
-    env_vars["WANDB_DIR"] = str(config.ROOT)
+    env_vars = {"RAYTASKS_DEV": dev, "RAYTASKS_EXPERIMENT": submission_id,
+                "RAY_USAGE_STATS_ENABLED": "0"}
+    for key in ("storage", "processed"):
+        value = str(cfg[key])
+        if "://" in value or Path(value).expanduser().is_absolute():
+            env_vars[f"RAYTASKS_{key.upper()}"] = value
     for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_PROJECT"):
         if os.environ.get(var):
             env_vars[var] = os.environ[var]
-    entrypoint = " ".join(["python", "-m", "raytasks.tune", "--space", space, *args])
+    entrypoint = " ".join(["python", "-m", "raytasks.tune", "--space", space,
+                           *map(shlex.quote, args)])
     jobs.submit_job(entrypoint=entrypoint, submission_id=submission_id,
                     metadata={"dev": dev, "space": space},
                     runtime_env={"working_dir": str(config.ROOT), "excludes": EXCLUDES,
                                  "env_vars": env_vars})
-    if wait:
-        wait_for(jobs, submission_id)
     return submission_id
 
 
@@ -215,17 +373,100 @@ def wait_for(jobs, submission_id: str, timeout: float = 3600) -> str:
     raise ClusterError(f"{submission_id} still running after {timeout:.0f} s")
 
 
-def my_jobs(cfg: dict) -> list:
+def ran_as(jobs, job) -> tuple[str, str] | None:
+    """(dev, experiment) from the first line a search prints, when the job has printed it."""
+    if not job.submission_id or "raytasks" not in (job.entrypoint or ""):
+        return None
+    try:
+        match = MARKER.search(jobs.get_job_logs(job.submission_id))
+    except RuntimeError:
+        return None
+    return match.groups() if match else None
+
+
+def owner(jobs, job) -> str | None:
+    """The dev a job belongs to: `raytasks submit`'s metadata, a RAYTASKS_DEV in its runtime
+    env, else the tag the search printed it runs under (raw `ray job submit`)."""
+    dev = (job.metadata or {}).get("dev") or (
+        ((job.runtime_env or {}).get("env_vars") or {}).get("RAYTASKS_DEV"))
+    if dev:
+        return dev
+    found = ran_as(jobs, job)
+    return found[0] if found else None
+
+
+def list_jobs(cfg: dict, everyone: bool = False) -> list[tuple]:
+    """[(owner, job)] of this dev's jobs (of every submitted job with everyone=True)."""
+    dev = None if everyone else config.require_dev(cfg)
+    jobs = client(cfg)
+    found = [(owner(jobs, j), j) for j in jobs.list_jobs() if j.submission_id]
+    return [(o, j) for o, j in found if everyone or o == dev]
+
+
+def own_job(cfg: dict, submission_id: str, force: bool, action: str):
+    """(client, owner) for a job this dev may act on; another dev's job is refused."""
     dev = config.require_dev(cfg)
-    return [j for j in client(cfg).list_jobs() if (j.metadata or {}).get("dev") == dev]
+    jobs = client(cfg)
+    try:
+        job = jobs.get_job_info(submission_id)
+    except RuntimeError:
+        raise ClusterError(f"no job {submission_id!r} on {job_address(cfg)} "
+                           f"(`raytasks jobs` lists yours)") from None
+    who = owner(jobs, job)
+    if who != dev and not force:
+        whose = f"{who}'s job" if who else "a job without a dev tag"
+        raise ClusterError(f"{submission_id} is {whose}, not yours ({dev}): not {action} it "
+                           f"(--force to do it anyway)")
+    return jobs, who
 
 
-def job_table(jobs: list) -> str:
-    if not jobs:
+def job_table(found: list[tuple]) -> str:
+    if not found:
         return "no jobs for this dev tag"
-    rows = [f"{'submission id':<40}{'status':<11}{'started (UTC)':<21}entrypoint"]
-    for j in sorted(jobs, key=lambda j: j.start_time or 0):
+    rows = [f"{'submission id':<40}{'dev':<12}{'status':<11}{'started (UTC)':<21}entrypoint"]
+    for who, j in sorted(found, key=lambda oj: oj[1].start_time or 0):
         start = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime((j.start_time or 0) / 1000))
-        rows.append(f"{j.submission_id:<40}{str(j.status):<11}{start:<21}{j.entrypoint}")
+        rows.append(f"{j.submission_id:<40}{who or '?':<12}{str(j.status):<11}{start:<21}"
+                    f"{j.entrypoint}")
     return "\n".join(rows)
 
+
+def find_experiment(cfg: dict, store: Storage, name: str) -> tuple[str, str]:
+    """(dev, experiment) for an experiment name (this dev's first, then anyone's) or for a
+    submission id (the experiment the job printed it runs)."""
+    dev = config.require_dev(cfg)
+    for who in [dev] + [d for d in store.listdir() if d != dev]:
+        if store.exists(who, "results", name) or store.exists(who, "runs", name):
+            return who, name
+    jobs = client(cfg)
+    try:
+        job = jobs.get_job_info(name)
+    except RuntimeError:
+        raise ClusterError(f"{name!r} is neither an experiment in {store.uri} nor a job on "
+                           f"{job_address(cfg)}") from None
+    found = ran_as(jobs, job)
+    if not found:
+        raise ClusterError(f"job {name} ({job.status}) has not started a raytasks search")
+    return found
+
+
+def pull(cfg: dict, name: str) -> tuple[dict, list[Path], Path]:
+    """A finished search's exported models -> models/<tag>/, its results (rows, plot,
+    job.json) -> results/<experiment>/, its rows merged into results/leaderboard.csv."""
+    import pandas as pd
+
+    from raytasks.tune import sync_leaderboard
+
+    store = Storage.from_setting(cfg["storage"])
+    dev, exp = find_experiment(cfg, store, name)
+    if not store.exists(dev, "results", exp, "job.json"):
+        raise ClusterError(f"{dev}'s search {exp} has not finished: no results in "
+                           f"{store.path(dev, 'results', exp)} yet")
+    info = json.loads(store.read_bytes(dev, "results", exp, "job.json"))
+    models = config.resolve(cfg["models"])
+    pulled = [store.get_dir(models / tag, dev, "models", tag) for tag in info["models"]]
+    results = config.resolve(cfg["results"])
+    local = store.get_dir(results / exp, dev, "results", exp)
+    if (local / "leaderboard.csv").exists():
+        sync_leaderboard(pd.read_csv(local / "leaderboard.csv"), results)
+    return info, pulled, local

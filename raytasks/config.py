@@ -26,6 +26,9 @@ DEFAULTS = {
     "models": "models",
     "results": "results",
     "runs": "runs",
+    # the team's shared storage (searches, exported models, leaderboard rows per dev):
+    # a folder, or a pyarrow.fs URI such as s3://bucket/team (see raytasks/storage.py)
+    "storage": "storage",
     "wandb_project": "raytasks",
 }
 
@@ -41,6 +44,7 @@ ENV = {
     "RAYTASKS_MODELS": "models",
     "RAYTASKS_RESULTS": "results",
     "RAYTASKS_RUNS": "runs",
+    "RAYTASKS_STORAGE": "storage",
     "WANDB_PROJECT": "wandb_project",
 }
 
@@ -49,7 +53,7 @@ class ConfigError(ValueError):
     """A setting that cannot be used; the message says what to set."""
 
 
-PATH_SETTINGS = ("records", "processed", "raw_download", "models", "results", "runs")
+PATH_SETTINGS = ("records", "processed", "raw_download", "models", "results", "runs", "storage")
 # the dashboard port P: Ray's GCS listens on P+10000 and workers up to P+14199 (cluster.py)
 PORT_RANGE = (1024, 65535 - 14200)
 

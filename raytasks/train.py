@@ -411,7 +411,8 @@ def check_gpus(cfg: dict) -> None:
                                f"needed); train without --gpu or on a machine with one")
 
 
-def build_trainer(cfg: dict, name: str, storage: Path, callbacks=()):
+def build_trainer(cfg: dict, name: str, storage: Path | str, callbacks=(),
+                  filesystem=None):
     """A TorchTrainer for `cfg` (already `prepare`d), fed by the balanced stream: the train
     split is read once into the object store here; every worker resamples it per epoch."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -429,7 +430,8 @@ def build_trainer(cfg: dict, name: str, storage: Path, callbacks=()):
                                      resources_per_worker=resources,
                                      placement_strategy=cfg["placement"]),
         run_config=RunConfig(
-            name=name, storage_path=str(storage), callbacks=list(callbacks),
+            name=name, storage_path=str(storage), storage_filesystem=filesystem,
+            callbacks=list(callbacks),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg["keep"],
                                                checkpoint_score_attribute=cfg["metric"],
                                                checkpoint_score_order="max"),

@@ -1,7 +1,7 @@
 """Hyper-parameter search: Ray Tune with HyperOpt + ASHA over searchspaces/<space>.toml.
 
     python -m raytasks.tune --space gru                 # (also: raytasks tune)
-    ray job submit -- python -m raytasks.tune --space all --samples 30
+    ray job submit --working-dir . -- python -m raytasks.tune --space all --samples 30
 
 Each trial trains with the same loop as `raytasks train`: a TorchTrainer per trial reporting
 through TuneReportCallback (--workers > 1), or the loop in the trial's own process
@@ -13,13 +13,15 @@ lists files with a task that asks for a whole CPU (its read and resample tasks a
 with no CPU left those tasks never start and every trial hangs. On 2 cores: 2 trials x 0.5
 CPU (the CPU count is Ray's bookkeeping: each trial still trains on a whole core).
 
-Everything is tagged with the dev tag: experiment <dev>-<space>-<utc>, storage runs/<dev>/,
-W&B group <dev> with tags [space, arch]; results/leaderboard.csv gains a row per trial.
+Everything is tagged with the dev tag: experiment <dev>-<space>-<utc>, W&B group <dev> with
+tags [space, arch]; runs, exported models and leaderboard rows go to <storage>/<dev>/ (see
+raytasks/storage.py), and outside a job the team leaderboard in results/ is refreshed.
 """
 
 import fcntl
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,8 +32,9 @@ import pandas as pd
 from raytasks import config
 from raytasks.data import CLASS_SHORT, NUM_CLASSES, DataError
 from raytasks.metrics import METRIC_NAMES, OBJECTIVE, RECALL_NAMES
-from raytasks.paths import PathError, check_name, child, write_text
+from raytasks.paths import PathError, check_name
 from raytasks.spaces import SpaceError, hyperopt_points, load_space, to_hyperopt, trial_settings
+from raytasks.storage import Storage, for_job, in_job, merge_rows, team_rows, write_results
 from raytasks.train import TrainConfigError
 
 MODE = "max"  # every metric in raytasks.metrics is better when larger
@@ -64,7 +67,7 @@ def conditional_hyperopt(space, metric: str, samples: int, seed: int):
         n_initial_points=max(2, samples // 4), random_state_seed=seed)
 
 
-def trial_fn(sampled: dict, space, base: dict):
+def trial_fn(sampled: dict, space, base: dict, fs=None):
     """One Tune trial: sampled config -> training settings -> train, reporting each epoch."""
     from ray import tune
 
@@ -77,7 +80,7 @@ def trial_fn(sampled: dict, space, base: dict):
         ctx = tune.get_context()
         trainer = build_trainer(prepare(make_config(settings)),
                                 name=f"train-{ctx.get_trial_id()}",
-                                storage=Path(base["_storage"]) / "train",
+                                storage=f"{base['_storage']}/train", filesystem=fs,
                                 callbacks=[TuneReportCallback()])
         trainer.fit()
         return
@@ -89,7 +92,7 @@ def trial_fn(sampled: dict, space, base: dict):
     fit_local({**settings, "_checkpoint": tune.get_checkpoint()}, report)
 
 
-def wandb_callback(cfg: dict, dev: str, space_name: str):
+def wandb_callback(cfg: dict, dev: str, space_name: str, wandb_dir: Path):
     """W&B through Ray's WandbLoggerCallback: offline (wandb/ for `wandb sync`) unless
     WANDB_API_KEY is set or WANDB_MODE=online. Each run also gets its architecture tag."""
     from ray.air.integrations.wandb import WandbLoggerCallback
@@ -105,10 +108,19 @@ def wandb_callback(cfg: dict, dev: str, space_name: str):
             self.kwargs["tags"] = [space_name, arch]
             super().log_trial_start(trial)
 
-    wandb_dir = Path(os.environ.get("WANDB_DIR") or config.ROOT)
     wandb_dir.mkdir(parents=True, exist_ok=True)
     return ArchTaggedWandb(project=cfg["wandb_project"], group=dev, mode=mode,
                            dir=str(wandb_dir), tags=[space_name])
+
+
+def wandb_home(store: Storage, dev: str) -> Path:
+    """Where offline W&B runs go: WANDB_DIR, else this checkout; in a job (whose working dir
+    is deleted afterwards) <storage>/<dev>/ when the storage is a folder."""
+    if os.environ.get("WANDB_DIR"):
+        return Path(os.environ["WANDB_DIR"])
+    if in_job() and store.local_path(dev):
+        return Path(store.local_path(dev))
+    return config.ROOT
 
 
 def leaderboard_rows(grid, dev: str, experiment: str, space, metric: str) -> pd.DataFrame:
@@ -131,13 +143,23 @@ def leaderboard_rows(grid, dev: str, experiment: str, space, metric: str) -> pd.
     return pd.DataFrame(rows, columns=LEADERBOARD_COLUMNS)
 
 
-def append_leaderboard(rows: pd.DataFrame, path: Path) -> None:
-    """Append under an exclusive lock: teammates' searches may finish at the same time."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def sync_leaderboard(rows: pd.DataFrame, results: Path) -> pd.DataFrame:
+    """Merge rows into results/leaderboard.csv (one row per experiment and trial; rows
+    already there stay) and redraw leaderboard.png. Under a file lock, written atomically:
+    several searches on this machine may finish at once."""
+    path = results / "leaderboard.csv"
+    results.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        header = not path.exists() or path.stat().st_size == 0
-        rows.to_csv(path, mode="a", header=header, index=False)
+        old = pd.read_csv(path) if path.exists() and path.stat().st_size else pd.DataFrame()
+        board = merge_rows(old, rows)
+        if board.empty:
+            return board
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        board.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+        plot_leaderboard(path, results / "leaderboard.png")
+    return board
 
 
 def plot_leaderboard(path: Path, out: Path, metric: str = "F1scoremacro") -> None:
@@ -150,7 +172,9 @@ def plot_leaderboard(path: Path, out: Path, metric: str = "F1scoremacro") -> Non
     board = pd.read_csv(path)
     best = board.loc[board.groupby("arch")[metric].idxmax()].sort_values(metric, ascending=False)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4), gridspec_kw={"width_ratios": [1, 2]})
-    ax1.barh(best["arch"], best[metric], color="tab:blue")
+    labels = (best["arch"] + " (" + best["dev"].astype(str) + ")" if "dev" in best
+              else best["arch"])
+    ax1.barh(labels, best[metric], color="tab:blue")
     for y, (v, epochs) in enumerate(zip(best[metric], best["epochs"])):
         ax1.text(v, y, f" {v:.3f} ({epochs} ep)", va="center", fontsize=8)
     ax1.invert_yaxis()
@@ -159,13 +183,14 @@ def plot_leaderboard(path: Path, out: Path, metric: str = "F1scoremacro") -> Non
     width = 0.8 / max(len(best), 1)
     for i, (_, row) in enumerate(best.iterrows()):
         ax2.bar(np.arange(NUM_CLASSES) + i * width, [row[f"TP_{c}"] for c in range(NUM_CLASSES)],
-                width, label=row["arch"])
+                width, label=f"{row['arch']} ({row.get('dev', '')})")
     ax2.set_xticks(np.arange(NUM_CLASSES) + 0.4 - width / 2, CLASS_SHORT)
     ax2.set_ylim(0, 1.05)
     ax2.set_ylabel("recall of that trial (valid)")
     ax2.legend(fontsize=8, ncol=4, loc="lower left")
-    searches = board["experiment"].nunique()
-    fig.suptitle(f"leaderboard: {len(board)} trials, {searches} search{'es' * (searches != 1)}")
+    searches, devs = board["experiment"].nunique(), board["dev"].nunique()
+    fig.suptitle(f"leaderboard: {len(board)} trials, {searches} search{'es' * (searches != 1)}, "
+                 f"{devs} dev{'s' * (devs != 1)}")
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
@@ -180,11 +205,21 @@ def best_table(rows: pd.DataFrame, metric: str) -> str:
     return best[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}")
 
 
-def latest_experiment(storage: Path, dev: str, space_name: str) -> str:
+def board_table(board: pd.DataFrame, top: int, metric: str = OBJECTIVE) -> str:
+    if board.empty:
+        return "no leaderboard rows yet"
+    cols = ["dev", "experiment", "arch", "epochs", "F1scoremacro", "Recallmacro", OBJECTIVE,
+            "TP_1", "TP_3"]
+    best = board.sort_values(metric, ascending=False).head(top)
+    return best[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}")
+
+
+def latest_experiment(store: Storage, dev: str, space_name: str) -> str:
     prefix = f"{dev}-{space_name}-"
-    names = sorted(p.name for p in storage.glob(f"{prefix}*") if p.is_dir())
+    names = [n for n in store.listdir(dev, "runs") if n.startswith(prefix)]
     if not names:
-        raise click.ClickException(f"nothing to resume: no {prefix}* experiment in {storage}")
+        raise click.ClickException(f"nothing to resume: no {prefix}* experiment in "
+                                   f"{store.path(dev, 'runs')}")
     return names[-1]
 
 
@@ -216,31 +251,36 @@ def latest_experiment(storage: Path, dev: str, space_name: str) -> str:
                                              "dev and space (or --experiment).")
 @click.option("--experiment", default=None, help="Experiment name to resume.")
 @click.option("--export", is_flag=True,
-              help="Export the best trial to models/<dev>-<space>/ and, for a space of several "
-                   "architectures, each one's best to models/<dev>-<space>-<arch>/.")
+              help="Export the best trial to <storage>/<dev>/models/<dev>-<space>/ (and "
+                   "models/, outside a job) and, for a space of several architectures, each "
+                   "one's best to ...-<arch>/.")
 @click.option("--export-only", is_flag=True,
               help="Search nothing: export from a finished search (--experiment, default the "
                    "latest of this dev and space).")
 @click.option("--no-wandb", is_flag=True, help="Do not log to Weights & Biases.")
+@click.option("--storage", default=None,
+              help="Team storage: a folder or a pyarrow.fs URI (default: config.toml "
+                   "'storage' / RAYTASKS_STORAGE).")
 def tune_cmd(space_name, archs, samples, max_epochs, grace, time_budget, concurrency,
              cpus_per_trial, gpus_per_trial, workers, placement, metric, scheme, seed, dev,
-             resume, experiment, export, export_only, no_wandb):
+             resume, experiment, export, export_only, no_wandb, storage):
     """Search a space with HyperOpt + ASHA on Ray Tune; leaderboard, plots, optional export."""
     try:
         run(space_name, archs, samples, max_epochs, grace, time_budget, concurrency,
             cpus_per_trial, workers, metric, scheme, seed, dev, resume, experiment, export,
-            no_wandb, placement, export_only, gpus_per_trial)
+            no_wandb, placement, export_only, gpus_per_trial, storage)
     except (SpaceError, DataError, config.ConfigError, PathError, TrainConfigError) as e:
         raise click.ClickException(" ".join(str(e).split())) from None
 
 
 def run(space_name, archs, samples, max_epochs, grace, time_budget, concurrency,
         cpus_per_trial, workers, metric, scheme, seed, dev, resume, experiment, export,
-        no_wandb, placement="PACK", export_only=False, gpus_per_trial=0.0):
+        no_wandb, placement="PACK", export_only=False, gpus_per_trial=0.0, storage=None,
+        store=None):
     # everything that can be wrong with the request is checked before Ray starts
     space = load_space(space_name, archs.split(",") if archs else None)
-    cfg = config.load(dev=dev, scheme=scheme)
-    dev = config.require_dev(cfg)
+    cfg = for_job(config.load(dev=dev, scheme=scheme, storage=storage))
+    dev = require_dev(cfg)
     if metric not in METRIC_NAMES + RECALL_NAMES:
         raise click.BadParameter(f"unknown metric {metric!r}; one of "
                                  f"{METRIC_NAMES + RECALL_NAMES}", param_hint="--metric")
@@ -250,16 +290,10 @@ def run(space_name, archs, samples, max_epochs, grace, time_budget, concurrency,
     from raytasks.data.stream import split_files
 
     split_files(data_dir, "train")
-    storage = child(config.resolve(cfg["runs"]), dev, "dev tag")
-    if experiment is not None:
-        check_name(experiment, "--experiment")  # an experiment of this dev: runs/<dev>/<name>
-    name = check_name(
-        experiment or latest_experiment(storage, dev, space.name) if resume or export_only
-        else f"{dev}-{space.name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}",
-        "experiment (from the space's file name)")
-    if (resume or export_only) and not (storage / name).is_dir():
-        raise click.BadParameter(f"no experiment {name!r} in {storage}",
-                                 param_hint="--experiment")
+    store = store or Storage.from_setting(cfg["storage"])
+    name = experiment_name(store, dev, space.name, experiment, resume or export_only)
+    # `raytasks jobs` finds a raw `ray job submit` by this line (the tag the job ran under)
+    click.echo(f"raytasks: dev {dev}, experiment {name}, storage {store.uri}")
 
     import ray
     from ray import tune
@@ -279,36 +313,34 @@ def run(space_name, archs, samples, max_epochs, grace, time_budget, concurrency,
     if gpus_per_trial and gpus_per_trial * workers > gpus:
         raise click.BadParameter(f"a trial asks for {gpus_per_trial * workers:g} GPU(s), the "
                                  f"cluster has {gpus:g}", param_hint="--gpus-per-trial")
-    base = {"data": str(data_dir), "epochs": max_epochs, "seed": seed, "workers": workers,
-            "cpus_per_worker": cpus_per_trial, "metric": metric, "max_failures": 0,
-            "placement": placement, "gpu": gpus_per_trial > 0,
-            "gpus_per_worker": gpus_per_trial or 1.0,
-            "_storage": str(storage / name)}
-    # the trials' fixed settings are saved with the search, so that --resume and
-    # --export-only use (and record in model.json) what the trials ran with, not new flags
-    saved = storage / name / "search.json"
-    if (resume or export_only) and saved.exists():
-        base = {**json.loads(saved.read_text()), "_storage": str(storage / name)}
-    elif not (resume or export_only):
-        write_text(saved, json.dumps(base, indent=2))
+    base = search_settings(store, dev, name, resume or export_only, {
+        "data": str(data_dir), "epochs": max_epochs, "seed": seed, "workers": workers,
+        "cpus_per_worker": cpus_per_trial, "metric": metric, "max_failures": 0,
+        "placement": placement, "gpu": gpus_per_trial > 0,
+        "gpus_per_worker": gpus_per_trial or 1.0})
     # with --workers > 1 the trial process only drives its TorchTrainer (Tune refuses 0 CPU)
     resources = {"CPU": 0.05} if workers > 1 else {"CPU": cpus_per_trial} | (
         {"GPU": gpus_per_trial} if gpus_per_trial else {})
-    trainable = tune.with_resources(tune.with_parameters(trial_fn, space=space, base=base),
-                                    resources)
-    models = config.resolve(cfg["models"])
+    trainable = tune.with_resources(
+        tune.with_parameters(trial_fn, space=space, base=base, fs=store.fs), resources)
+    local_models = None if in_job() else config.resolve(cfg["models"])
+    tag = f"{dev}-{space.name}"
     if export_only:
-        grid = tune.Tuner.restore(str(storage / name), trainable).get_results()
-        return grid, export_best(grid, space, base, metric, models / f"{dev}-{space.name}")
-    callbacks = [] if no_wandb else [wandb_callback(cfg, dev, space.name)]
+        grid = tune.Tuner.restore(store.path(dev, "runs", name), trainable,
+                                  storage_filesystem=store.fs).get_results()
+        return grid, export_models(grid, space, base, metric, store, dev, tag, local_models)
+    callbacks = [] if no_wandb else [wandb_callback(cfg, dev, space.name,
+                                                    wandb_home(store, dev))]
     run_config = tune.RunConfig(
-        name=name, storage_path=str(storage), callbacks=callbacks,
+        name=name, storage_path=store.path(dev, "runs"), storage_filesystem=store.fs,
+        callbacks=callbacks,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=metric,
                                                 checkpoint_score_order=MODE))
     if resume:
-        click.echo(f"resuming {storage / name}")
-        tuner = tune.Tuner.restore(str(storage / name), trainable, resume_unfinished=True,
-                                   resume_errored=True)
+        click.echo(f"resuming {store.path(dev, 'runs', name)}")
+        tuner = tune.Tuner.restore(store.path(dev, "runs", name), trainable,
+                                   resume_unfinished=True, resume_errored=True,
+                                   storage_filesystem=store.fs)
     else:
         # metric/mode live in the searcher and the scheduler, not in TuneConfig: HyperOpt
         # gets a native (conditional) space, so it never reads them from TuneConfig
@@ -323,15 +355,80 @@ def run(space_name, archs, samples, max_epochs, grace, time_budget, concurrency,
     rows = leaderboard_rows(grid, dev, name, space, metric)
     click.echo(f"\nexperiment {name}: {len(rows)} trial(s) reported; best per architecture:")
     click.echo(best_table(rows, metric))
-    results = config.resolve(cfg["results"])
-    if not rows.empty:
-        rows.to_csv(storage / name / "leaderboard.csv", index=False)
-        append_leaderboard(rows, results / "leaderboard.csv")
-        plot_leaderboard(results / "leaderboard.csv", results / "leaderboard.png")
-        click.echo(f"leaderboard: {results / 'leaderboard.csv'} (+ leaderboard.png)")
-    if export:
-        export_best(grid, space, base, metric, models / f"{dev}-{space.name}")
+    exported = (export_models(grid, space, base, metric, store, dev, tag, local_models)
+                if export else [])
+    publish(rows, store, dev, name, space.name, [p.name for p in exported], cfg)
     return grid, rows
+
+
+def require_dev(cfg: dict) -> str:
+    try:
+        return config.require_dev(cfg)
+    except config.ConfigError as e:
+        if in_job():  # say where the job's settings come from
+            raise config.ConfigError(f"{e} in the config.toml of the checkout you submit from "
+                                     f"(ray job submit --working-dir . -- ...)") from None
+        raise
+
+
+def experiment_name(store: Storage, dev: str, space_name: str, experiment, existing: bool):
+    """A new <dev>-<space>-<utc> (or the submission id `raytasks submit` chose), or for
+    --resume / --export-only the given or latest experiment of this dev and space."""
+    if experiment is not None:  # an experiment of this dev: <storage>/<dev>/runs/<name>
+        check_name(experiment, "--experiment")
+    if not existing:
+        return check_name(os.environ.get("RAYTASKS_EXPERIMENT") or (
+            f"{dev}-{space_name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"),
+            "experiment (from the space's file name)")
+    name = check_name(experiment or latest_experiment(store, dev, space_name), "--experiment")
+    if not store.exists(dev, "runs", name):
+        raise click.BadParameter(f"no experiment {name!r} in {store.path(dev, 'runs')}",
+                                 param_hint="--experiment")
+    return name
+
+
+def search_settings(store: Storage, dev: str, name: str, existing: bool, base: dict) -> dict:
+    """The trials' fixed settings are saved with the search, so that --resume and
+    --export-only use (and record in model.json) what the trials ran with, not new flags."""
+    where = store.path(dev, "runs", name)
+    if existing and store.exists(dev, "runs", name, "search.json"):
+        base = json.loads(store.read_bytes(dev, "runs", name, "search.json"))
+    elif not existing:
+        store.write_bytes(json.dumps(base, indent=2).encode(), dev, "runs", name, "search.json")
+    return {**base, "_storage": where}
+
+
+def export_models(grid, space, base: dict, metric: str, store: Storage, dev: str, tag: str,
+                  local_models: Path | None) -> list[Path]:
+    """Export into <storage>/<dev>/models/ (and, outside a job, into the local models/ too,
+    where `make run` and `raytasks evaluate` find them)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        written = export_best(grid, space, base, metric, Path(tmp) / tag)
+        for path in written:
+            store.put_dir(path, dev, "models", path.name)
+        if local_models is None:
+            return [Path(store.path(dev, "models", p.name)) for p in written]
+        return [store.get_dir(local_models / p.name, dev, "models", p.name) for p in written]
+
+
+def publish(rows: pd.DataFrame, store: Storage, dev: str, name: str, space_name: str,
+            models: list[str], cfg: dict) -> None:
+    """This search's rows, plot and summary into <storage>/<dev>/results/<name>/; outside a
+    job, the team leaderboard (every dev's rows) is also refreshed in the local results/."""
+    info = {"dev": dev, "experiment": name, "space": space_name, "models": models,
+            "trials": len(rows), "storage": store.uri,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    with tempfile.TemporaryDirectory() as tmp:
+        plot = Path(tmp) / "leaderboard.png"
+        if not rows.empty:
+            rows.to_csv(Path(tmp) / "rows.csv", index=False)
+            plot_leaderboard(Path(tmp) / "rows.csv", plot)
+        write_results(store, dev, name, rows, plot, info)
+    click.echo(f"results: {store.path(dev, 'results', name)}")
+    if not in_job():
+        results = config.resolve(cfg["results"])
+        sync_leaderboard(team_rows(store), results)
+        click.echo(f"team leaderboard: {results / 'leaderboard.csv'} (+ leaderboard.png)")
 
 
 def export_best(grid, space, base: dict, metric: str, out: Path) -> list[Path]:

@@ -3,9 +3,9 @@ end-to-end run on a real 2-node cluster (two raylets on this machine) with two d
 
 import json
 import os
+import shutil
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -16,6 +16,7 @@ import yaml
 from click.testing import CliRunner
 
 from raytasks.cli import main
+from raytasks.cluster import _psutil
 from tests.conftest import ROOT
 
 
@@ -53,55 +54,136 @@ def test_settings_checked_before_anything(monkeypatch, tmp_path):
     assert res.exit_code != 0 and "make cluster-up" in res.output and "ssh -N -L" in res.output
 
 
-def cli(env, *args, timeout=600):
+README_SUBMIT = ('eval "$(raytasks cluster env)" && ray job submit --working-dir . -- '
+                 'python -m raytasks.tune --space cnn1d --samples 1 --max-epochs 1 --grace 1 '
+                 '--no-wandb')
+
+
+def head_cli(env, *args, timeout=300):
     return subprocess.run([sys.executable, "-m", "raytasks.cli", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
-def test_two_devs_on_a_two_node_cluster(processed, tmp_path):
+def checkout(tmp_path: Path, name: str, **settings) -> Path:
+    """A teammate's own checkout: the code, the search spaces and their config.toml."""
+    d = tmp_path / name
+    shutil.copytree(ROOT / "raytasks", d / "raytasks",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "searchspaces", d / "searchspaces")
+    (d / "config.toml").write_text("".join(f"{k} = {json.dumps(v)}\n"
+                                           for k, v in settings.items()))
+    return d
+
+
+def shell(where: Path, command: str, **kw):
+    """A teammate's shell in their checkout: no raytasks/Ray settings but their config.toml."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("RAYTASKS_", "WANDB_", "RAY_"))}
+    env.update(PATH=f"{Path(sys.executable).parent}:{env['PATH']}", PYTHONPATH=str(where),
+               RAY_USAGE_STATS_ENABLED="0")
+    return subprocess.Popen(["bash", "-c", command], cwd=where, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw)
+
+
+def said(where: Path, command: str, timeout=300) -> tuple[int, str]:
+    proc = shell(where, f'eval "$(raytasks cluster env)" && {command}')
+    out, _ = proc.communicate(timeout=timeout)
+    return proc.returncode, out
+
+
+def listening(pids) -> set[str]:
+    psutil = _psutil()
+
+    return {c.laddr.ip for c in psutil.net_connections("tcp")
+            if c.status == psutil.CONN_LISTEN and c.pid in pids}
+
+
+def test_team_on_one_head_end_to_end(processed, tmp_path):
+    """A head from one checkout (its owner's env says dev carol), alice and bob submitting the
+    README's raw `ray job submit` from their own checkouts at once, a second team's cluster
+    and a bystander process that survive `cluster down`."""
+    psutil = _psutil()
+
     port = 20000 + os.getpid() % 2000
-    env = {**os.environ, "RAYTASKS_PORT": str(port), "RAYTASKS_PROCESSED": str(processed),
-           "RAYTASKS_RUNS": str(tmp_path / "runs"), "RAYTASKS_RESULTS": str(tmp_path / "res"),
-           "RAYTASKS_MODELS": str(tmp_path / "models"), "PYTHONUNBUFFERED": "1"}
-    env.pop("RAY_ADDRESS", None)
-    up = cli(env, "cluster", "up", "--nodes", "2", "--cpus", "2")
-    assert up.returncode == 0, up.stdout + up.stderr
+    other = port + 3000  # another team's, its derived ports apart from this one's
+    storage = tmp_path / "storage"
+    head = {**os.environ, "RAYTASKS_PORT": str(port), "RAYTASKS_PROCESSED": str(processed),
+            "RAYTASKS_STORAGE": str(storage), "RAYTASKS_DEV": "carol",
+            "RAYTASKS_RESULTS": str(tmp_path / "head-results"), "PYTHONUNBUFFERED": "1"}
+    head.pop("RAY_ADDRESS", None)
+    up = head_cli(head, "cluster", "up", "--nodes", "2", "--cpus", "2")
+    bystander = None
     try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "export RAY_AUTH_MODE=token" in up.stdout
+        assert f"export RAY_ADDRESS=http://127.0.0.1:{port}" in up.stdout
+        pids = [p[0] for p in json.loads(Path(f"/tmp/raytasks-{port}/raytasks-cluster.json")
+                                         .read_text())["processes"]]
+        assert listening(pids) <= {"127.0.0.1", "::ffff:127.0.0.1", "::1"}, listening(pids)
+        second = head_cli({**head, "RAYTASKS_PORT": str(other)}, "cluster", "up", "--cpus", "1")
+        assert second.returncode == 0, second.stderr
+        bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)",
+                                      f"/tmp/raytasks-{port}", f"--port={port}"])
         # the job API refuses requests without the token
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/api/jobs/", timeout=10)
         assert err.value.code in (401, 403)
-        tiny = ["--samples", "2", "--max-epochs", "1", "--grace", "1", "--no-wandb"]
-        a = cli(env, "submit", "--space", "cnn1d", "--dev", "alice", "--", *tiny)
-        b = cli(env, "submit", "--space", "cnn1d", "--dev", "bob", "--", *tiny[:1], "1",
-                *tiny[2:], "--workers", "2", "--placement", "SPREAD")
-        assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
-        ids = {dev: out.stdout.split()[1] for dev, out in (("alice", a), ("bob", b))}
-        assert ids["alice"].startswith("alice-cnn1d-") and ids["bob"].startswith("bob-cnn1d-")
-        deadline = time.time() + 480
-        while time.time() < deadline:
-            table = cli(env, "jobs", "--dev", "alice").stdout + cli(env, "jobs", "--dev",
-                                                                   "bob").stdout
-            if table.count("SUCCEEDED") == 2 or "FAILED" in table:
-                break
-            time.sleep(5)
-        assert table.count("SUCCEEDED") == 2, table + cli(env, "logs", ids["bob"]).stdout[-3000:]
-        assert ids["bob"] not in cli(env, "jobs", "--dev", "alice").stdout  # own jobs only
-        # each experiment under its own runs/<dev>/, leaderboard rows tagged with the dev
+
+        alice = checkout(tmp_path, "alice", dev="alice", port=port, storage=str(storage),
+                         processed=str(processed))
+        bob = checkout(tmp_path, "bob", dev="bob", port=port)  # the cluster's storage and data
+        newbie = checkout(tmp_path, "newbie", port=port)  # placeholder tag
+        subs = {"alice": shell(alice, README_SUBMIT + " --export"),
+                "bob": shell(bob, README_SUBMIT + " --workers 2 --placement SPREAD"),
+                "newbie": shell(newbie, README_SUBMIT)}
+        outs = {dev: p.communicate(timeout=480)[0] for dev, p in subs.items()}
         for dev in ("alice", "bob"):
-            exps = list((tmp_path / "runs" / dev).glob(f"{dev}-cnn1d-*"))
-            assert len(exps) == 1, exps
-        board = pd.read_csv(tmp_path / "res" / "leaderboard.csv")
-        assert sorted(board["dev"]) == ["alice", "alice", "bob"]
-        assert all(e.startswith(f"{d}-cnn1d-") for d, e in zip(board["dev"],
-                                                                board["experiment"]))
-        # bob's TorchTrainer placed its two workers on both nodes
-        results = list((tmp_path / "runs" / "bob").glob("bob-cnn1d-*/trial_fn_*/result.json"))
+            assert subs[dev].returncode == 0, outs[dev][-4000:]
+        assert "set your dev tag first" in outs["newbie"], outs["newbie"][-2000:]
+
+        # each search under <storage>/<its dev>/, none under the head owner's tag
+        assert sorted(p.name for p in storage.iterdir()) == ["alice", "bob"]
+        for dev in ("alice", "bob"):
+            assert len(list((storage / dev / "runs").glob(f"{dev}-cnn1d-*"))) == 1
+        results = list((storage / "bob" / "runs").glob("bob-cnn1d-*/trial_fn_*/result.json"))
         reported = [json.loads(line) for f in results for line in f.read_text().splitlines()]
-        assert reported and all(r["worker_nodes"] == 2 for r in reported)
+        assert reported and all(r["worker_nodes"] == 2 for r in reported)  # SPREAD: 2 nodes
+
+        rc, table = said(alice, "raytasks jobs --all")
+        assert rc == 0, table
+        ids = {line.split()[1]: line.split()[0] for line in table.splitlines()
+               if line.startswith("raysubmit_")}
+        assert set(ids) == {"alice", "bob", "?"}, table  # found by the tag they ran under
+        rc, mine = said(alice, "raytasks jobs")
+        assert ids["alice"] in mine and ids["bob"] not in mine and "SUCCEEDED" in mine, mine
+        rc, out = said(alice, f"raytasks stop {ids['bob']}")
+        assert rc == 1 and "is bob's job, not yours (alice)" in out, out
+        assert "Traceback" not in out and out.count(ids["bob"]) == 1, out
+        rc, out = said(alice, f"raytasks stop --force {ids['bob']}")
+        assert rc == 0 and f"bob's job {ids['bob']}" in out, out
+
+        rc, out = said(alice, "raytasks leaderboard")
+        assert rc == 0, out
+        board = pd.read_csv(alice / "results" / "leaderboard.csv")
+        assert sorted(board["dev"]) == ["alice", "bob"]
+        assert all(e.startswith(f"{d}-cnn1d-") for d, e in zip(board["dev"], board["experiment"]))
+        rc, out = said(alice, f"raytasks pull {ids['alice']}")
+        assert rc == 0 and (alice / "models" / "alice-cnn1d" / "model.pt").exists(), out
+        rc, out = said(alice, "raytasks evaluate --model models/alice-cnn1d")
+        assert rc == 0 and "alice-cnn1d@recall" in out, out
     finally:
-        down = cli(env, "cluster", "down")
-    assert down.returncode == 0, down.stderr
-    left = subprocess.run(["pgrep", "-f", f"/tmp/raytasks-{port}"], capture_output=True,
-                          text=True).stdout.split()
+        down = head_cli(head, "cluster", "down")
+        assert down.returncode == 0, down.stderr
+        try:
+            # another team's cluster and a process merely naming this one survive
+            with pytest.raises(urllib.error.HTTPError):  # it still answers (401)
+                urllib.request.urlopen(f"http://127.0.0.1:{other}/api/jobs/", timeout=10)
+            assert bystander is None or bystander.poll() is None
+        finally:
+            head_cli({**head, "RAYTASKS_PORT": str(other)}, "cluster", "down")
+            if bystander is not None:
+                bystander.terminate()
+                bystander.wait()
+    left = [p.pid for p in psutil.process_iter(["cmdline"])
+            if any(f"raytasks-{n}" in " ".join(p.info["cmdline"] or []) for n in (port, other))]
     assert not left, f"Ray processes left behind: {left}"

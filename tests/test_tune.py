@@ -1,4 +1,7 @@
-"""A tiny real search on a slice: HyperOpt + ASHA, leaderboard, W&B offline, export, resume."""
+"""A tiny real search on a slice: HyperOpt + ASHA, leaderboard, W&B offline, export, resume.
+
+The first search writes to a pyarrow SubTreeFileSystem (not the local default), the resumed
+one to a local storage folder: both kinds of `storage` carry a whole search."""
 
 import json
 import os
@@ -19,7 +22,8 @@ from tests.conftest import ROOT
 @pytest.fixture
 def tune_env(monkeypatch, tmp_path, processed):
     env = {"RAYTASKS_DEV": "alice", "RAYTASKS_PROCESSED": str(processed),
-           "RAYTASKS_RUNS": str(tmp_path / "runs"), "RAYTASKS_RESULTS": str(tmp_path / "results"),
+           "RAYTASKS_STORAGE": str(tmp_path / "storage"),
+           "RAYTASKS_RESULTS": str(tmp_path / "results"),
            "RAYTASKS_MODELS": str(tmp_path / "models"), "WANDB_DIR": str(tmp_path),
            "WANDB_MODE": "offline"}
     for k, v in env.items():
@@ -28,12 +32,18 @@ def tune_env(monkeypatch, tmp_path, processed):
 
 
 def test_tiny_search_asha_hyperopt_leaderboard_wandb_export(ray_cluster, tune_env, monkeypatch):
+    import pyarrow.fs as pafs
+
+    from raytasks.storage import Storage
     from raytasks.tune import run
 
+    (tune_env / "team").mkdir()
+    store = Storage(pafs.SubTreeFileSystem(str(tune_env / "team"), pafs.LocalFileSystem()),
+                    "shared")
     grid, rows = run("all", "gru,cnn1d", samples=4, max_epochs=3, grace=1, time_budget=None,
                      concurrency=2, cpus_per_trial=0.5, workers=1, metric="F2scoremacro",
                      scheme=None, seed=0, dev=None, resume=False, experiment=None, export=True,
-                     no_wandb=False)
+                     no_wandb=False, store=store)
     assert len(grid) == 4 and not grid.errors
     iterations = [r.metrics["training_iteration"] for r in grid]
     assert min(iterations) < 3, f"ASHA stopped no trial early: {iterations}"
@@ -45,8 +55,15 @@ def test_tiny_search_asha_hyperopt_leaderboard_wandb_export(ray_cluster, tune_en
     assert len(board) == 4 and set(board["dev"]) == {"alice"}
     assert board["experiment"].str.match(r"alice-all-\d{8}T\d{6}Z").all()
     assert (tune_env / "results" / "leaderboard.png").stat().st_size > 10_000
-    exp_dir = tune_env / "runs" / "alice" / board["experiment"][0]
-    assert (exp_dir / "leaderboard.csv").exists()
+    # everything of the search under <storage>/alice/ on the SubTreeFileSystem
+    mine = tune_env / "team" / "shared" / "alice"
+    exp = board["experiment"][0]
+    assert (mine / "runs" / exp / "search.json").exists()
+    assert len(pd.read_csv(mine / "results" / exp / "leaderboard.csv")) == 4
+    assert (mine / "results" / exp / "leaderboard.png").stat().st_size > 10_000
+    job = json.loads((mine / "results" / exp / "job.json").read_text())
+    assert sorted(job["models"]) == ["alice-all", "alice-all-cnn1d", "alice-all-gru"]
+    assert (mine / "models" / "alice-all" / "model.pt").exists()
     runs = list((tune_env / "wandb").glob("offline-run-*"))
     assert len(runs) == 4, runs  # one W&B run per trial
     # the exported best trial evaluates like any trained model
@@ -71,7 +88,7 @@ def test_tiny_search_asha_hyperopt_leaderboard_wandb_export(ray_cluster, tune_en
     _, written = run("all", "gru,cnn1d", samples=4, max_epochs=9, grace=1, time_budget=None,
                      concurrency=2, cpus_per_trial=0.5, workers=1, metric="F2scoremacro",
                      scheme=None, seed=0, dev=None, resume=False, experiment=None,
-                     export=False, no_wandb=True, export_only=True)
+                     export=False, no_wandb=True, export_only=True, store=store)
     assert sorted(p.name for p in written) == ["alice-all", "alice-all-cnn1d", "alice-all-gru"]
     again = json.loads((written[0] / "model.json").read_text())
     assert again["valid_metrics"] == info["valid_metrics"]
@@ -101,7 +118,7 @@ def test_resume_after_kill_skips_finished_trials(tune_env):
     log = open(tune_env / "first.log", "w")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
-    runs = tune_env / "runs" / "alice"
+    runs = tune_env / "storage" / "alice" / "runs"
     done = {}
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
