@@ -229,9 +229,9 @@ def evaluate_cmd(models, split, scheme, data_file, records, out):
             if not dirs:
                 raise click.ClickException(f"no model in models/ was trained on "
                                            f"'{cfg['scheme']}'")
-    x, y, desc = load_eval_data(config.resolve(cfg["processed"]), cfg["scheme"], split,
-                                data_file, records)
-    rows = evaluate(dirs, x, y, desc, Path(out))
+    x, y, desc, context = load_eval_data(config.resolve(cfg["processed"]), cfg["scheme"],
+                                         split, data_file, records)
+    rows = evaluate(dirs, x, y, desc, Path(out), context)
     click.echo(f"{desc}: {len(y)} beats")
     click.echo(table(rows))
     click.echo(f"wrote {Path(out) / 'output.csv'}")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from raytasks.data import BEAT_LEN, CLASS_NAMES, CLASS_SHORT, NUM_CLASSES, DataError
 from raytasks.metrics import METRIC_NAMES, OBJECTIVE, RECALL_NAMES, compute_metrics, confusion
@@ -34,7 +35,10 @@ def find_models(models_dir: Path) -> list[Path]:
 
 
 def load_eval_data(processed: Path, scheme: str, split: str, data_file=None, records=None):
-    """(x, y, description) of the evaluation data: a built split, a file, or WFDB records."""
+    """(x, y, description, context) of the evaluation data: a built split, a file, or WFDB
+    records. context holds each beat's `record` and `sample` (models that compare a beat
+    with the rest of its recording need them); None for a file, which carries the beat only.
+    """
     from raytasks.data.stream import has_rr, load_split, split_files
 
     if data_file:
@@ -43,7 +47,7 @@ def load_eval_data(processed: Path, scheme: str, split: str, data_file=None, rec
 
         frame = read_import(Path(data_file))
         return (frame[FEATURES].to_numpy(np.float32), frame["target"].to_numpy(np.int64),
-                f"file {data_file}")
+                f"file {data_file}", None)
     if records:
         from raytasks.data import FEATURES, RR_FEATURES
         from raytasks.data.build import list_records, record_beats, verify_checksums
@@ -52,27 +56,47 @@ def load_eval_data(processed: Path, scheme: str, split: str, data_file=None, rec
         verify_checksums(Path(records), names)
         frame = pd.concat([record_beats(Path(records), n) for n in names], ignore_index=True)
         return (frame[FEATURES + RR_FEATURES].to_numpy(np.float32),
-                frame["target"].to_numpy(np.int64), f"records {records} ({', '.join(names)})")
+                frame["target"].to_numpy(np.int64), f"records {records} ({', '.join(names)})",
+                frame[["record", "sample"]].reset_index(drop=True))
     files = split_files(Path(processed) / scheme, split)
     x, y = load_split(files, rr=has_rr(files))
-    return x, y, f"{scheme}/{split} ({Path(processed) / scheme / split})"
+    # same files, same order as load_split: row i of context is beat i of x
+    context = pq.ParquetDataset(files).read(columns=["record", "sample"]).to_pandas()
+    return x, y, f"{scheme}/{split} ({Path(processed) / scheme / split})", context
 
 
-def evaluate_model(model_dir: Path, x: np.ndarray, y: np.ndarray, data_desc: str = "") -> dict:
+class Skip(DataError):
+    """A model that cannot read this data: evaluation goes on without it, saying why."""
+
+
+def model_inputs(model, info: dict, x: np.ndarray, context, data_desc: str) -> np.ndarray:
+    """What the model reads, from x (and context); Skip with the reason when the data lacks it."""
+    lacks = data_desc or "the data"
+    if x.shape[1] < model.input_width:
+        raise Skip(f"reads RR-interval features, which {lacks} lacks (hackathon/Kaggle files "
+                   f"carry the beat only)")
+    if info.get("record_features"):
+        if context is None:
+            raise Skip(f"compares each beat with the rest of its recording (record, sample), "
+                       f"which {lacks} does not identify")
+        from raytasks.records import record_features
+
+        return record_features(x, context, info["record_features"])
+    return x[:, :model.input_width]
+
+
+def evaluate_model(model_dir: Path, x: np.ndarray, y: np.ndarray, data_desc: str = "",
+                   context=None) -> dict:
     """Both operating points of one model: rows, confusion matrices, speed.
 
     x holds the beat and, when the data has them, its RR features; each model reads the
-    columns it was trained on.
+    columns it was trained on. Skip when the data lacks what the model reads.
     """
     from raytasks.train import load_model, predict_logits
 
     model, info = load_model(model_dir)
-    if x.shape[1] < model.input_width:
-        raise DataError(f"{model_dir.name} reads RR-interval features, which "
-                        f"{data_desc or 'the data'} lacks (hackathon/Kaggle files carry the "
-                        f"beat only)")
     t0 = time.perf_counter()
-    logits = predict_logits(model, x[:, :model.input_width])
+    logits = predict_logits(model, model_inputs(model, info, x, context, data_desc))
     seconds = time.perf_counter() - t0
     offsets = np.asarray(info.get("offsets", [0.0] * NUM_CLASSES), dtype=np.float64)
     out = {"tag": model_dir.name, "info": info, "beats_per_s": len(x) / max(seconds, 1e-9),
@@ -172,12 +196,26 @@ def table(rows: pd.DataFrame) -> str:
     return rows[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}")
 
 
-def evaluate(model_dirs: list[Path], x, y, data_desc: str, out: Path) -> pd.DataFrame:
-    """Evaluate, then write output.csv (atomically) and per-model plots/reports under out."""
+def evaluate(model_dirs: list[Path], x, y, data_desc: str, out: Path,
+             context=None) -> pd.DataFrame:
+    """Evaluate, then write output.csv (atomically) and per-model plots/reports under out.
+
+    Models that cannot read the data (RR features or recording context it lacks) are
+    skipped with one line each; a broken model or no readable model at all stops everything.
+    """
     if len(x) == 0:
         raise DataError(f"{data_desc}: no beats to evaluate")
     # any failure: nothing written
-    results = [evaluate_model(d, x, y, data_desc) for d in model_dirs]
+    results, skipped = [], []
+    for d in model_dirs:
+        try:
+            results.append(evaluate_model(d, x, y, data_desc, context))
+        except Skip as e:
+            skipped.append(f"skipped {Path(d).name}: {e}")
+    if not results:
+        raise DataError("no model can read this data: " + "; ".join(skipped))
+    for line in skipped:
+        print(line)
     results.sort(key=lambda r: -max(p["metrics"][OBJECTIVE] for p in r["points"].values()))
     rows = pd.DataFrame([{"modeltag": name, **{c: p["metrics"][c] for c in COLUMNS[1:]}}
                          for r in results for name, p in r["points"].items()], columns=COLUMNS)
