@@ -90,4 +90,5 @@ from raytasks.nets import (  # noqa: E402,F401
     recurrent,
     resnet1d,
     transformer,
+    trees,
 )
