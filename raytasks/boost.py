@@ -49,11 +49,10 @@ def fit(features: np.ndarray, y: np.ndarray, settings: dict, seed: int = 0):
 
 def raw_logits(est, features: np.ndarray) -> np.ndarray:
     """(n, 5) raw scores; a class the fold never saw gets a score it never wins."""
-    out = np.full((len(features), NUM_CLASSES), -50.0)
-    raw = est._raw_predict(features) if hasattr(est, "_raw_predict") else None
-    if raw is None:
-        raw = np.log(est.predict_proba(features))
-    out[:, est.classes_] = raw.reshape(len(features), -1)
+    from raytasks.nets.trees import ABSENT
+
+    out = np.full((len(features), NUM_CLASSES), ABSENT)
+    out[:, est.classes_] = est._raw_predict(features).reshape(len(features), -1)
     return out
 
 
@@ -93,3 +92,24 @@ def export(est, params: dict, settings: dict, out_dir: Path, oof: np.ndarray, y:
             "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     (out_dir / "model.json").write_text(json.dumps(info, indent=2))
     return info
+
+
+def train_and_export(processed: Path, scheme: str, params: dict, settings: dict,
+                     out_dir: Path, folds: int = 5, seed: int = 0, log=print) -> dict:
+    """Cross-validate by records, fit on all of train + valid, export to out_dir."""
+    from raytasks.records import record_features
+
+    t0 = time.perf_counter()
+    x, y, ctx = load(processed, scheme)
+    features = record_features(x, ctx, params)
+    records = ctx["record"].to_numpy()
+    log(f"{scheme} train+valid: {len(y)} beats, {len(set(records))} records, "
+        f"{features.shape[1]} features")
+    oof = cross_validate(features, y, records, settings, folds, seed)
+    cv = field_metrics(confusion(y, oof.argmax(axis=1)))
+    log(f"{folds}-fold leave-records-out CV: " + ", ".join(
+        f"{k} {cv[k]:.3f}" for k in ("accuracy", "S F1", "V F1", "F F1", "macro F1 (N,S,V,F)")))
+    est = fit(features, y, settings, seed)
+    source = (f"raytasks boost on {Path(processed) / scheme} (train+valid), "
+              f"{time.perf_counter() - t0:.0f} s")
+    return export(est, params, settings, out_dir, oof, y, scheme, source)

@@ -237,6 +237,37 @@ def evaluate_cmd(models, split, scheme, data_file, records, out):
     click.echo(f"wrote {Path(out) / 'output.csv'}")
 
 
+@main.command("boost")
+@click.option("--scheme", default="inter", show_default=True, help="Built scheme to train on "
+              "(its train + valid splits; the test split is never read).")
+@click.option("--groups", default="beat,rr,pace,template", show_default=True,
+              help="Record feature groups (raytasks.records.GROUPS), comma-separated.")
+@click.option("--step", type=int, default=3, show_default=True, help="Every STEP-th sample.")
+@click.option("--folds", type=int, default=5, show_default=True,
+              help="Leave-records-out CV folds (figures and the recall-first offsets).")
+@click.option("--max-iter", type=int, default=300, show_default=True)
+@click.option("--learning-rate", type=float, default=0.1, show_default=True)
+@click.option("--l2", type=float, default=0.0, show_default=True)
+@click.option("--min-leaf", type=int, default=20, show_default=True)
+@click.option("--early-stopping/--no-early-stopping", default=False, show_default=True)
+@click.option("--tag", default=None, help="models/<tag>/ (default boost-<scheme>).")
+def boost_cmd(scheme, groups, step, folds, max_iter, learning_rate, l2, min_leaf,
+              early_stopping, tag):
+    """Patient-adaptive gradient boosting (record features), chosen by record-level CV."""
+    from raytasks import boost
+
+    cfg = config.load(scheme=scheme)
+    settings = boost.HGB | {"max_iter": max_iter, "learning_rate": learning_rate,
+                            "l2_regularization": l2, "min_samples_leaf": min_leaf,
+                            "early_stopping": "auto" if early_stopping else False}
+    params = {"step": step, "groups": [g.strip() for g in groups.split(",") if g.strip()]}
+    out = config.resolve(cfg["models"]) / (tag or f"boost-{scheme}")
+    info = boost.train_and_export(config.resolve(cfg["processed"]), scheme, params, settings,
+                                  out, folds, log=click.echo)
+    click.echo(f"exported {out} ({(out / 'model.pt').stat().st_size / 1e6:.2f} MB, "
+               f"{info['params']} tree values)")
+
+
 @main.command("calibrate")
 @click.option("--model", "models", multiple=True, type=click.Path(file_okay=False),
               required=True, help="An exported model dir (repeatable).")

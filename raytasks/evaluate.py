@@ -21,7 +21,15 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from raytasks.data import BEAT_LEN, CLASS_NAMES, CLASS_SHORT, NUM_CLASSES, DataError
-from raytasks.metrics import METRIC_NAMES, OBJECTIVE, RECALL_NAMES, compute_metrics, confusion
+from raytasks.metrics import (
+    METRIC_NAMES,
+    OBJECTIVE,
+    RECALL_NAMES,
+    compute_metrics,
+    confusion,
+    field_table,
+    record_bootstrap,
+)
 
 COLUMNS = ["modeltag"] + METRIC_NAMES + RECALL_NAMES
 
@@ -101,11 +109,13 @@ def evaluate_model(model_dir: Path, x: np.ndarray, y: np.ndarray, data_desc: str
     offsets = np.asarray(info.get("offsets", [0.0] * NUM_CLASSES), dtype=np.float64)
     out = {"tag": model_dir.name, "info": info, "beats_per_s": len(x) / max(seconds, 1e-9),
            "size_bytes": sum(f.stat().st_size for f in model_dir.rglob("model.pt")),
-           "points": {}}
+           "points": {}, "n_records": None if context is None else context["record"].nunique()}
     for name, off in ((model_dir.name, np.zeros(NUM_CLASSES)),
                       (f"{model_dir.name}@recall", offsets)):
         pred = (logits + off).argmax(axis=1)
         out["points"][name] = {"metrics": compute_metrics(y, pred), "cm": confusion(y, pred)}
+        if context is not None:  # the field's figures, with intervals over records
+            out["points"][name]["field"] = record_bootstrap(y, pred, context["record"])
     return out
 
 
@@ -168,6 +178,12 @@ def report_md(res: dict, data_desc: str, n_beats: int) -> str:
         lines += ["", f"Confusion matrix, {name} (rows true, columns predicted: "
                   f"{' '.join(CLASS_SHORT)}):", "", "```"]
         lines += ["  ".join(f"{v:>6d}" for v in row) for row in p["cm"]] + ["```"]
+    field = {name: p["field"] for name, p in res["points"].items() if "field" in p}
+    if field:
+        lines += ["", "## As the patient-level literature reports it", "",
+                  f"Se (recall), +P (precision) and F1 per class; 95% intervals from "
+                  f"bootstrapping its {res['n_records']} records (patients), not beats:", "",
+                  field_table(field)]
     offsets = ", ".join(f"{CLASS_SHORT[c]} {v:+.2f}" for c, v in enumerate(info.get(
         "offsets", [0] * 5)))
     lines += [

@@ -12,7 +12,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from raytasks.data import NUM_CLASSES
 from raytasks.nets import register
+
+ABSENT = -50.0  # the raw score of a class the trees never saw
 
 
 @dataclass
@@ -20,7 +23,7 @@ class TreesConfig:
     n_features: int = 1
     n_nodes: int = 1
     n_trees: int = 1
-    n_classes: int = 5
+    n_classes: int = NUM_CLASSES
     depth: int = 1  # deepest leaf: the walk's number of steps
     chunk: int = 1024  # rows walked at a time (memory: chunk x n_trees indices)
 
@@ -64,20 +67,25 @@ def from_sklearn(est) -> Trees:
     offsets = np.cumsum([0] + [len(nodes) for _, nodes in trees])
     allnodes = np.concatenate([nodes for _, nodes in trees])
     base = np.repeat(offsets[:-1], [len(nodes) for _, nodes in trees])
-    n_classes = len(est.classes_)
+    classes = np.asarray(est.classes_)
+    if len(classes) < 3 or classes.max() >= NUM_CLASSES:
+        raise ValueError(f"needs a multi-class model over classes 0..4, got {classes}")
     cfg = TreesConfig(n_features=est.n_features_in_, n_nodes=len(allnodes),
-                      n_trees=len(trees), n_classes=n_classes,
+                      n_trees=len(trees), n_classes=NUM_CLASSES,
                       depth=int(allnodes["depth"].max()))
     model = Trees(cfg)
     leaf = allnodes["is_leaf"].astype(bool)
+    # a class absent from training (Q in a few records) gets a score it never wins
+    baseline = np.full(NUM_CLASSES, ABSENT)
+    baseline[classes] = np.asarray(est._baseline_prediction, dtype=np.float64).reshape(-1)
     state = {
         "feature": np.where(leaf, 0, allnodes["feature_idx"]),
         "left": np.where(leaf, 0, allnodes["left"] + base),
         "right": np.where(leaf, 0, allnodes["right"] + base),
         "threshold": allnodes["num_threshold"], "missing_left": allnodes["missing_go_to_left"],
         "leaf": leaf, "value": allnodes["value"], "root": offsets[:-1],
-        "tree_class": np.array([c for c, _ in trees]),
-        "baseline": np.asarray(est._baseline_prediction, dtype=np.float64).reshape(-1),
+        "tree_class": classes[[c for c, _ in trees]],
+        "baseline": baseline,
     }
     model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)).to(
         getattr(model, k).dtype) for k, v in state.items()})
