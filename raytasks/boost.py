@@ -22,7 +22,7 @@ from raytasks.metrics import OBJECTIVE, compute_metrics, confusion, field_metric
 
 # the issue's floor: 300 iterations, class weights ~ count^-0.5
 HGB = {"max_iter": 300, "learning_rate": 0.1, "max_leaf_nodes": 31, "l2_regularization": 0.0,
-       "early_stopping": False, "weight_power": 0.5}
+       "early_stopping": False, "weight_power": 0.5, "record_power": 0.0}
 
 
 def load(processed: Path, scheme: str, splits=("train", "valid")):
@@ -37,12 +37,18 @@ def load(processed: Path, scheme: str, splits=("train", "valid")):
             table.select(["record", "sample"]).to_pandas())
 
 
-def fit(features: np.ndarray, y: np.ndarray, settings: dict, seed: int = 0):
+def fit(features: np.ndarray, y: np.ndarray, settings: dict, seed: int = 0, records=None):
+    """HGB with class weights ~ count^-weight_power and, with `record_power`, record weights
+    ~ (record's beats)^-record_power: a long, regular recording then weighs less against the
+    other patients (a group-balanced loss over records)."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    opts = {k: v for k, v in settings.items() if k != "weight_power"}
+    opts = {k: v for k, v in settings.items() if k not in ("weight_power", "record_power")}
     counts = np.bincount(y, minlength=NUM_CLASSES).astype(np.float64)
     weight = np.maximum(counts, 1)[y] ** -settings["weight_power"]
+    if settings.get("record_power") and records is not None:
+        _, inverse, per_record = np.unique(records, return_inverse=True, return_counts=True)
+        weight = weight * per_record[inverse].astype(np.float64) ** -settings["record_power"]
     est = HistGradientBoostingClassifier(random_state=seed, **opts)
     return est.fit(features, y, sample_weight=weight / weight.mean())
 
@@ -63,7 +69,7 @@ def cross_validate(features, y, records, settings: dict, folds: int = 5, seed: i
     oof = np.zeros((len(y), NUM_CLASSES))
     split = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     for train_idx, test_idx in split.split(features, y, groups=records):
-        est = fit(features[train_idx], y[train_idx], settings, seed)
+        est = fit(features[train_idx], y[train_idx], settings, seed, records[train_idx])
         oof[test_idx] = raw_logits(est, features[test_idx])
     return oof
 
@@ -109,7 +115,7 @@ def train_and_export(processed: Path, scheme: str, params: dict, settings: dict,
     cv = field_metrics(confusion(y, oof.argmax(axis=1)))
     log(f"{folds}-fold leave-records-out CV: " + ", ".join(
         f"{k} {cv[k]:.3f}" for k in ("accuracy", "S F1", "V F1", "F F1", "macro F1 (N,S,V,F)")))
-    est = fit(features, y, settings, seed)
+    est = fit(features, y, settings, seed, records)
     source = (f"raytasks boost on {Path(processed) / scheme} (train+valid), "
               f"{time.perf_counter() - t0:.0f} s")
     return export(est, params, settings, out_dir, oof, y, scheme, source)

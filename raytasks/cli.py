@@ -249,17 +249,21 @@ def evaluate_cmd(models, split, scheme, data_file, records, out):
 @click.option("--learning-rate", type=float, default=0.1, show_default=True)
 @click.option("--l2", type=float, default=0.0, show_default=True)
 @click.option("--min-leaf", type=int, default=20, show_default=True)
-@click.option("--early-stopping/--no-early-stopping", default=False, show_default=True)
+@click.option("--early-stopping/--no-early-stopping", default=False, show_default=True,
+              help="scikit-learn's: stop when 10% of the beats held out stop improving.")
+@click.option("--record-power", type=float, default=0.0, show_default=True,
+              help="Record weights ~ (record's beats)^-P: 0 off, 1 every patient equal.")
 @click.option("--tag", default=None, help="models/<tag>/ (default boost-<scheme>).")
 def boost_cmd(scheme, groups, step, folds, max_iter, learning_rate, l2, min_leaf,
-              early_stopping, tag):
+              early_stopping, record_power, tag):
     """Patient-adaptive gradient boosting (record features), chosen by record-level CV."""
     from raytasks import boost
 
     cfg = config.load(scheme=scheme)
     settings = boost.HGB | {"max_iter": max_iter, "learning_rate": learning_rate,
                             "l2_regularization": l2, "min_samples_leaf": min_leaf,
-                            "early_stopping": "auto" if early_stopping else False}
+                            "early_stopping": "auto" if early_stopping else False,
+                            "record_power": record_power}
     params = {"step": step, "groups": [g.strip() for g in groups.split(",") if g.strip()]}
     out = config.resolve(cfg["models"]) / (tag or f"boost-{scheme}")
     info = boost.train_and_export(config.resolve(cfg["processed"]), scheme, params, settings,
