@@ -80,17 +80,18 @@ def export(est, params: dict, settings: dict, out_dir: Path, oof: np.ndarray, y:
     from raytasks.nets.trees import from_sklearn
 
     model = from_sklearn(est)
-    offsets = fit_offsets(oof, y)
+    offsets = fit_offsets(oof, y) if oof is not None else np.zeros(NUM_CLASSES)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), out_dir / "model.pt")
-    cv = compute_metrics(y, oof.argmax(axis=1))
+    pred = None if oof is None else oof.argmax(axis=1)  # no CV: no figures, no offsets
     info = {"tag": out_dir.name, "arch": "trees", "model": vars(model.cfg), "rr": True,
             "record_features": params, "train": {"hgb": settings},
             "data": {"scheme": scheme, "splits": ["train", "valid"]}, "epoch": None,
             "params": int(sum(b.numel() for b in model.buffers())),
-            "valid_metrics": cv, "valid_is": "leave-records-out cross-validation",
-            "cv_field": field_metrics(confusion(y, oof.argmax(axis=1))),
+            "valid_metrics": {} if pred is None else compute_metrics(y, pred),
+            "valid_is": "leave-records-out cross-validation",
+            "cv_field": {} if pred is None else field_metrics(confusion(y, pred)),
             "offsets": offsets.tolist(),
             "offsets_fit": {"on": "out-of-fold logits of the record-level cross-validation",
                             "scheme": scheme, "objective": OBJECTIVE},
@@ -111,10 +112,13 @@ def train_and_export(processed: Path, scheme: str, params: dict, settings: dict,
     records = ctx["record"].to_numpy()
     log(f"{scheme} train+valid: {len(y)} beats, {len(set(records))} records, "
         f"{features.shape[1]} features")
-    oof = cross_validate(features, y, records, settings, folds, seed)
-    cv = field_metrics(confusion(y, oof.argmax(axis=1)))
-    log(f"{folds}-fold leave-records-out CV: " + ", ".join(
-        f"{k} {cv[k]:.3f}" for k in ("accuracy", "S F1", "V F1", "F F1", "macro F1 (N,S,V,F)")))
+    oof = None
+    if folds > 1:  # 0: no CV (no offsets, no CV figures): only the fit
+        oof = cross_validate(features, y, records, settings, folds, seed)
+        cv = field_metrics(confusion(y, oof.argmax(axis=1)))
+        log(f"{folds}-fold leave-records-out CV: " + ", ".join(
+            f"{k} {cv[k]:.3f}" for k in ("accuracy", "S F1", "V F1", "F F1",
+                                         "macro F1 (N,S,V,F)")))
     est = fit(features, y, settings, seed, records)
     source = (f"raytasks boost on {Path(processed) / scheme} (train+valid), "
               f"{time.perf_counter() - t0:.0f} s")
