@@ -30,6 +30,8 @@ class TreesConfig:
 
 @register("trees", TreesConfig)
 class Trees(nn.Module):
+    trainable = False  # fitted by raytasks.boost, not by the torch training loop
+
     def __init__(self, cfg: TreesConfig):
         super().__init__()
         self.cfg = cfg
