@@ -27,14 +27,13 @@ HGB = {"max_iter": 300, "learning_rate": 0.1, "max_leaf_nodes": 31, "l2_regulari
 
 def load(processed: Path, scheme: str, splits=("train", "valid")):
     """(x beat + RR, y, context with record/sample) of the given splits of a built scheme."""
-    from raytasks.data.stream import inputs, split_files
+    from raytasks.data.stream import read_split, split_files
 
     files = [f for s in splits for f in split_files(Path(processed) / scheme, s)]
-    table = pq.ParquetDataset(files).read(columns=inputs(True) + ["target", "record",
-                                                                  "sample"])
-    x = np.stack([table.column(c).to_numpy() for c in inputs(True)], axis=1).astype(np.float32)
-    return (x, table.column("target").to_numpy().astype(np.int64),
-            table.select(["record", "sample"]).to_pandas())
+    arrays = read_split(files, rr=True)
+    # same files, same order: row i of context is beat i of x
+    context = pq.ParquetDataset(files).read(columns=["record", "sample"]).to_pandas()
+    return np.array(arrays["x"]), arrays["y"], context
 
 
 def fit(features: np.ndarray, y: np.ndarray, settings: dict, seed: int = 0, records=None):

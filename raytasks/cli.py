@@ -122,6 +122,9 @@ def train_options(fn):
     for key, default in reversed(list(DEFAULTS.items())):
         if key in ("model", "data"):
             continue
+        if key == "gpu":  # a plain flag: --gpu
+            fn = click.option("--gpu", key, is_flag=True, default=None, help=HELP[key])(fn)
+            continue
         kind = click.Choice(choices[key]) if key in choices else type(default)
         fn = click.option(f"--{key.replace('_', '-')}", key, type=kind, default=None,
                           help=f"{HELP[key]} [default: {default}]")(fn)
@@ -178,8 +181,11 @@ def train_cmd(config_file, model_opts, data, scheme, tag, no_export, **flags):
     tag = tag or f"{settings['arch']}-{scheme_name}"
     dev = cfg["dev"] if cfg["dev"] != config.PLACEHOLDER_DEV else "local"
     train.init_ray()
-    best, metrics, result = train.fit(settings, f"{tag}-{utc_stamp()}",
-                                      config.resolve(cfg["runs"]) / dev / "train")
+    try:
+        best, metrics, result = train.fit(settings, f"{tag}-{utc_stamp()}",
+                                          config.resolve(cfg["runs"]) / dev / "train")
+    except train.TrainConfigError as e:  # e.g. --gpu without a GPU
+        raise click.ClickException(str(e)) from None
     click.echo(f"best epoch {metrics['epoch']}: " + "  ".join(
         f"{k} {metrics[k]:.4f}" for k in ("F1scoremacro", "Recallmacro", "F2scoremacro")))
     click.echo("per-class recall: " + "  ".join(
@@ -206,7 +212,10 @@ def train_cmd(config_file, model_opts, data, scheme, tag, no_export, **flags):
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Where output.csv and plots go. Default: results/ for valid, "
                    "results/test/ for test, results/external/ for --data/--records.")
-def evaluate_cmd(models, split, scheme, data_file, records, out):
+@click.option("--no-cache", is_flag=True,
+              help="Recompute every model (default: reuse rows of unchanged models and data, "
+                   "kept in <processed>/.cache/evaluate, keyed by content hashes).")
+def evaluate_cmd(models, split, scheme, data_file, records, out, no_cache):
     """Evaluate models into OUT/output.csv, OUT/<tag>/{confusion,recall}.png, report.md."""
     from raytasks.evaluate import evaluate, find_models, load_eval_data, table
 
@@ -231,7 +240,8 @@ def evaluate_cmd(models, split, scheme, data_file, records, out):
                                            f"'{cfg['scheme']}'")
     x, y, desc, context = load_eval_data(config.resolve(cfg["processed"]), cfg["scheme"],
                                          split, data_file, records)
-    rows = evaluate(dirs, x, y, desc, Path(out), context)
+    cache = None if no_cache else config.resolve(cfg["processed"]) / ".cache" / "evaluate"
+    rows = evaluate(dirs, x, y, desc, Path(out), context, cache=cache)
     click.echo(f"{desc}: {len(y)} beats")
     click.echo(table(rows))
     click.echo(f"wrote {Path(out) / 'output.csv'}")
@@ -311,6 +321,66 @@ def ensemble_cmd(members, tag):
     m = info["valid_metrics"]
     click.echo(f"{out}: {len(dirs)} members, valid macro F1 {m['F1scoremacro']:.4f}, "
                f"macro recall {m['Recallmacro']:.4f}")
+
+
+@main.command("predict")
+@click.option("--records", required=True, type=click.Path(),
+              help="A recording (WFDB .hea/.dat, .edf, .csv) or a directory of them.")
+@click.option("--model", "model", type=click.Path(file_okay=False), default=None,
+              help="Model dir (default: the shipped model with the best valid macro F2 "
+                   "that reads RR features).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Output dir (default: results/predict/).")
+@click.option("--fs", "fs", type=float, default=None, help="Sampling rate (Hz) of CSV files.")
+@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="Ray Data tasks at a time (detection, then classification).")
+@click.option("--chunk-s", type=click.FloatRange(10), default=3600, show_default=True,
+              help="Recordings longer than this are cut into chunks of this many seconds.")
+@click.option("--peaks", "mode", type=click.Choice(["detect", "atr"]), default="detect",
+              show_default=True, help="atr: classify at the reference beat positions "
+                                      "(.atr) instead of detected ones (to measure what "
+                                      "detection costs).")
+@click.option("--score", "do_score", is_flag=True,
+              help="Then score against the records' .atr files (raytasks score).")
+def predict_cmd(records, model, out, fs, workers, chunk_s, mode, do_score):
+    """Find and classify every beat of unannotated recordings (Ray Data, one task per
+    recording or chunk): OUT/<name>/{beats.csv,summary.json,strip.png}, OUT/summary.csv."""
+    from raytasks.predict import default_model, list_recordings, predict
+
+    cfg = config.load()
+    out_dir = Path(out) if out else config.resolve(cfg["results"]) / "predict"
+    model_dir = Path(model) if model else default_model(config.resolve(cfg["models"]))
+    paths = list_recordings(Path(records))
+    click.echo(f"{len(paths)} recording(s), model {model_dir.name}, {workers} worker(s)")
+    frame = predict(paths, model_dir, out_dir, fs, workers, chunk_s, mode)
+    if frame.empty:
+        raise click.ClickException("no recording could be processed (see the lines above)")
+    click.echo(f"wrote {out_dir / 'summary.csv'} ({len(frame)} of {len(paths)} recordings)")
+    if do_score:
+        score_and_print(Path(records) if Path(records).is_dir() else Path(records).parent,
+                        out_dir)
+
+
+def score_and_print(records: Path, predictions: Path) -> None:
+    from raytasks.score import ec57_table, score_all, write_scores
+
+    rows, cm = score_all(records, predictions)
+    write_scores(rows, cm, predictions)
+    click.echo(ec57_table(rows, cm))
+    click.echo(f"wrote {predictions / 'score.csv'}, {predictions / 'score.txt'}")
+
+
+@main.command("score")
+@click.option("--records", required=True, type=click.Path(file_okay=False),
+              help="WFDB records with reference beat annotations (.atr).")
+@click.option("--predictions", type=click.Path(file_okay=False), default=None,
+              help="Output of raytasks predict (default: results/predict/).")
+def score_cmd(records, predictions):
+    """EC57-style beat-by-beat scoring (150 ms matching): QRS Se/+P, per-class Se/+P/F1 and
+    confusion of matched beats, per record and total -> PREDICTIONS/score.{csv,txt}."""
+    cfg = config.load()
+    pred = Path(predictions) if predictions else config.resolve(cfg["results"]) / "predict"
+    score_and_print(Path(records), pred)
 
 
 @main.group(cls=Group)

@@ -29,7 +29,8 @@ from pathlib import Path
 from raytasks import config
 
 TOKEN_PATH = Path.home() / ".ray" / "auth_token"
-EXCLUDES = ["data/", "runs/", ".venv/", "wandb/", ".git/", "results/", "__pycache__/"]
+EXCLUDES = ["/data/",  # anchored: "data/" also dropped raytasks/data/
+            "runs/", ".venv/", "wandb/", ".git/", "results/", "__pycache__/"]
 
 
 class ClusterError(config.ConfigError):

@@ -9,10 +9,18 @@ Each model gives two rows: `<tag>` (plain argmax) and `<tag>@recall` (its stored
 offsets added to the logits: the recall-first operating point). No Ray cluster is needed.
 Everything is computed before anything is written, and output.csv is replaced atomically,
 so a bad model or bad data leaves the previous results untouched.
+
+A model's rows, plots and report are cached under a key made of content hashes (never
+timestamps) of the model's files, the evaluation data (the very arrays it is fed) and this
+package's code: a warm `make run` copies them instead of recomputing, and writes exactly
+what a cold run wrote; any changed byte in a model, the data or the code is a miss.
 """
 
+import hashlib
 import json
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -212,41 +220,105 @@ def table(rows: pd.DataFrame) -> str:
     return rows[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}")
 
 
-def evaluate(model_dirs: list[Path], x, y, data_desc: str, out: Path,
-             context=None) -> pd.DataFrame:
+ARTIFACTS = ("confusion.png", "recall.png", "report.md")
+
+
+def digest(*parts: bytes) -> str:
+    h = hashlib.blake2b(digest_size=20)
+    for part in parts:
+        h.update(len(part).to_bytes(8, "little") + part)
+    return h.hexdigest()
+
+
+def tree_digest(root: Path, pattern: str = "*") -> str:
+    """Content hash of every file under root matching pattern (names and bytes)."""
+    files = sorted(p for p in Path(root).rglob(pattern) if p.is_file()
+                   and "__pycache__" not in p.parts)
+    return digest(*(part for p in files for part in (
+        str(p.relative_to(root)).encode(), p.read_bytes())))
+
+
+def data_key(x: np.ndarray, y: np.ndarray, data_desc: str, context=None) -> str:
+    """What every cached model row depends on besides the model: data (with each beat's
+    record and sample: record-feature models and the record bootstrap read them), code,
+    libraries."""
+    import torch
+
+    code = tree_digest(Path(__file__).parent, "*.py")
+    where = b"" if context is None else (
+        "\n".join(context["record"].astype(str)).encode()
+        + context["sample"].to_numpy(np.int64).tobytes())
+    return digest(np.ascontiguousarray(x).tobytes(), y.tobytes(), data_desc.encode(), where,
+                  code.encode(), f"{torch.__version__} {np.__version__}".encode())
+
+
+def model_result(model_dir: Path, x, y, data_desc: str, store: Path, key: str,
+                 context=None) -> dict:
+    """One model's points, speed and size, with r["files"] the folder holding its rendered
+    ARTIFACTS: from `store` when this model's files and `key` were seen before, else
+    computed and rendered there (staged, then renamed into place)."""
+    entry = store / digest(model_dir.name.encode(), tree_digest(model_dir).encode(),
+                           key.encode())
+    if not (entry / "result.json").exists():
+        r = evaluate_model(model_dir, x, y, data_desc, context)  # may Skip: nothing cached
+        tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.tmp-", dir=store))
+        plot_model(r, tmp)
+        (tmp / "report.md").write_text(report_md(r, data_desc, len(y)))
+        keep = {k: r[k] for k in ("tag", "beats_per_s", "size_bytes")} | {"points": {
+            n: {"metrics": p["metrics"]} for n, p in r["points"].items()}}
+        (tmp / "result.json").write_text(json.dumps(keep, default=float))
+        try:
+            tmp.rename(entry)
+        except OSError:  # another run cached it meanwhile
+            shutil.rmtree(tmp, ignore_errors=True)
+    r = json.loads((entry / "result.json").read_text())
+    return r | {"files": entry}
+
+
+def evaluate(model_dirs: list[Path], x, y, data_desc: str, out: Path, context=None,
+             cache: Path | None = None) -> pd.DataFrame:
     """Evaluate, then write output.csv (atomically) and per-model plots/reports under out.
 
+    With `cache` (a folder), unchanged models are served from it (see the module docstring).
     Models that cannot read the data (RR features or recording context it lacks) are
     skipped with one line each; a broken model or no readable model at all stops everything.
     """
     if len(x) == 0:
         raise DataError(f"{data_desc}: no beats to evaluate")
-    # any failure: nothing written
-    results, skipped = [], []
-    for d in model_dirs:
-        try:
-            results.append(evaluate_model(d, x, y, data_desc, context))
-        except Skip as e:
-            skipped.append(f"skipped {Path(d).name}: {e}")
-    if not results:
-        raise DataError("no model can read this data: " + "; ".join(skipped))
+    with tempfile.TemporaryDirectory() as scratch:
+        store = Path(cache) if cache else Path(scratch)
+        store.mkdir(parents=True, exist_ok=True)
+        key = data_key(x, y, data_desc, context)
+        # any failure: nothing written to out
+        results, skipped = [], []
+        for d in model_dirs:
+            try:
+                results.append(model_result(d, x, y, data_desc, store, key, context))
+            except Skip as e:
+                skipped.append(f"skipped {Path(d).name}: {e}")
+        if not results:
+            raise DataError("no model can read this data: " + "; ".join(skipped))
+        write_results(results, out)
     for line in skipped:
         print(line)
     results.sort(key=lambda r: -max(p["metrics"][OBJECTIVE] for p in r["points"].values()))
     rows = pd.DataFrame([{"modeltag": name, **{c: p["metrics"][c] for c in COLUMNS[1:]}}
                          for r in results for name, p in r["points"].items()], columns=COLUMNS)
-    out.mkdir(parents=True, exist_ok=True)
-    for r in results:
-        model_out = out / r["tag"]
-        model_out.mkdir(exist_ok=True)
-        plot_model(r, model_out)
-        (model_out / "report.md").write_text(report_md(r, data_desc, len(y)))
     tmp = out / f".output.csv.tmp-{os.getpid()}"
     rows.to_csv(tmp, index=False)
     tmp.replace(out / "output.csv")
     for r in results:
         print(f"{r['tag']}: {r['beats_per_s']:.0f} beats/s, {r['size_bytes'] / 1e6:.2f} MB")
     return rows
+
+
+def write_results(results: list[dict], out: Path) -> None:
+    """Each model's plots and report into out/<tag>/."""
+    out.mkdir(parents=True, exist_ok=True)
+    for r in results:
+        (out / r["tag"]).mkdir(exist_ok=True)
+        for name in ARTIFACTS:
+            shutil.copyfile(r["files"] / name, out / r["tag"] / name)
 
 
 def calibrate(model_dir: Path, processed: Path, target_recall: float | None = None) -> dict:

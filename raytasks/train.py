@@ -22,8 +22,7 @@ import torch.nn.functional as F
 
 from raytasks.data import BEAT_LEN, DataError
 from raytasks.data.stream import (
-    EpochClock,
-    balanced_stream,
+    BalancedStream,
     class_counts,
     load_split,
     resample_rates,
@@ -32,6 +31,7 @@ from raytasks.data.stream import (
 from raytasks.metrics import OBJECTIVE, compute_metrics, fit_offsets
 from raytasks.nets import create_model, input_width, model_config, num_params
 
+CPU = torch.device("cpu")
 # every training setting, with its default; each is a `raytasks train` flag and a TOML key
 DEFAULTS = {
     "arch": "resnet1d",
@@ -59,7 +59,9 @@ DEFAULTS = {
     "metric": OBJECTIVE,  # checkpoint ranking / export choice
     "keep": 2,  # best checkpoints kept
     "max_failures": 2,
-    "shuffle_buffer": 2048,
+    "prefetch": 4,  # batches each worker gathers ahead of its train loop
+    "gpu": False,  # train on GPUs: TorchTrainer use_gpu, mixed precision, batches on device
+    "gpus_per_worker": 1.0,  # with gpu: GPU share per worker (Tune trials may ask for less)
     "rr": False,  # also read the beat's RR-interval features (raytasks.data.RR_FEATURES)
     "rr_beat_dropout": 0.0,  # with rr: share of training beats the RR path classifies alone
 }
@@ -88,7 +90,9 @@ HELP = {
     "metric": "valid metric that ranks checkpoints and picks the export",
     "keep": "best checkpoints kept on disk",
     "max_failures": "worker-group restarts (from the latest checkpoint) before giving up",
-    "shuffle_buffer": "rows in each worker's local shuffle buffer",
+    "prefetch": "batches each worker gathers ahead of its train loop",
+    "gpu": "train on GPU(s): use_gpu workers, mixed precision, pinned batches on the device",
+    "gpus_per_worker": "with --gpu: GPUs per worker (a fraction shares one GPU)",
     "rr": "also feed the beat's RR intervals (pre/post/local RR) to the model",
     "rr_beat_dropout": "with rr: share of training beats whose beat logits are hidden, so the "
                        "RR path learns to classify alone too",
@@ -135,8 +139,8 @@ def stream_weights(counts: np.ndarray, cfg: dict) -> list[float] | None:
     return w.tolist()
 
 
-def loss_fn(cfg: dict, weights):
-    weight = torch.tensor(weights, dtype=torch.float32) if weights else None
+def loss_fn(cfg: dict, weights, device: torch.device = CPU):
+    weight = torch.tensor(weights, dtype=torch.float32, device=device) if weights else None
 
     def loss(logits, y):
         ce = F.cross_entropy(logits, y, weight=weight, label_smoothing=cfg["label_smoothing"],
@@ -171,18 +175,19 @@ def augment(x: torch.Tensor, cfg: dict, gen: torch.Generator) -> torch.Tensor:
     if x.shape[1] > BEAT_LEN:
         return torch.cat([augment(x[:, :BEAT_LEN], cfg, gen), x[:, BEAT_LEN:]], dim=1)
     n, length = x.shape
+    dev = {"generator": gen, "device": x.device}  # gen lives on x's device
     if cfg["aug_scale"]:
-        x = x * (1 + cfg["aug_scale"] * (2 * torch.rand(n, 1, generator=gen) - 1))
+        x = x * (1 + cfg["aug_scale"] * (2 * torch.rand(n, 1, **dev) - 1))
     if cfg["aug_wander"]:
-        t = torch.arange(length) / 125.0
-        freq = 0.1 + 0.4 * torch.rand(n, 1, generator=gen)
-        phase = 2 * math.pi * torch.rand(n, 1, generator=gen)
-        amp = cfg["aug_wander"] * torch.rand(n, 1, generator=gen)
+        t = torch.arange(length, device=x.device) / 125.0
+        freq = 0.1 + 0.4 * torch.rand(n, 1, **dev)
+        phase = 2 * math.pi * torch.rand(n, 1, **dev)
+        amp = cfg["aug_wander"] * torch.rand(n, 1, **dev)
         x = x + amp * torch.sin(2 * math.pi * freq * t + phase)
     if cfg["aug_noise"]:
-        x = x + cfg["aug_noise"] * torch.randn(x.shape, generator=gen)
+        x = x + cfg["aug_noise"] * torch.randn(x.shape, **dev)
     if cfg["aug_shift"]:
-        s = int(torch.randint(-cfg["aug_shift"], cfg["aug_shift"] + 1, (1,), generator=gen))
+        s = int(torch.randint(-cfg["aug_shift"], cfg["aug_shift"] + 1, (1,), **dev))
         x = torch.roll(x, s, dims=1)
         if s > 0:
             x[:, :s] = 0
@@ -192,10 +197,37 @@ def augment(x: torch.Tensor, cfg: dict, gen: torch.Generator) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def predict_logits(model: torch.nn.Module, x: np.ndarray, batch: int = 4096) -> np.ndarray:
+def predict_logits(model: torch.nn.Module, x: np.ndarray, batch: int = 4096,
+                   device: torch.device = CPU) -> np.ndarray:
     model.eval()
-    out = [model(torch.from_numpy(x[i:i + batch])).numpy() for i in range(0, len(x), batch)]
+    out = [model(torch.from_numpy(x[i:i + batch]).to(device)).float().cpu().numpy()
+           for i in range(0, len(x), batch)]
     return np.concatenate(out) if out else np.zeros((0, 5), dtype=np.float32)
+
+
+def train_device(cfg: dict, train_worker: bool = False) -> torch.device:
+    """cuda with `gpu`, else cpu; one clear error when a GPU was asked for and this process
+    sees none. A TorchTrainer worker takes the device Ray Train assigned it; a Tune trial's
+    own process sees only its GPU (Ray sets CUDA_VISIBLE_DEVICES)."""
+    if not cfg["gpu"]:
+        return CPU
+    if not torch.cuda.is_available():
+        raise TrainConfigError(f"--gpu: no CUDA device visible to this process (torch "
+                               f"{torch.__version__}, CUDA build {torch.version.cuda})")
+    if train_worker:
+        import ray.train.torch
+
+        return ray.train.torch.get_device()
+    return torch.device("cuda")
+
+
+def mixed_precision(device: torch.device):
+    """(autocast dtype or None, GradScaler): bf16 where the GPU has it, else fp16 + scaling;
+    off on CPU (the scaler then passes losses and steps through unchanged)."""
+    if device.type != "cuda":
+        return None, torch.amp.GradScaler("cuda", enabled=False)
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return dtype, torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
 
 
 def save_state(path: Path, model, opt, sched, epoch: int, metrics: dict, start_epoch: int):
@@ -221,23 +253,23 @@ def wait_until_registered(snapshot: str | None, checkpoint_dir: str, timeout: fl
 
 
 def train_loop(cfg: dict, *, rank: int, world: int, checkpoint, batches, report,
-               before_epoch=None, worker_nodes: int = 1):
+               worker_nodes: int = 1, device: torch.device = CPU):
     """Train cfg["epochs"] epochs, resuming after the checkpoint's epoch if one is given.
 
-    batches(epoch) yields {'x', 'y'} torch batches; report(metrics, state_dir or None) is
-    called once per epoch on every rank (rank 0 attaches the checkpoint).
+    batches(epoch) yields {'x', 'y'} torch batches on `device`; report(metrics, state_dir or
+    None) is called once per epoch on every rank (rank 0 attaches the checkpoint).
     """
     torch.manual_seed(cfg["seed"] + rank)
     torch.set_num_threads(cfg["threads"] or max(1, round(cfg["cpus_per_worker"])))
     model = create_model(cfg["arch"], rr=cfg["rr"], rr_beat_dropout=cfg["rr_beat_dropout"],
-                         **cfg["model"])
+                         **cfg["model"]).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     steps = math.ceil(cfg["train_rows"] / world / cfg["batch_size"]) * cfg["epochs"]
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, steps))
     start = 0
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            state = torch.load(Path(d) / "state.pt", weights_only=False)
+            state = torch.load(Path(d) / "state.pt", weights_only=False, map_location=device)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -246,19 +278,20 @@ def train_loop(cfg: dict, *, rank: int, world: int, checkpoint, batches, report,
     if world > 1:
         import ray.train.torch
 
-        net = ray.train.torch.prepare_model(model)  # DDP (gloo on CPU)
-    loss = loss_fn(cfg, cfg.get("class_weights"))
-    gen = torch.Generator().manual_seed(cfg["seed"] * 7919 + rank)
+        net = ray.train.torch.prepare_model(model)  # DDP (gloo on CPU, nccl on GPU)
+    loss = loss_fn(cfg, cfg.get("class_weights"), device)
+    amp_dtype, scaler = mixed_precision(device)
+    gen = torch.Generator(device=device).manual_seed(cfg["seed"] * 7919 + rank)
     valid_x, valid_y = (load_split(cfg["valid_files"], rr=cfg["rr"]) if rank == 0
                         else (None, None))
     fail = cfg.get("_fail_once")  # test-only: kill this worker once at (epoch, step, rank)
 
     for epoch in range(start, cfg["epochs"]):
-        if before_epoch:
-            before_epoch(epoch)
         net.train()
-        t0, seen, total = time.perf_counter(), 0, 0.0
+        t0, seen, total, wait = time.perf_counter(), 0, 0.0, 0.0
+        ready = t0
         for step, batch in enumerate(batches(epoch)):
+            wait += time.perf_counter() - ready  # the loop idle, waiting for data
             if fail and (epoch, step, rank) == tuple(fail["at"]) and not Path(
                     fail["marker"]).exists():
                 wait_until_registered(fail.get("snapshot"), f"epoch_{epoch - 1:04d}")
@@ -266,18 +299,22 @@ def train_loop(cfg: dict, *, rank: int, world: int, checkpoint, batches, report,
                 os._exit(1)
             x, y = augment(batch["x"], cfg, gen), batch["y"]
             opt.zero_grad(set_to_none=True)
-            batch_loss = loss(net(x), y)
-            batch_loss.backward()
-            opt.step()
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                batch_loss = loss(net(x), y)
+            scaler.scale(batch_loss).backward()
+            scaler.step(opt)
+            scaler.update()
             sched.step()
             seen += len(y)
             total += batch_loss.item() * len(y)
+            ready = time.perf_counter()
         metrics = {"epoch": epoch, "start_epoch": start, "worker_nodes": worker_nodes,
                    "train_loss": total / max(seen, 1),
                    "train_beats_per_s": seen / (time.perf_counter() - t0),
+                   "data_wait_s": wait,
                    "lr": sched.get_last_lr()[0]}
         if rank == 0:
-            pred = predict_logits(model, valid_x).argmax(axis=1)
+            pred = predict_logits(model, valid_x, device=device).argmax(axis=1)
             metrics.update(compute_metrics(valid_y, pred))
             with tempfile.TemporaryDirectory() as d:
                 save_state(Path(d), model, opt, sched, epoch, metrics, start)
@@ -292,18 +329,11 @@ def train_loop_per_worker(cfg: dict):
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    shard = ray.train.get_dataset_shard("train")
+    device = train_device(cfg, train_worker=True)
 
-    def batches(epoch):
-        return shard.iter_torch_batches(batch_size=cfg["batch_size"],
-                                        local_shuffle_buffer_size=cfg["shuffle_buffer"],
-                                        local_shuffle_seed=cfg["seed"] * 1000 + epoch)
-
-    def before_epoch(epoch):
-        # the dataset is built once; its resampling follows this clock (every worker
-        # reaches the split's epoch barrier after this, so the new epoch sees it)
-        if rank == 0:
-            ray.get(cfg["clock"].set.remote(epoch))
+    def batches(epoch):  # this rank's equal share of the epoch, from the object store
+        return cfg["stream"].batches(epoch, cfg["batch_size"], rank, world, device,
+                                     cfg["prefetch"])
 
     def report(metrics, state_dir):
         ckpt = ray.train.Checkpoint.from_directory(state_dir) if state_dir else None
@@ -318,8 +348,7 @@ def train_loop_per_worker(cfg: dict):
         dist.all_gather_object(gathered, nodes[0])
         nodes = gathered
     train_loop(cfg, rank=rank, world=world, checkpoint=ray.train.get_checkpoint(),
-               batches=batches, report=report, before_epoch=before_epoch,
-               worker_nodes=len(set(nodes)))
+               batches=batches, report=report, worker_nodes=len(set(nodes)), device=device)
 
 
 # ---------------------------------------------------------------- drivers
@@ -337,22 +366,33 @@ def prepare(cfg: dict) -> dict:
             "class_weights": stream_weights(counts, cfg)}
 
 
+def check_gpus(cfg: dict) -> None:
+    """With `gpu`, refuse (one line) a Ray cluster without the GPUs the workers ask for."""
+    want = cfg["workers"] * cfg["gpus_per_worker"]
+    have = ray.cluster_resources().get("GPU", 0)
+    if cfg["gpu"] and have < want:
+        raise TrainConfigError(f"--gpu: no GPU available (the Ray cluster has {have:g}; "
+                               f"{cfg['workers']} worker(s) x {cfg['gpus_per_worker']:g} GPU "
+                               f"needed); train without --gpu or on a machine with one")
+
+
 def build_trainer(cfg: dict, name: str, storage: Path, callbacks=()):
-    """A TorchTrainer for `cfg` (already `prepare`d), fed by the balanced stream."""
+    """A TorchTrainer for `cfg` (already `prepare`d), fed by the balanced stream: the train
+    split is read once into the object store here; every worker resamples it per epoch."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    clock = EpochClock.remote()
-    cfg = {**cfg, "clock": clock}
-    stream = balanced_stream(cfg["train_files"], cfg["balance"], cfg["seed"], epoch=clock,
-                             counts=cfg["train_counts"], rr=cfg["rr"])
+    check_gpus(cfg)
+    cfg = {**cfg, "stream": BalancedStream.materialize(cfg["train_files"], cfg["balance"],
+                                                       cfg["seed"], rr=cfg["rr"])}
+    resources = {"CPU": cfg["cpus_per_worker"]} | (
+        {"GPU": cfg["gpus_per_worker"]} if cfg["gpu"] else {})
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=cfg,
-        scaling_config=ScalingConfig(num_workers=cfg["workers"], use_gpu=False,
-                                     resources_per_worker={"CPU": cfg["cpus_per_worker"]},
+        scaling_config=ScalingConfig(num_workers=cfg["workers"], use_gpu=cfg["gpu"],
+                                     resources_per_worker=resources,
                                      placement_strategy=cfg["placement"]),
-        datasets={"train": stream},
         run_config=RunConfig(
             name=name, storage_path=str(storage), callbacks=list(callbacks),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg["keep"],
@@ -375,16 +415,15 @@ def fit(cfg: dict, name: str, storage: Path, callbacks=()):
 def fit_local(cfg: dict, report):
     """The same loop in this process (no TorchTrainer): one Tune trial per CPU slot."""
     cfg = prepare(make_config(cfg))
+    device = train_device(cfg)
+    stream = BalancedStream.materialize(cfg["train_files"], cfg["balance"], cfg["seed"],
+                                        rr=cfg["rr"])
 
     def batches(epoch):
-        ds = balanced_stream(cfg["train_files"], cfg["balance"], cfg["seed"], epoch=epoch,
-                             counts=cfg["train_counts"], rr=cfg["rr"])
-        return ds.iter_torch_batches(batch_size=cfg["batch_size"],
-                                     local_shuffle_buffer_size=cfg["shuffle_buffer"],
-                                     local_shuffle_seed=cfg["seed"] * 1000 + epoch)
+        return stream.batches(epoch, cfg["batch_size"], device=device, prefetch=cfg["prefetch"])
 
     train_loop(cfg, rank=0, world=1, checkpoint=cfg.pop("_checkpoint", None), batches=batches,
-               report=report)
+               report=report, device=device)
 
 
 # ---------------------------------------------------------------- export
@@ -397,7 +436,7 @@ def export(checkpoint, metrics: dict, cfg: dict, out_dir: Path, source: str = ""
     rebuild and evaluate it: architecture and config, training settings, valid metrics,
     the data build it was trained on)."""
     with checkpoint.as_directory() as d:
-        state = torch.load(Path(d) / "state.pt", weights_only=False)
+        state = torch.load(Path(d) / "state.pt", weights_only=False, map_location="cpu")
     model = create_model(cfg["arch"], rr=cfg["rr"], **cfg["model"])
     model.load_state_dict(state["model"])
     # the recall-first operating point: offsets fitted on the valid split (see evaluate)
@@ -456,7 +495,8 @@ def load_model(model_dir: Path) -> tuple[torch.nn.Module, dict]:
             # a record-features model (raytasks.records) reads beat + RR, then features of them
             wrap = info.get("rr", False) and not info.get("record_features")
             model = create_model(info["arch"], rr=wrap, **info["model"])
-            model.load_state_dict(torch.load(model_dir / "model.pt", weights_only=True))
+            model.load_state_dict(torch.load(model_dir / "model.pt", weights_only=True,
+                                             map_location="cpu"))
             model.input_width = input_width(info.get("rr", False))  # columns of x it reads
     except FileNotFoundError as e:
         raise DataError(f"{model_dir}: missing {Path(e.filename).name}") from None

@@ -199,6 +199,9 @@ def latest_experiment(storage: Path, dev: str, space_name: str) -> str:
 @click.option("--concurrency", type=int, default=2, help="Trials at once.")
 @click.option("--cpus-per-trial", type=float, default=0.5,
               help="CPUs per trial (per worker with --workers > 1); leave 1 CPU for Ray Data.")
+@click.option("--gpus-per-trial", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="GPUs per trial (per worker with --workers > 1); a fraction shares a GPU, "
+                   "e.g. 0.25 runs 4 trials on one.")
 @click.option("--workers", type=int, default=1,
               help="1: train in the trial's process; >1: a TorchTrainer per trial.")
 @click.option("--placement", type=click.Choice(["PACK", "SPREAD"]), default="PACK",
@@ -218,20 +221,20 @@ def latest_experiment(storage: Path, dev: str, space_name: str) -> str:
                    "latest of this dev and space).")
 @click.option("--no-wandb", is_flag=True, help="Do not log to Weights & Biases.")
 def tune_cmd(space_name, archs, samples, max_epochs, grace, time_budget, concurrency,
-             cpus_per_trial, workers, placement, metric, scheme, seed, dev, resume, experiment,
-             export, export_only, no_wandb):
+             cpus_per_trial, gpus_per_trial, workers, placement, metric, scheme, seed, dev,
+             resume, experiment, export, export_only, no_wandb):
     """Search a space with HyperOpt + ASHA on Ray Tune; leaderboard, plots, optional export."""
     try:
         run(space_name, archs, samples, max_epochs, grace, time_budget, concurrency,
             cpus_per_trial, workers, metric, scheme, seed, dev, resume, experiment, export,
-            no_wandb, placement, export_only)
+            no_wandb, placement, export_only, gpus_per_trial)
     except (SpaceError, DataError, config.ConfigError) as e:
         raise click.ClickException(str(e)) from None
 
 
 def run(space_name, archs, samples, max_epochs, grace, time_budget, concurrency,
         cpus_per_trial, workers, metric, scheme, seed, dev, resume, experiment, export,
-        no_wandb, placement="PACK", export_only=False):
+        no_wandb, placement="PACK", export_only=False, gpus_per_trial=0.0):
     # everything that can be wrong with the request is checked before Ray starts
     space = load_space(space_name, archs.split(",") if archs else None)
     cfg = config.load(dev=dev, scheme=scheme)
@@ -266,9 +269,14 @@ def run(space_name, archs, samples, max_epochs, grace, time_budget, concurrency,
             f"{concurrency} trials x {workers} worker(s) x {cpus_per_trial} CPU leaves less "
             f"than 1 of the cluster's {total:g} CPUs for Ray Data; lower --concurrency or "
             f"--cpus-per-trial", param_hint="--cpus-per-trial")
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if gpus_per_trial and gpus_per_trial * workers > gpus:
+        raise click.BadParameter(f"a trial asks for {gpus_per_trial * workers:g} GPU(s), the "
+                                 f"cluster has {gpus:g}", param_hint="--gpus-per-trial")
     base = {"data": str(data_dir), "epochs": max_epochs, "seed": seed, "workers": workers,
             "cpus_per_worker": cpus_per_trial, "metric": metric, "max_failures": 0,
-            "placement": placement,
+            "placement": placement, "gpu": gpus_per_trial > 0,
+            "gpus_per_worker": gpus_per_trial or 1.0,
             "_storage": str(storage / name)}
     # the trials' fixed settings are saved with the search, so that --resume and
     # --export-only use (and record in model.json) what the trials ran with, not new flags
@@ -279,7 +287,8 @@ def run(space_name, archs, samples, max_epochs, grace, time_budget, concurrency,
         saved.parent.mkdir(parents=True, exist_ok=True)
         saved.write_text(json.dumps(base, indent=2))
     # with --workers > 1 the trial process only drives its TorchTrainer (Tune refuses 0 CPU)
-    resources = {"CPU": 0.05} if workers > 1 else {"CPU": cpus_per_trial}
+    resources = {"CPU": 0.05} if workers > 1 else {"CPU": cpus_per_trial} | (
+        {"GPU": gpus_per_trial} if gpus_per_trial else {})
     trainable = tune.with_resources(tune.with_parameters(trial_fn, space=space, base=base),
                                     resources)
     models = config.resolve(cfg["models"])

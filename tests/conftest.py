@@ -17,6 +17,22 @@ MITDB = Path(os.environ.get("MITDB_DIR") or ROOT.parent / "shared" / "data" / "m
 SLICE = ["118", "208", "232"]
 
 
+def read_shards(files):
+    """Shards as one wide frame: the hackathon's columns '0'..'186', then every other column."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from raytasks.data import BEAT, BEAT_LEN, FEATURES
+
+    table = pq.ParquetDataset([str(f) for f in files]).read()
+    beat = table.column(BEAT).combine_chunks()
+    wide = pd.DataFrame(beat.values.to_numpy().reshape(-1, BEAT_LEN), columns=FEATURES)
+    rest = table.drop_columns([BEAT]).to_pandas()
+    assert np.all(np.isfinite(wide.to_numpy()))
+    return pd.concat([wide, rest], axis=1)
+
+
 def copy_records(dest: Path, names) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     for n in names:

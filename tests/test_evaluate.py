@@ -1,10 +1,12 @@
 """make run's evaluation on a real slice with a tiny model trained here."""
 
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 from sklearn.metrics import recall_score
@@ -14,6 +16,7 @@ from raytasks.cli import main
 from raytasks.data import FEATURES
 from raytasks.data.stream import load_split, split_files
 from raytasks.metrics import fbeta_macro, fit_offsets
+from tests.conftest import read_shards
 
 COLUMNS = ["modeltag", "Accuracy", "F1scoremicro", "F1scoremacro", "Precisionmacro",
            "Recallmacro", "F2scoremacro", "TP_0", "TP_1", "TP_2", "TP_3", "TP_4"]
@@ -123,8 +126,7 @@ def test_bad_model_fails_cleanly_and_keeps_output(env, models_dir, tmp_path, dam
 
 
 def test_data_reads_hackathon_parquet(env, processed, tmp_path):
-    frame = pd.concat([pd.read_parquet(p) for p in sorted(
-        (processed / "intra" / "test").glob("*.parquet"))])
+    frame = read_shards(sorted((processed / "intra" / "test").glob("*.parquet")))
     hack = frame[FEATURES].astype("float64")
     hack["target"] = frame["target"].astype("float64")
     hack.to_parquet(tmp_path / "heart_big_valid.parq")
@@ -150,10 +152,73 @@ def test_records_dir_is_preprocessed_like_training(env, mitdb, tmp_path):
     assert rows["Accuracy"].between(0, 1).all()
 
 
+def snapshot(root) -> dict:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def keep_mtime(path, change):
+    """Change a file's bytes but not its timestamps (a cache keyed on them would be stale)."""
+    st = path.stat()
+    change(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_warm_run_is_byte_identical_and_never_stale(env, processed, models_dir, tmp_path,
+                                                     monkeypatch):
+    import pyarrow.parquet as pq
+    import torch
+
+    from raytasks import evaluate
+
+    data = tmp_path / "p"
+    shutil.copytree(processed / "intra", data / "intra")
+    model = tmp_path / "m" / "tiny-intra"
+    shutil.copytree(models_dir / "tiny-intra", model)
+    monkeypatch.setenv("RAYTASKS_PROCESSED", str(data))
+    assert run("--model", str(model)).exit_code == 0
+    cold = snapshot(env)
+    assert len(list((data / ".cache" / "evaluate").iterdir())) == 1
+
+    def fresh():  # what a run without the cache writes
+        res = run("--model", str(model), "--no-cache", "--out", str(tmp_path / "fresh"))
+        assert res.exit_code == 0, res.output
+        return (tmp_path / "fresh" / "output.csv").read_bytes()
+
+    with monkeypatch.context() as m:  # warm: nothing is recomputed, every byte the same
+        m.setattr(evaluate, "evaluate_model", lambda *a: 1 / 0)
+        res = run("--model", str(model))
+        assert res.exit_code == 0, res.output
+    assert snapshot(env) == cold
+    assert fresh() == cold["output.csv"]
+
+    def shift_bias(path):  # the last layer now favours class 0: other predictions
+        state = torch.load(path, weights_only=True)
+        bias = [k for k, v in state.items() if v.shape == (5,)][-1]
+        state[bias] += torch.tensor([6.0, 0, 0, 0, 0])
+        torch.save(state, path)
+
+    keep_mtime(model / "model.pt", shift_bias)
+    assert run("--model", str(model)).exit_code == 0
+    changed = (env / "output.csv").read_bytes()
+    assert changed != cold["output.csv"] and changed == fresh()
+
+    def relabel(path):  # some valid labels change: the data's content, not its size
+        table = pq.read_table(path)
+        y = table.column("target").to_numpy().copy()
+        y[:40] = (y[:40] + 1) % 5
+        pq.write_table(table.set_column(table.schema.get_field_index("target"), "target",
+                                        pa.array(y)), path)
+
+    keep_mtime(sorted((data / "intra" / "valid").glob("*.parquet"))[0], relabel)
+    assert run("--model", str(model)).exit_code == 0
+    relabelled = (env / "output.csv").read_bytes()
+    assert relabelled != changed and relabelled == fresh()
+
+
 def hackathon_file(processed, path, n=None):
     """A hackathon-format parquet (187 float columns + target, nothing else) from built shards."""
-    frame = pd.concat([pd.read_parquet(p) for p in sorted(
-        (processed / "intra" / "test").glob("*.parquet"))])
+    frame = read_shards(sorted((processed / "intra" / "test").glob("*.parquet")))
     hack = frame[FEATURES].astype("float64").assign(target=frame["target"].astype("float64"))
     hack.iloc[:n].to_parquet(path)
     return path

@@ -122,3 +122,19 @@ def test_cli_train_exports_model(ray_cluster, processed, tmp_path, monkeypatch):
     assert info["model"]["hidden"] == 8 and info["model"]["bidirectional"] is False
     assert info["train"]["cpus_per_worker"] == 1.0
     assert "F2scoremacro" in res.output
+
+
+def test_gpu_flag_without_a_gpu_fails_in_one_line(ray_cluster, processed, tmp_path,
+                                                  monkeypatch):
+    if ray_cluster.cluster_resources().get("GPU", 0):
+        pytest.skip("this cluster has a GPU")
+    monkeypatch.setenv("RAYTASKS_RUNS", str(tmp_path / "runs"))
+    res = CliRunner().invoke(main, ["train", "--arch", "cnn1d", "--data",
+                                    str(processed / "intra"), "--gpu", "--no-export"])
+    assert res.exit_code == 1 and res.exception is not None
+    assert "--gpu: no GPU available (the Ray cluster has 0" in res.output
+    assert len(res.output.strip().splitlines()) == 1 and "Traceback" not in res.output
+    assert not (tmp_path / "runs").exists()  # refused before anything started
+    if not torch.cuda.is_available():  # a Tune trial's own process checks torch too
+        with pytest.raises(train.TrainConfigError, match="no CUDA device"):
+            train.fit_local(tiny(processed, workers=1, gpu=True), lambda *a: None)

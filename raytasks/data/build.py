@@ -6,6 +6,8 @@ Per record: lead MLII (else the first channel), resampled 360 -> 125 Hz, cut int
 follow the AAMI mapping. Beats are then split (`intra`: stratified by class at beat level;
 `inter`: patient-level DS1/DS2 of de Chazal 2004) and written as shards of a few thousand
 rows: <out>/<scheme>/{train,valid,test}/part-*.parquet, plus build.json describing them.
+A shard holds each beat as one fixed-size tensor column (`beat`: FixedSizeList<float32>[187]),
+so a reader gets an (n, 187) array without stacking 187 columns (see `shard_schema`).
 
 Everything is written into a temporary directory renamed into place, so a failed or
 interrupted build leaves nothing half-written.
@@ -27,12 +29,21 @@ import pyarrow.parquet as pq
 from scipy.signal import resample_poly
 from tqdm import tqdm
 
-from raytasks.data import BEAT_LEN, FEATURES, NUM_CLASSES, RR_FEATURES, SPLITS, DataError
+from raytasks.data import (
+    BEAT,
+    BEAT_LEN,
+    FEATURES,
+    LAYOUT,
+    NUM_CLASSES,
+    RR_FEATURES,
+    SPLITS,
+    DataError,
+)
 
 FS_RAW, FS = 360, 125
 WINDOW_S = 10
 RR_FACTOR = 1.2
-BUILD_VERSION = 2  # 2: RR-interval columns
+BUILD_VERSION = 3  # 2: RR-interval columns; 3: the beat as one tensor column (LAYOUT)
 
 AAMI = {s: 0 for s in "NLRej"} | {s: 1 for s in "AaJS"} | {"V": 2, "E": 2, "F": 3} | {
     s: 4 for s in "/fQ"}
@@ -245,18 +256,29 @@ def write_split(frame: pd.DataFrame, out: Path, shard_rows: int, seed: int) -> i
     order = np.random.default_rng(seed).permutation(len(frame))
     frame = frame.iloc[order].reset_index(drop=True)
     n_shards = max(1, int(np.ceil(len(frame) / shard_rows)))
-    schema = shard_schema(rr=all(c in frame for c in RR_FEATURES))
     for i, chunk in enumerate(np.array_split(np.arange(len(frame)), n_shards)):
-        table = pa.Table.from_pandas(frame.iloc[chunk], schema=schema, preserve_index=False)
-        pq.write_table(table, out / f"part-{i:05d}.parquet")
+        pq.write_table(shard_table(frame.iloc[chunk]), out / f"part-{i:05d}.parquet")
     return n_shards
 
 
 def shard_schema(rr: bool = True) -> pa.Schema:
-    """Built shards carry RR_FEATURES after the hackathon columns; imported files have none."""
-    return pa.schema([(c, pa.float32()) for c in FEATURES] + [
-        ("target", pa.int64()), ("record", pa.string()), ("sample", pa.int64())]
-        + [(c, pa.float32()) for c in (RR_FEATURES if rr else [])])
+    """The shard layout (build.json `layout`): the beat as one FixedSizeList<float32>[187]
+    column, then target, record, sample and (built shards only) the RR_FEATURES."""
+    return pa.schema([(BEAT, pa.list_(pa.float32(), BEAT_LEN)), ("target", pa.int64()),
+                      ("record", pa.string()), ("sample", pa.int64())]
+                     + [(c, pa.float32()) for c in (RR_FEATURES if rr else [])])
+
+
+def shard_table(frame: pd.DataFrame) -> pa.Table:
+    """A frame with the hackathon's columns '0'..'186' (+ target, record, sample, RR) as a
+    table of the shard layout."""
+    rr = all(c in frame for c in RR_FEATURES)
+    beats = np.ascontiguousarray(frame[FEATURES].to_numpy(np.float32))
+    columns = [pa.FixedSizeListArray.from_arrays(pa.array(beats.ravel()), BEAT_LEN)]
+    columns += [pa.array(frame[c].to_numpy(), type=t) for c, t in (
+        ("target", pa.int64()), ("record", pa.string()), ("sample", pa.int64()))]
+    columns += [pa.array(frame[c].to_numpy(np.float32)) for c in (RR_FEATURES if rr else [])]
+    return pa.Table.from_arrays(columns, schema=shard_schema(rr))
 
 
 def class_counts(frame: pd.DataFrame) -> list[int]:
@@ -312,7 +334,8 @@ def is_current(dest: Path, params: dict, fp: str) -> bool:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError:
         return False
-    return (meta.get("version") == BUILD_VERSION and meta.get("params") == params
+    return (meta.get("version") == BUILD_VERSION and meta.get("layout") == LAYOUT
+            and meta.get("params") == params
             and meta.get("fingerprint") == fp)
 
 
@@ -348,7 +371,8 @@ def build(records_dir: Path, out: Path, schemes=("intra",), force: bool = False,
         if empty:
             raise DataError(f"{records_dir}: scheme '{scheme}' leaves split(s) {empty} empty "
                             f"with records {names}")
-        meta = {"version": BUILD_VERSION, "scheme": scheme, "source": str(records_dir),
+        meta = {"version": BUILD_VERSION, "layout": LAYOUT, "scheme": scheme,
+                "source": str(records_dir),
                 "records": names, "fingerprint": fp, "params": params,
                 "preprocessing": {"fs": FS, "window_s": WINDOW_S, "rr_factor": RR_FACTOR,
                                   "beat_len": BEAT_LEN, "lead": "MLII else first"}}
@@ -451,7 +475,7 @@ def import_files(files: dict[str, Path | None], out: Path, name: str,
         parts = split_intra(train, params | {"test_frac": 0.0})
         splits["train"], splits["valid"] = train.iloc[parts["train"]], train.iloc[parts["valid"]]
     splits = {s: splits[s] for s in SPLITS if s in splits}
-    meta = {"version": BUILD_VERSION, "scheme": name, "source": {
+    meta = {"version": BUILD_VERSION, "layout": LAYOUT, "scheme": name, "source": {
         s: str(p) for s, p in files.items() if p}, "params": params,
         "fingerprint": None, "imported": True}
     return write_dataset(splits, out / name, meta, params["shard_rows"], params["seed"])

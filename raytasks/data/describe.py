@@ -4,9 +4,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
-from raytasks.data import BEAT_LEN, CLASS_NAMES, CLASS_SHORT, FEATURES, NUM_CLASSES, DataError
+from raytasks.data import BEAT_LEN, CLASS_NAMES, CLASS_SHORT, NUM_CLASSES, DataError
 
 
 def built_schemes(processed: Path) -> dict[str, dict]:
@@ -40,16 +39,17 @@ def plot_examples(processed: Path, scheme: str, out: Path, per_class: int = 12,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    files = sorted((Path(processed) / scheme / "train").glob("part-*.parquet"))
-    table = pq.read_table(files[0], columns=FEATURES + ["target"]).to_pandas()
+    from raytasks.data.stream import load_split, split_files
+
+    x, y = load_split(split_files(Path(processed) / scheme, "train")[:1])
     rng = np.random.default_rng(seed)
     t = np.arange(BEAT_LEN) / 125.0
     fig, axes = plt.subplots(1, NUM_CLASSES, figsize=(18, 3.4), sharey=True)
     for c, ax in enumerate(axes):
-        rows = table[table["target"] == c]
-        pick = rows.iloc[rng.permutation(len(rows))[:per_class]]
-        for _, r in pick.iterrows():
-            ax.plot(t, r[FEATURES].to_numpy(float), lw=0.8, alpha=0.6)
+        rows = np.flatnonzero(y == c)
+        pick = rows[rng.permutation(len(rows))[:per_class]]
+        for r in pick:
+            ax.plot(t, x[r].astype(float), lw=0.8, alpha=0.6)
         ax.set_title(f"{c} {CLASS_NAMES[c]} ({len(pick)} shown)")
         ax.set_xlabel("s from R-peak")
     axes[0].set_ylabel("normalised amplitude")

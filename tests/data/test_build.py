@@ -4,20 +4,22 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
 from raytasks.cli import main
-from raytasks.data import FEATURES, RR_FEATURES
+from raytasks.data import BEAT, FEATURES, LAYOUT, RR_FEATURES, DataError
 from raytasks.data.build import DS1, DS2, build, record_beats
+from raytasks.data.stream import load_split, split_files
 from tests.atr import read_atr
-from tests.conftest import SLICE, copy_records
+from tests.conftest import SLICE, copy_records, read_shards
 
 
 def read_scheme(root: Path, scheme: str) -> dict[str, pd.DataFrame]:
-    return {s: pq.ParquetDataset(sorted(str(p) for p in (root / scheme / s).glob("*.parquet")))
-            .read().to_pandas() for s in ("train", "valid", "test")}
+    return {s: read_shards(sorted((root / scheme / s).glob("*.parquet")))
+            for s in ("train", "valid", "test")}
 
 
 @pytest.mark.parametrize("name", ["100", "208", "232"])
@@ -56,12 +58,46 @@ def test_shard_schema_and_layout(processed):
             files = sorted((processed / scheme / split).glob("part-*.parquet"))
             assert files, (scheme, split)
             schema = pq.read_schema(files[0])
-            assert schema.names == FEATURES + ["target", "record", "sample"] + RR_FEATURES
-            assert all(str(schema.field(c).type) == "float" for c in FEATURES + RR_FEATURES)
+            # the beat is one fixed-size tensor column, the RR features beside it
+            assert schema.names == [BEAT, "target", "record", "sample"] + RR_FEATURES
+            assert schema.field(BEAT).type == pa.list_(pa.float32(), 187)
+            assert all(str(schema.field(c).type) == "float" for c in RR_FEATURES)
             assert str(schema.field("target").type) == "int64"
         assert len(list((processed / scheme / "train").glob("*.parquet"))) >= 3
     meta = json.loads((processed / "intra" / "build.json").read_text())
-    assert meta["records"] == SLICE
+    assert meta["records"] == SLICE and meta["layout"] == LAYOUT
+
+
+def test_shards_hold_each_record_s_beats_unchanged(processed, mitdb):
+    frame = pd.concat(read_scheme(processed, "inter").values())
+    rows = frame[frame["record"] == "208"].sort_values("sample")
+    ref = record_beats(mitdb, "208")
+    np.testing.assert_array_equal(rows[FEATURES].to_numpy(), ref[FEATURES].to_numpy())
+    np.testing.assert_array_equal(rows[RR_FEATURES].to_numpy(), ref[RR_FEATURES].to_numpy())
+    x, y = load_split(split_files(processed / "inter", "train"), rr=True)
+    order = np.argsort(read_shards(sorted((processed / "inter" / "train").glob("*.parquet")))
+                       ["sample"].to_numpy())
+    np.testing.assert_array_equal(x[order], ref[FEATURES + RR_FEATURES].to_numpy())
+    np.testing.assert_array_equal(y[order], ref["target"].to_numpy())
+
+
+def test_older_layout_is_rebuilt_not_misread(slice_dir, tmp_path):
+    out = tmp_path / "p"
+    build(slice_dir, out, ("inter",), params={"shard_rows": 800}, progress=False)
+    # what layout 1 wrote: the beat as 187 scalar columns, build.json without "layout"
+    meta_path, train = out / "inter" / "build.json", out / "inter" / "train"
+    wide = read_shards(sorted(train.glob("*.parquet")))
+    for p in train.glob("*.parquet"):
+        p.unlink()
+    wide.to_parquet(train / "part-00000.parquet", index=False)
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({k: v for k, v in meta.items() if k != "layout"}
+                                    | {"version": 2}))
+    with pytest.raises(DataError, match="layout 1.*raytasks data build --force"):
+        split_files(out / "inter", "train")
+    build(slice_dir, out, ("inter",), params={"shard_rows": 800}, progress=False)
+    assert json.loads(meta_path.read_text())["layout"] == LAYOUT
+    assert len(load_split(split_files(out / "inter", "train"))[1]) == len(wide)
 
 
 def test_intra_split_is_disjoint_complete_and_stratified(processed, slice_dir):

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
@@ -5,13 +7,13 @@ import pytest
 from click.testing import CliRunner
 
 from raytasks.cli import main
-from raytasks.data import FEATURES
+from raytasks.data import BEAT, FEATURES, LAYOUT
+from tests.conftest import read_shards
 
 
 @pytest.fixture
 def beats(processed) -> pd.DataFrame:
-    files = sorted((processed / "intra" / "valid").glob("*.parquet"))
-    return pq.ParquetDataset([str(f) for f in files]).read().to_pandas()
+    return read_shards(sorted((processed / "intra" / "valid").glob("*.parquet")))
 
 
 def hackathon_frame(beats: pd.DataFrame) -> pd.DataFrame:
@@ -33,9 +35,12 @@ def test_import_hackathon_parquet(tmp_path, beats):
                         "--valid", str(tmp_path / "heart_big_valid.parq"))
     assert res.exit_code == 0, res.output
     out = tmp_path / "out" / "hackathon"
-    got = pq.ParquetDataset(sorted(str(p) for p in (out / "valid").glob("*.parquet"))).read()
-    got = got.to_pandas().sort_values("sample").reset_index(drop=True)
+    assert pq.read_schema(next((out / "valid").glob("*.parquet"))).names == [
+        BEAT, "target", "record", "sample"]
+    got = read_shards(sorted((out / "valid").glob("*.parquet")))
+    got = got.sort_values("sample").reset_index(drop=True)
     assert got.columns.tolist() == FEATURES + ["target", "record", "sample"]
+    assert json.loads((out / "build.json").read_text())["layout"] == LAYOUT
     assert len(got) == len(valid) and set(got["record"]) == {"heart_big_valid.parq"}
     np.testing.assert_allclose(got[FEATURES].to_numpy(), valid[FEATURES].to_numpy(), atol=1e-7)
     np.testing.assert_array_equal(got["target"], valid["target"])

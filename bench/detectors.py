@@ -1,0 +1,94 @@
+"""R-peak detectors on MIT-BIH records: QRS Se / +P (150 ms matching against the .atr beats,
+the `raytasks score` matcher) and seconds per 30-minute record, side by side in one run.
+
+    MITDB_DIR=../shared/data/mitdb .venv/bin/python bench/detectors.py 100 105 208 232
+    .venv/bin/python bench/detectors.py --all --detectors sleepecg,xqrs,raytasks  # 48 records
+
+`raytasks` is predict's detector (XQRS with sleepecg filling its gaps). neurokit2 is measured
+only where installed: it is not a project dependency (it requires pandas < 3). Scored over
+whole records, ventricular flutter left out (as EC57 and `raytasks score` do).
+"""
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from raytasks import config
+from raytasks.data.build import list_records, resolve_records
+from raytasks.score import match_beats, outside, read_annotations
+
+
+def read_lead(records: Path, name: str) -> tuple[np.ndarray, float]:
+    import wfdb
+
+    rec = wfdb.rdrecord(str(records / name))
+    lead = rec.sig_name.index("MLII") if "MLII" in rec.sig_name else 0
+    return rec.p_signal[:, lead], float(rec.fs)
+
+
+def sleepecg_peaks(x, fs):
+    import sleepecg
+
+    return sleepecg.detect_heartbeats(x, fs)
+
+
+def xqrs_peaks(x, fs):
+    from wfdb import processing
+
+    return processing.xqrs_detect(x, fs, verbose=False)
+
+
+def neurokit_peaks(x, fs):
+    import neurokit2 as nk
+
+    _, info = nk.ecg_peaks(nk.ecg_clean(x, sampling_rate=fs), sampling_rate=fs)
+    return info["ECG_R_Peaks"]
+
+
+def predict_peaks(x, fs):
+    from raytasks.predict import detect_peaks
+
+    return detect_peaks(x, fs)
+
+
+DETECTORS = {"sleepecg": sleepecg_peaks, "xqrs": xqrs_peaks, "neurokit2": neurokit_peaks,
+             "raytasks": predict_peaks}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("records", nargs="*", default=["100", "105", "208", "232"])
+    ap.add_argument("--all", action="store_true", help="every record of the directory")
+    ap.add_argument("--detectors", default="sleepecg,xqrs,raytasks")
+    args = ap.parse_args()
+    cfg = config.load()
+    records = resolve_records(cfg["records"], config.resolve(cfg["raw_download"]))
+    names = list_records(records) if args.all else args.records
+    totals = {}
+    for name in names:
+        x, fs = read_lead(records, name)
+        ref, _, flutter = read_annotations(records, name, spans=True)
+        ref = ref[outside(ref, flutter)]  # EC57 leaves ventricular flutter out (record 207)
+        for det in args.detectors.split(","):
+            t0 = time.perf_counter()
+            peaks = np.sort(np.asarray(DETECTORS[det](x, fs), dtype=np.int64))
+            peaks = peaks[outside(peaks, flutter)]
+            sec = time.perf_counter() - t0
+            ri, di = match_beats(ref / fs, peaks / fs, 0.150)
+            tp, fn, fp = len(ri), len(ref) - len(ri), len(peaks) - len(di)
+            off = np.median(peaks[di] - ref[ri]) if len(ri) else 0
+            t = totals.setdefault(det, np.zeros(4))
+            t += (tp, fn, fp, sec)
+            print(f"{name} {det:<10} Se {100 * tp / (tp + fn):6.2f}  +P "
+                  f"{100 * tp / max(tp + fp, 1):6.2f}  missed {fn:4d} extra {fp:4d}  "
+                  f"median offset {off / fs * 1e3:+.0f} ms  {sec:5.2f} s", flush=True)
+    for det, (tp, fn, fp, sec) in totals.items():
+        print(f"TOTAL {det:<10} {len(names)} records: Se {100 * tp / (tp + fn):.2f}  +P "
+              f"{100 * tp / (tp + fp):.2f}  missed {fn:.0f} extra {fp:.0f}  "
+              f"{sec / len(names):.2f} s/record")
+
+
+if __name__ == "__main__":
+    main()

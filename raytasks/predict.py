@@ -1,0 +1,528 @@
+"""Unannotated recordings -> detected, classified beats, on Ray Data.
+
+    raytasks predict --records DIR|FILE [--model models/x] [--out results/predict/]
+
+Inputs: WFDB records (.hea + .dat; a .atr, if any, is ignored unless --peaks atr), EDF
+files (pyedflib) and CSV files of samples (--fs gives their sampling rate). Lead MLII (or a
+channel labelled ECG), else the first one.
+
+Per recording: the signal is resampled to the 360 Hz of MIT-BIH, R-peaks are found by
+sleepecg's detector, and the training preprocessing is applied unchanged (`extract_beats`
+and `rr_features` of raytasks.data.build: 125 Hz, 10-s windows min-max normalised, beats of
+1.2 x the window's median RR, RR features from the *detected* peaks). A recording is cut
+into chunks (--chunk-s, aligned to the 10-s windows) and Ray Data runs one task per chunk:
+pass 1 detects peaks and extracts beats, the driver computes each recording's RR features
+over all its peaks (they need the whole record), pass 2 classifies with the model loaded once
+per worker. Outputs per recording go to OUT/<name>/ (beats.csv, summary.json, strip.png),
+each written into a temporary folder renamed into place; OUT/summary.csv covers all of them.
+A bad recording (unreadable, too short, flat, saturated, below 100 Hz) is reported in one
+line naming the file and skipped; the others are processed.
+"""
+
+import json
+import os
+import shutil
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from raytasks.data import BEAT_LEN, CLASS_SHORT, NUM_CLASSES, DataError
+from raytasks.data.build import FS_RAW, WINDOW_S, extract_beats, rr_features
+
+MIN_FS = 100
+MIN_SECONDS = 2.5  # shorter than this holds no beat with an RR interval either side
+CHUNK_S = 3600
+MARGIN_S = 2 * WINDOW_S  # read around a chunk so resampling edges fall outside it
+REFRACTORY_S = 0.2  # two detections closer than this (a chunk seam) are one beat
+ECTOPIC = (1, 2)  # S and V: what "ectopic beats per hour" and the runs count
+SUFFIXES = (".hea", ".edf", ".csv")
+
+
+# ---------------------------------------------------------------- reading recordings
+
+def list_recordings(path: Path) -> list[Path]:
+    """A file, or every WFDB header, EDF and CSV file in a directory (sorted)."""
+    path = Path(path)
+    if path.is_file() or path.with_suffix(".hea").is_file():
+        return [path.with_suffix(".hea") if path.suffix in ("", ".dat") else path]
+    if not path.is_dir():
+        raise DataError(f"{path}: no such file or directory")
+    found = sorted(p for p in path.iterdir() if p.suffix.lower() in SUFFIXES)
+    if not found:
+        raise DataError(f"{path}: no recordings (*.hea + *.dat, *.edf, *.csv)")
+    return found
+
+
+def pick_lead(labels: list[str]) -> int:
+    upper = [s.upper() for s in labels]
+    for want in ("MLII", "ECG", "II"):
+        for i, s in enumerate(upper):
+            if want in s:
+                return i
+    return 0
+
+
+def probe(path: Path, fs_csv: float | None) -> dict:
+    """Sampling rate and length (samples; None when unknown before reading) of a recording."""
+    kind = path.suffix.lower()
+    try:
+        if kind == ".hea":
+            import wfdb
+
+            h = wfdb.rdheader(str(path.with_suffix("")))
+            if not path.with_suffix(".dat").exists() and not h.file_name:
+                raise DataError(f"{path.with_suffix('.dat')}: missing")
+            return {"fs": float(h.fs), "n": h.sig_len, "lead": pick_lead(h.sig_name or [])}
+        if kind == ".edf":
+            import pyedflib
+
+            with pyedflib.EdfReader(str(path)) as f:
+                lead = pick_lead(f.getSignalLabels())
+                return {"fs": float(f.getSampleFrequency(lead)),
+                        "n": int(f.getNSamples()[lead]), "lead": lead}
+        if fs_csv is None:
+            raise DataError(f"{path}: a CSV holds no sampling rate; give it with --fs")
+        return {"fs": float(fs_csv), "n": None, "lead": None}
+    except DataError:
+        raise
+    except Exception as e:
+        raise DataError(f"{path}: unreadable ({type(e).__name__}: {str(e)[:100]})") from None
+
+
+def read_span(path: Path, info: dict, t0: float, t1: float | None) -> np.ndarray:
+    """Samples [t0, t1) seconds of the recording's chosen lead, at its own rate (float64)."""
+    fs, kind = info["fs"], path.suffix.lower()
+    a = int(round(t0 * fs))
+    b = info["n"] if t1 is None or info["n"] is None else min(info["n"], int(round(t1 * fs)))
+    try:
+        if kind == ".hea":
+            import wfdb
+
+            rec = wfdb.rdrecord(str(path.with_suffix("")), sampfrom=a, sampto=b,
+                                channels=[info["lead"]])
+            x = rec.p_signal[:, 0]
+        elif kind == ".edf":
+            import pyedflib
+
+            with pyedflib.EdfReader(str(path)) as f:
+                x = f.readSignal(info["lead"], start=a, n=b - a)
+        else:
+            x = read_csv_samples(path)[a:None if t1 is None else int(round(t1 * fs))]
+    except DataError:
+        raise
+    except Exception as e:
+        raise DataError(f"{path}: unreadable ({type(e).__name__}: {str(e)[:100]})") from None
+    if b is not None and len(x) != b - a:
+        raise DataError(f"{path}: holds {len(x)} samples from {a}, header says {b - a}")
+    return np.asarray(x, dtype=np.float64)
+
+
+def read_csv_samples(path: Path) -> np.ndarray:
+    """One column of samples; a header row is allowed (with several columns, the ECG one)."""
+    frame = pd.read_csv(path, header=None, dtype=str, skip_blank_lines=True)
+    head = [str(v) for v in frame.iloc[0]] if len(frame) else []
+    has_header = any(not is_number(v) for v in head)
+    body = frame.iloc[1:] if has_header else frame
+    col = pick_lead(head) if has_header else 0
+    numeric = pd.to_numeric(body.iloc[:, col], errors="coerce")
+    if numeric.isna().any():
+        row = int(np.flatnonzero(numeric.isna().to_numpy())[0]) + (2 if has_header else 1)
+        raise DataError(f"{path}: non-numeric sample on line {row}")
+    return numeric.to_numpy(np.float64)
+
+
+def is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def to_360(x: np.ndarray, fs: float) -> np.ndarray:
+    """Resampled to MIT-BIH's 360 Hz (polyphase, as the build's 360 -> 125 Hz)."""
+    from scipy.signal import resample_poly
+
+    if fs == FS_RAW:
+        return x
+    r = Fraction(FS_RAW / fs).limit_denominator(1000)
+    return resample_poly(x, r.numerator, r.denominator)
+
+
+def check_signal(path: Path, x: np.ndarray, fs: float) -> None:
+    """Refuse what no beat can be found in: too slow a rate, too short, NaN, flat, clipped."""
+    if fs < MIN_FS:
+        raise DataError(f"{path}: sampled at {fs:g} Hz, below the {MIN_FS} Hz a QRS needs")
+    if len(x) < MIN_SECONDS * fs:
+        raise DataError(f"{path}: {len(x) / fs:.1f} s long, too short for one beat "
+                        f"(needs {MIN_SECONDS} s)")
+    if not np.isfinite(x).all():
+        raise DataError(f"{path}: NaN or infinite sample at {int(np.argmin(np.isfinite(x)))}")
+    lo, hi = x.min(), x.max()
+    if hi - lo <= 1e-9 * max(1.0, abs(hi)) or np.std(x) < 1e-6:
+        raise DataError(f"{path}: flat signal (no ECG)")
+    rails = np.mean((x == lo) | (x == hi))
+    if rails > 0.05:
+        raise DataError(f"{path}: saturated signal ({100 * rails:.0f}% of samples at its "
+                        f"minimum or maximum)")
+
+
+# ---------------------------------------------------------------- detection and beats
+
+def detect_peaks(x: np.ndarray, fs: float) -> np.ndarray:
+    """R-peak sample indices: wfdb's XQRS, its missed beats filled in by sleepecg's detector.
+
+    Measured on the 48 MIT-BIH records (bench/detectors.py; README): XQRS alone misses
+    premature ventricular beats (QRS Se 99.21%, +P 99.65%), sleepecg alone more so and adds
+    more false beats (99.12%, 99.19%); sleepecg's beats that fall inside an XQRS gap longer
+    than FILL_RATIO x the local RR reach 99.42% / 99.59% for 1% more time (ventricular
+    flutter stretches excluded, as EC57 does).
+    """
+    import sleepecg
+
+    extra = np.asarray(sleepecg.detect_heartbeats(x, fs), dtype=np.int64)
+    try:
+        from wfdb import processing
+
+        main = np.asarray(processing.xqrs_detect(x, fs, verbose=False), dtype=np.int64)
+    except Exception:  # XQRS cannot learn on some short or odd signals: sleepecg alone
+        return np.sort(extra)
+    return fill_gaps(np.sort(main), np.sort(extra), fs)
+
+
+FILL_RATIO = 1.2
+PRE_MAX = 1.1  # a missed beat comes no later than the next normal one would (not in a pause)
+
+
+def fill_gaps(main: np.ndarray, extra: np.ndarray, fs: float) -> np.ndarray:
+    """main plus the beats of extra that split a gap of main longer than FILL_RATIO x the
+    median of the 9 RR intervals around it (a missed beat), at least 200 ms from both ends
+    and less than PRE_MAX x that median after the previous beat."""
+    from scipy.ndimage import median_filter
+
+    if len(main) < 3 or len(extra) == 0:
+        return main if len(main) >= len(extra) else extra
+    rr = np.diff(main)
+    local = median_filter(rr, size=9, mode="nearest")
+    k = np.searchsorted(main, extra)
+    inside = (k > 0) & (k < len(main))
+    k, cand = k[inside], extra[inside]
+    near = np.minimum(cand - main[k - 1], main[k] - cand)
+    pre = cand - main[k - 1]
+    add = cand[(near > REFRACTORY_S * fs) & (rr[k - 1] > FILL_RATIO * local[k - 1])
+               & (pre < PRE_MAX * local[k - 1])]
+    return np.sort(np.r_[main, add])
+
+
+def plan_chunks(name: str, path: Path, info: dict, chunk_s: float) -> list[dict]:
+    """Rows for pass 1: [t0, t1) per chunk, t0 on the 10-s window grid of the build."""
+    chunk_s = max(WINDOW_S, WINDOW_S * round(chunk_s / WINDOW_S))
+    seconds = None if info["n"] is None else info["n"] / info["fs"]
+    if seconds is None or seconds <= chunk_s:
+        return [{"name": name, "path": str(path), "info": info, "t0": 0.0, "t1": None}]
+    starts = np.arange(0, seconds, chunk_s)
+    return [{"name": name, "path": str(path), "info": info, "t0": float(t),
+             "t1": float(t + chunk_s) if t + chunk_s < seconds else None} for t in starts]
+
+
+def chunk_signal(row: dict) -> tuple[np.ndarray, int, int, int]:
+    """(360 Hz signal with margins, its first sample, the chunk's [a, b) in 360 Hz samples)."""
+    path, info, t0, t1 = Path(row["path"]), row["info"], row["t0"], row["t1"]
+    lo = max(0.0, t0 - MARGIN_S)
+    hi = None if t1 is None else t1 + MARGIN_S
+    raw = read_span(path, info, lo, hi)
+    if t0 == 0 and t1 is None:
+        check_signal(path, raw, info["fs"])
+    x = to_360(raw, info["fs"])
+    start = int(round(lo * FS_RAW))
+    b = start + len(x) if t1 is None else int(round(t1 * FS_RAW))
+    return x, start, int(round(t0 * FS_RAW)), b
+
+
+def reference_peaks(row: dict) -> np.ndarray:
+    """The .atr beat positions at 360 Hz (--peaks atr: classification without detection)."""
+    from raytasks.score import read_annotations
+
+    path = Path(row["path"])
+    if path.suffix != ".hea" or not path.with_suffix(".atr").exists():
+        raise DataError(f"{path}: --peaks atr needs a WFDB record with a .atr")
+    samples, _ = read_annotations(path.parent, path.stem)
+    return np.rint(samples * FS_RAW / row["info"]["fs"]).astype(np.int64)
+
+
+def detect_chunk(row: dict) -> dict:
+    """Pass 1 (one Ray task per chunk): R-peaks in the chunk and their training-exact beats."""
+    try:
+        x, start, a, b = chunk_signal(row)
+        if row.get("mode") == "atr":
+            peaks = reference_peaks(row) - start
+        else:
+            peaks = detect_peaks(x, FS_RAW)
+        peaks = peaks[(peaks + start >= a) & (peaks + start < b) & (peaks >= 0)
+                      & (peaks < len(x))]
+        beats = extract_beats(x, peaks) if len(peaks) else np.zeros((0, BEAT_LEN), np.float32)
+        return row | {"peaks": peaks + start, "beats": beats, "error": ""}
+    except DataError as e:
+        return row | {"peaks": np.zeros(0, np.int64),
+                      "beats": np.zeros((0, BEAT_LEN), np.float32), "error": str(e)}
+
+
+class Classifier:
+    """Pass 2 (a Ray Data actor): the model, loaded once per worker, on a chunk's beats."""
+
+    def __init__(self, model_dir: str, threads: int = 1):
+        import torch
+
+        from raytasks.train import load_model
+
+        torch.set_num_threads(threads)
+        self.model, info = load_model(Path(model_dir))
+        self.offsets = np.asarray(info.get("offsets", [0.0] * NUM_CLASSES), np.float32)
+
+    def __call__(self, row: dict) -> dict:
+        from raytasks.train import predict_logits
+
+        x = np.concatenate([row["beats"], row["rr"]], axis=1)[:, :self.model.input_width]
+        logits = predict_logits(self.model, np.ascontiguousarray(x, dtype=np.float32))
+        return {"name": row["name"], "t0": row["t0"], "logits": logits.astype(np.float32)}
+
+
+# ---------------------------------------------------------------- choosing the model
+
+def default_model(models_dir: Path, rr: bool = True) -> Path:
+    """The shipped model with the best valid macro F2 among those the input can feed:
+    RR models need a recording's RR intervals, beat-only models take single beats."""
+    best, best_f2 = None, -1.0
+    for f in sorted(Path(models_dir).glob("*/model.json")):
+        try:
+            info = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        reads_rr = bool(info.get("rr")) or info.get("arch") == "ensemble"
+        f2 = info.get("valid_metrics", {}).get("F2scoremacro", -1.0)
+        if (rr or not reads_rr) and f2 > best_f2:
+            best, best_f2 = f.parent, f2
+    if best is None:
+        raise DataError(f"{models_dir}: no exported model to predict with (--model)")
+    return best
+
+
+# ---------------------------------------------------------------- summaries and outputs
+
+def longest_run(classes: np.ndarray, c: int, times: np.ndarray) -> tuple[int, float]:
+    """Length and start time (s) of the longest run of consecutive beats of class c."""
+    best, start, run = 0, float("nan"), 0
+    for i, k in enumerate(classes):
+        run = run + 1 if k == c else 0
+        if run > best:
+            best, start = run, float(times[i - run + 1])
+    return best, start
+
+
+def summarise(name: str, path: Path, beats: pd.DataFrame, seconds: float) -> dict:
+    """Beats per class, ectopic (S, V) beats per hour, longest S and V runs."""
+    y, t = beats["class"].to_numpy(), beats["time_s"].to_numpy()
+    counts = np.bincount(y, minlength=NUM_CLASSES)
+    hours = seconds / 3600
+    out = {"recording": name, "file": str(path), "duration_s": round(seconds, 1),
+           "beats": int(len(y)),
+           "mean_hr_bpm": round(60 * (len(t) - 1) / (t[-1] - t[0]), 1) if len(t) > 1 else 0.0}
+    out |= {f"n_{c}": int(counts[i]) for i, c in enumerate(CLASS_SHORT)}
+    out |= {"S_per_hour": round(counts[1] / hours, 1), "V_per_hour": round(counts[2] / hours, 1),
+            "ectopic_per_hour": round(counts[list(ECTOPIC)].sum() / hours, 1)}
+    for c in ECTOPIC:
+        n, start = longest_run(y, c, t)
+        out |= {f"longest_{CLASS_SHORT[c]}_run": n, f"longest_{CLASS_SHORT[c]}_run_at_s": start}
+    return out
+
+
+def most_ectopic_stretch(beats: pd.DataFrame, span: float = 20.0) -> float:
+    """Start (s) of the span-second stretch holding the most non-normal beats."""
+    t = beats["time_s"].to_numpy()
+    sick = np.r_[0, np.cumsum(beats["class"].to_numpy() != 0)]
+    ends = np.searchsorted(t, t + span)
+    counts = sick[ends] - sick[np.arange(len(t))]
+    i = int(np.argmax(counts)) if len(t) else 0
+    return max(0.0, float(t[i]) - 1.0) if len(t) else 0.0
+
+
+def plot_strip(path: Path, info: dict, beats: pd.DataFrame, dest: Path, span: float = 20.0):
+    """A rhythm strip of the most ectopic stretch, beats marked and coloured by class."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t0 = most_ectopic_stretch(beats, span)
+    x = read_span(path, info, t0, t0 + span)
+    tt = t0 + np.arange(len(x)) / info["fs"]
+    fig, ax = plt.subplots(figsize=(16, 3.2))
+    ax.plot(tt, x, color="0.3", lw=0.7)
+    inside = beats[(beats["time_s"] >= t0) & (beats["time_s"] < t0 + span)]
+    colours = ["tab:green", "tab:orange", "tab:red", "tab:purple", "tab:gray"]
+    for c, short in enumerate(CLASS_SHORT):
+        sel = inside[inside["class"] == c]
+        idx = np.clip(((sel["time_s"] - t0) * info["fs"]).round().astype(int), 0, len(x) - 1)
+        ax.scatter(sel["time_s"], x[idx] if len(x) else [], color=colours[c], s=28, zorder=3,
+                   label=f"{short} ({len(sel)})")
+    ax.set_xlabel("time (s)")
+    ax.set_title(f"{path.name}: {span:.0f} s with the most ectopic beats")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)  # off the trace
+    fig.tight_layout()
+    fig.savefig(dest, dpi=90)
+    plt.close(fig)
+
+
+def beats_table(peaks: np.ndarray, logits: np.ndarray, offsets: np.ndarray,
+                fs: float) -> pd.DataFrame:
+    """time_s, sample (at the recording's own rate), class, class name, probabilities."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    classes = (logits + offsets).argmax(axis=1)
+    frame = pd.DataFrame({"time_s": np.round(peaks / FS_RAW, 4),
+                          "sample": np.rint(peaks * fs / FS_RAW).astype(np.int64),
+                          "class": classes, "label": np.asarray(CLASS_SHORT)[classes]})
+    for c, short in enumerate(CLASS_SHORT):
+        frame[f"p_{short}"] = np.round(probs[:, c], 5)
+    return frame
+
+
+def write_recording(out: Path, rec: dict, beats: pd.DataFrame, summary: dict) -> None:
+    """OUT/<name>/{beats.csv, summary.json, strip.png}: built in a temp dir, then swapped in."""
+    dest = out / rec["name"]
+    tmp = out / f".{rec['name']}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        beats.to_csv(tmp / "beats.csv", index=False)
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
+        plot_strip(Path(rec["path"]), rec["info"], beats, tmp / "strip.png")
+        old = out / f".{rec['name']}.old-{os.getpid()}"
+        if dest.exists():
+            dest.rename(old)
+        tmp.rename(dest)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# ---------------------------------------------------------------- the pipeline
+
+def run_detection(jobs: list[dict], workers: int) -> list[dict]:
+    """Pass 1 on Ray Data: one task per chunk, at most `workers` at a time."""
+    import ray
+
+    rows = [{"job": json.dumps(j)} for j in jobs]
+    ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+    out = ds.map(lambda r: detected_row(json.loads(r["job"])), num_cpus=1,
+                 compute=ray.data.TaskPoolStrategy(size=min(workers, len(rows)))).take_all()
+    return [json.loads(r["job"]) | {k: r[k] for k in ("peaks", "beats", "error")} for r in out]
+
+
+def detected_row(job: dict) -> dict:
+    res = detect_chunk(job)
+    return {"job": json.dumps(job), "peaks": res["peaks"], "beats": res["beats"],
+            "error": res["error"]}
+
+
+def merge_chunks(chunks: list[dict]) -> dict:
+    """One recording's chunks in order: peaks and beats joined, seam duplicates dropped."""
+    chunks = sorted(chunks, key=lambda c: c["t0"])
+    peaks = np.concatenate([np.asarray(c["peaks"], np.int64) for c in chunks])
+    beats = np.concatenate([np.asarray(c["beats"], np.float32).reshape(-1, BEAT_LEN)
+                            for c in chunks])
+    keep = np.r_[True, np.diff(peaks) >= REFRACTORY_S * FS_RAW] if len(peaks) else []
+    return chunks[0] | {"peaks": peaks[keep], "beats": beats[keep], "t0": 0.0}
+
+
+def run_classification(recs: list[dict], model_dir: Path, workers: int,
+                       rows_per_task: int = 20000) -> dict[str, np.ndarray]:
+    """Pass 2 on Ray Data: logits per recording, in pieces of at most rows_per_task beats."""
+    import ray
+
+    pieces = []
+    for rec in recs:
+        rr = rr_features(rec["peaks"])
+        for k in range(0, len(rec["peaks"]), rows_per_task):
+            pieces.append({"name": rec["name"], "t0": float(k),
+                           "beats": rec["beats"][k:k + rows_per_task],
+                           "rr": rr[k:k + rows_per_task]})
+    ds = ray.data.from_items(pieces, override_num_blocks=max(1, len(pieces)))
+    out = ds.map(Classifier, fn_constructor_args=(str(model_dir),), num_cpus=1,
+                 compute=ray.data.ActorPoolStrategy(size=min(workers, len(pieces)))).take_all()
+    logits: dict[str, list] = {}
+    for r in sorted(out, key=lambda r: (r["name"], r["t0"])):
+        logits.setdefault(r["name"], []).append(np.asarray(r["logits"]).reshape(-1, NUM_CLASSES))
+    return {name: np.concatenate(parts) for name, parts in logits.items()}
+
+
+def plan(paths: list[Path], fs_csv: float | None, chunk_s: float, mode: str) -> list[dict]:
+    """Chunk jobs for every readable recording; an unreadable one is reported and skipped."""
+    jobs, names = [], set()
+    for p in paths:
+        name = p.stem if p.stem not in names else f"{p.stem}{p.suffix.replace('.', '_')}"
+        names.add(name)
+        try:
+            info = probe(p, fs_csv)
+        except DataError as e:
+            print(f"skipped: {e}", flush=True)
+            continue
+        jobs += [j | {"mode": mode} for j in plan_chunks(name, p, info, chunk_s)]
+    return jobs
+
+
+def predict(paths: list[Path], model_dir: Path, out: Path, fs_csv: float | None = None,
+            workers: int = 2, chunk_s: float = CHUNK_S, mode: str = "detect") -> pd.DataFrame:
+    """Detect, classify and write every recording; returns the summary.csv frame."""
+    from raytasks.train import init_ray, load_model
+
+    _, info = load_model(model_dir)  # a bad model fails here, before any work
+    if info.get("record_features"):  # raytasks.records: needs whole-record features
+        raise DataError(f"{model_dir.name} classifies from per-record features "
+                        f"(raytasks boost); `predict` feeds single beats: use another model")
+    offsets = np.asarray(info.get("offsets", [0.0] * NUM_CLASSES), np.float32)
+    jobs = plan(paths, fs_csv, chunk_s, mode)
+    if not jobs:
+        raise DataError("no readable recording among " + ", ".join(str(p) for p in paths))
+    init_ray()
+    by_name: dict[str, list] = {}
+    for c in run_detection(jobs, workers):
+        by_name.setdefault(c["name"], []).append(c)
+    recs = []
+    for chunks in by_name.values():
+        errors = [c["error"] for c in chunks if c["error"]]
+        rec = None if errors else merge_chunks(chunks)
+        if errors or len(rec["peaks"]) == 0:
+            print(f"skipped: {errors[0] if errors else chunks[0]['path'] + ': no beat found'}",
+                  flush=True)
+            continue
+        recs.append(rec)
+    logits = run_classification(recs, model_dir, workers) if recs else {}
+    return write_outputs(recs, logits, offsets, Path(out), model_dir)
+
+
+def write_outputs(recs, logits, offsets, out: Path, model_dir: Path) -> pd.DataFrame:
+    """Per-recording folders, then summary.csv (replaced atomically) over all of them."""
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for rec in sorted(recs, key=lambda r: r["name"]):
+        beats = beats_table(rec["peaks"], logits[rec["name"]], offsets, rec["info"]["fs"])
+        n = rec["info"]["n"]
+        seconds = n / rec["info"]["fs"] if n else float(rec["peaks"][-1] / FS_RAW)
+        summary = summarise(rec["name"], Path(rec["path"]), beats, seconds)
+        summary["model"] = Path(model_dir).name
+        write_recording(out, rec, beats, summary)
+        rows.append(summary)
+        print(f"{rec['name']}: {len(beats)} beats, " + ", ".join(
+            f"{c} {summary[f'n_{c}']}" for c in CLASS_SHORT) + f" -> {out / rec['name']}",
+            flush=True)
+    frame = pd.DataFrame(rows)
+    if rows:
+        tmp = out / f".summary.csv.tmp-{os.getpid()}"
+        frame.to_csv(tmp, index=False)
+        tmp.replace(out / "summary.csv")
+    return frame
+
