@@ -481,7 +481,7 @@ def predict(paths: list[Path], model_dir: Path, out: Path, fs_csv: float | None 
 
     _, info = load_model(model_dir)  # a bad model fails here, before any work
     if info.get("record_features"):  # raytasks.records: needs whole-record features
-        raise DataError(f"{model_dir.name} classifies from per-record features "
+        raise DataError(f"{Path(model_dir).name} classifies from per-record features "
                         f"(raytasks boost); `predict` feeds single beats: use another model")
     offsets = np.asarray(info.get("offsets", [0.0] * NUM_CLASSES), np.float32)
     jobs = plan(paths, fs_csv, chunk_s, mode)
