@@ -23,9 +23,13 @@ data: .venv/.installed  ## build intra and inter shards (MITDB_DIR, else PhysioN
 describe: data  ## class counts per split + plots in results/data/
 	$(RT) data describe
 
-run: .venv/.installed  ## evaluate every model in models/ -> results/output.csv
+run: .venv/.installed  ## evaluate every model in models/ -> results/output.csv (DATA=file: on that file)
+ifdef DATA
+	$(RT) evaluate --data "$(DATA)"
+else
 	$(RT) data build --scheme intra
 	$(RT) evaluate --split valid
+endif
 
 test: .venv/.installed  ## the test suite (run Ray inside `unshare -n` here)
 	$(PY) -m pytest -q tests

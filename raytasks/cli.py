@@ -285,13 +285,48 @@ def evaluate_cmd(models, split, scheme, data_file, records, out, no_cache):
             if not dirs:
                 raise click.ClickException(f"no model in models/ was trained on "
                                            f"'{cfg['scheme']}'")
-    x, y, desc = load_eval_data(config.resolve(cfg["processed"]), cfg["scheme"], split,
-                                data_file, records)
+    x, y, desc, context = load_eval_data(config.resolve(cfg["processed"]), cfg["scheme"],
+                                         split, data_file, records)
     cache = None if no_cache else config.resolve(cfg["processed"]) / ".cache" / "evaluate"
-    rows = evaluate(dirs, x, y, desc, Path(out), cache=cache)
+    rows = evaluate(dirs, x, y, desc, Path(out), context, cache=cache)
     click.echo(f"{desc}: {len(y)} beats")
     click.echo(table(rows))
     click.echo(f"wrote {Path(out) / 'output.csv'}")
+
+
+@main.command("boost")
+@click.option("--scheme", default="inter", show_default=True, help="Built scheme to train on "
+              "(its train + valid splits; the test split is never read).")
+@click.option("--groups", default="beat,rr,pace,template", show_default=True,
+              help="Record feature groups (raytasks.records.GROUPS), comma-separated.")
+@click.option("--step", type=int, default=3, show_default=True, help="Every STEP-th sample.")
+@click.option("--folds", type=int, default=5, show_default=True,
+              help="Leave-records-out CV folds (figures and the recall-first offsets).")
+@click.option("--max-iter", type=int, default=300, show_default=True)
+@click.option("--learning-rate", type=float, default=0.1, show_default=True)
+@click.option("--l2", type=float, default=0.0, show_default=True)
+@click.option("--min-leaf", type=int, default=20, show_default=True)
+@click.option("--early-stopping/--no-early-stopping", default=False, show_default=True,
+              help="scikit-learn's: stop when 10% of the beats held out stop improving.")
+@click.option("--record-power", type=float, default=0.0, show_default=True,
+              help="Record weights ~ (record's beats)^-P: 0 off, 1 every patient equal.")
+@click.option("--tag", default=None, help="models/<tag>/ (default boost-<scheme>).")
+def boost_cmd(scheme, groups, step, folds, max_iter, learning_rate, l2, min_leaf,
+              early_stopping, record_power, tag):
+    """Patient-adaptive gradient boosting (record features), chosen by record-level CV."""
+    from raytasks import boost
+
+    cfg = config.load(scheme=scheme)
+    settings = boost.HGB | {"max_iter": max_iter, "learning_rate": learning_rate,
+                            "l2_regularization": l2, "min_samples_leaf": min_leaf,
+                            "early_stopping": "auto" if early_stopping else False,
+                            "record_power": record_power}
+    params = {"step": step, "groups": [g.strip() for g in groups.split(",") if g.strip()]}
+    out = config.resolve(cfg["models"]) / (tag or f"boost-{scheme}")
+    info = boost.train_and_export(config.resolve(cfg["processed"]), scheme, params, settings,
+                                  out, folds, log=click.echo)
+    click.echo(f"exported {out} ({(out / 'model.pt').stat().st_size / 1e6:.2f} MB, "
+               f"{info['params']} tree values)")
 
 
 @main.command("calibrate")

@@ -25,9 +25,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from raytasks.data import BEAT_LEN, CLASS_NAMES, CLASS_SHORT, NUM_CLASSES, DataError
-from raytasks.metrics import METRIC_NAMES, OBJECTIVE, RECALL_NAMES, compute_metrics, confusion
+from raytasks.metrics import (
+    METRIC_NAMES,
+    OBJECTIVE,
+    RECALL_NAMES,
+    compute_metrics,
+    confusion,
+    field_table,
+    record_bootstrap,
+)
 from raytasks.paths import staged_files, write_text
 
 COLUMNS = ["modeltag"] + METRIC_NAMES + RECALL_NAMES
@@ -42,7 +51,10 @@ def find_models(models_dir: Path) -> list[Path]:
 
 
 def load_eval_data(processed: Path, scheme: str, split: str, data_file=None, records=None):
-    """(x, y, description) of the evaluation data: a built split, a file, or WFDB records."""
+    """(x, y, description, context) of the evaluation data: a built split, a file, or WFDB
+    records. context holds each beat's `record` and `sample` (models that compare a beat
+    with the rest of its recording need them); None for a file, which carries the beat only.
+    """
     from raytasks.data.stream import has_rr, load_split, split_files
 
     if data_file:
@@ -51,7 +63,7 @@ def load_eval_data(processed: Path, scheme: str, split: str, data_file=None, rec
 
         frame = read_import(Path(data_file))
         return (frame[FEATURES].to_numpy(np.float32), frame["target"].to_numpy(np.int64),
-                f"file {data_file}")
+                f"file {data_file}", None)
     if records:
         from raytasks.data import FEATURES, RR_FEATURES
         from raytasks.data.build import list_records, record_beats, verify_checksums
@@ -60,36 +72,58 @@ def load_eval_data(processed: Path, scheme: str, split: str, data_file=None, rec
         verify_checksums(Path(records), names)
         frame = pd.concat([record_beats(Path(records), n) for n in names], ignore_index=True)
         return (frame[FEATURES + RR_FEATURES].to_numpy(np.float32),
-                frame["target"].to_numpy(np.int64), f"records {records} ({', '.join(names)})")
+                frame["target"].to_numpy(np.int64), f"records {records} ({', '.join(names)})",
+                frame[["record", "sample"]].reset_index(drop=True))
     files = split_files(Path(processed) / scheme, split)
     x, y = load_split(files, rr=has_rr(files))
-    return x, y, f"{scheme}/{split} ({Path(processed) / scheme / split})"
+    # same files, same order as load_split: row i of context is beat i of x
+    context = pq.ParquetDataset(files).read(columns=["record", "sample"]).to_pandas()
+    return x, y, f"{scheme}/{split} ({Path(processed) / scheme / split})", context
 
 
-def evaluate_model(model_dir: Path, x: np.ndarray, y: np.ndarray, data_desc: str = "") -> dict:
+class Skip(DataError):
+    """A model that cannot read this data: evaluation goes on without it, saying why."""
+
+
+def model_inputs(model, info: dict, x: np.ndarray, context, data_desc: str) -> np.ndarray:
+    """What the model reads, from x (and context); Skip with the reason when the data lacks it."""
+    lacks = data_desc or "the data"
+    if x.shape[1] < model.input_width:
+        raise Skip(f"reads RR-interval features, which {lacks} lacks (hackathon/Kaggle files "
+                   f"carry the beat only)")
+    if info.get("record_features"):
+        if context is None:
+            raise Skip(f"compares each beat with the rest of its recording (record, sample), "
+                       f"which {lacks} does not identify")
+        from raytasks.records import record_features
+
+        return record_features(x, context, info["record_features"])
+    return x[:, :model.input_width]
+
+
+def evaluate_model(model_dir: Path, x: np.ndarray, y: np.ndarray, data_desc: str = "",
+                   context=None) -> dict:
     """Both operating points of one model: rows, confusion matrices, speed.
 
     x holds the beat and, when the data has them, its RR features; each model reads the
-    columns it was trained on.
+    columns it was trained on. Skip when the data lacks what the model reads.
     """
     from raytasks.train import load_model, predict_logits
 
     model, info = load_model(model_dir)
-    if x.shape[1] < model.input_width:
-        raise DataError(f"{model_dir.name} reads RR-interval features, which "
-                        f"{data_desc or 'the data'} lacks (hackathon/Kaggle files carry the "
-                        f"beat only)")
     t0 = time.perf_counter()
-    logits = predict_logits(model, x[:, :model.input_width])
+    logits = predict_logits(model, model_inputs(model, info, x, context, data_desc))
     seconds = time.perf_counter() - t0
     offsets = np.asarray(info.get("offsets", [0.0] * NUM_CLASSES), dtype=np.float64)
     out = {"tag": model_dir.name, "info": info, "beats_per_s": len(x) / max(seconds, 1e-9),
            "size_bytes": sum(f.stat().st_size for f in model_dir.rglob("model.pt")),
-           "points": {}}
+           "points": {}, "n_records": None if context is None else context["record"].nunique()}
     for name, off in ((model_dir.name, np.zeros(NUM_CLASSES)),
                       (f"{model_dir.name}@recall", offsets)):
         pred = (logits + off).argmax(axis=1)
         out["points"][name] = {"metrics": compute_metrics(y, pred), "cm": confusion(y, pred)}
+        if context is not None:  # the field's figures, with intervals over records
+            out["points"][name]["field"] = record_bootstrap(y, pred, context["record"])
     return out
 
 
@@ -152,6 +186,12 @@ def report_md(res: dict, data_desc: str, n_beats: int) -> str:
         lines += ["", f"Confusion matrix, {name} (rows true, columns predicted: "
                   f"{' '.join(CLASS_SHORT)}):", "", "```"]
         lines += ["  ".join(f"{v:>6d}" for v in row) for row in p["cm"]] + ["```"]
+    field = {name: p["field"] for name, p in res["points"].items() if "field" in p}
+    if field:
+        lines += ["", "## As the patient-level literature reports it", "",
+                  f"Se (recall), +P (precision) and F1 per class; 95% intervals from "
+                  f"bootstrapping its {res['n_records']} records (patients), not beats:", "",
+                  field_table(field)]
     offsets = ", ".join(f"{CLASS_SHORT[c]} {v:+.2f}" for c, v in enumerate(info.get(
         "offsets", [0] * 5)))
     lines += [
@@ -198,23 +238,29 @@ def tree_digest(root: Path, pattern: str = "*") -> str:
         str(p.relative_to(root)).encode(), p.read_bytes())))
 
 
-def data_key(x: np.ndarray, y: np.ndarray, data_desc: str) -> str:
-    """What every cached model row depends on besides the model: data, code, libraries."""
+def data_key(x: np.ndarray, y: np.ndarray, data_desc: str, context=None) -> str:
+    """What every cached model row depends on besides the model: data (with each beat's
+    record and sample: record-feature models and the record bootstrap read them), code,
+    libraries."""
     import torch
 
     code = tree_digest(Path(__file__).parent, "*.py")
-    return digest(np.ascontiguousarray(x).tobytes(), y.tobytes(), data_desc.encode(),
+    where = b"" if context is None else (
+        "\n".join(context["record"].astype(str)).encode()
+        + context["sample"].to_numpy(np.int64).tobytes())
+    return digest(np.ascontiguousarray(x).tobytes(), y.tobytes(), data_desc.encode(), where,
                   code.encode(), f"{torch.__version__} {np.__version__}".encode())
 
 
-def model_result(model_dir: Path, x, y, data_desc: str, store: Path, key: str) -> dict:
+def model_result(model_dir: Path, x, y, data_desc: str, store: Path, key: str,
+                 context=None) -> dict:
     """One model's points, speed and size, with r["files"] the folder holding its rendered
     ARTIFACTS: from `store` when this model's files and `key` were seen before, else
     computed and rendered there (staged, then renamed into place)."""
     entry = store / digest(model_dir.name.encode(), tree_digest(model_dir).encode(),
                            key.encode())
     if not (entry / "result.json").exists():
-        r = evaluate_model(model_dir, x, y, data_desc)
+        r = evaluate_model(model_dir, x, y, data_desc, context)  # may Skip: nothing cached
         tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.tmp-", dir=store))
         plot_model(r, tmp)
         (tmp / "report.md").write_text(report_md(r, data_desc, len(y)))
@@ -229,26 +275,37 @@ def model_result(model_dir: Path, x, y, data_desc: str, store: Path, key: str) -
     return r | {"files": entry}
 
 
-def evaluate(model_dirs: list[Path], x, y, data_desc: str, out: Path,
+def evaluate(model_dirs: list[Path], x, y, data_desc: str, out: Path, context=None,
              cache: Path | None = None) -> pd.DataFrame:
     """Evaluate, then write per-model plots/reports and output.csv under out: all staged
     first and swapped in at the end, so any failure leaves out as it was.
 
     With `cache` (a folder), unchanged models are served from it (see the module docstring).
+    Models that cannot read the data (RR features or recording context it lacks) are
+    skipped with one line each; a broken model or no readable model at all stops everything.
     """
     if len(x) == 0:
         raise DataError(f"{data_desc}: no beats to evaluate")
     with tempfile.TemporaryDirectory() as scratch:
         store = Path(cache) if cache else Path(scratch)
         store.mkdir(parents=True, exist_ok=True)
-        key = data_key(x, y, data_desc)
+        key = data_key(x, y, data_desc, context)
         # any failure: nothing written to out
-        results = [model_result(d, x, y, data_desc, store, key) for d in model_dirs]
+        results, skipped = [], []
+        for d in model_dirs:
+            try:
+                results.append(model_result(d, x, y, data_desc, store, key, context))
+            except Skip as e:
+                skipped.append(f"skipped {Path(d).name}: {e}")
+        if not results:
+            raise DataError("no model can read this data: " + "; ".join(skipped))
         results.sort(key=lambda r: -max(p["metrics"][OBJECTIVE] for p in r["points"].values()))
         rows = pd.DataFrame([{"modeltag": name, **{c: p["metrics"][c] for c in COLUMNS[1:]}}
                              for r in results for name, p in r["points"].items()],
                             columns=COLUMNS)
         write_results(results, rows, out)
+    for line in skipped:
+        print(line)
     for r in results:
         print(f"{r['tag']}: {r['beats_per_s']:.0f} beats/s, {r['size_bytes'] / 1e6:.2f} MB")
     return rows

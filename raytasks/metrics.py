@@ -142,3 +142,59 @@ def fit_offsets(logits: np.ndarray, y_true, beta: float = 2.0,
         if not improved:
             break
     return offsets
+
+
+# ---------------------------------------------------------------- the field's report (DS2)
+
+FIELD_CLASSES = (1, 2, 3)  # S, V, F: Se, +P and F1 each
+
+
+def field_metrics(cm: np.ndarray) -> dict[str, float]:
+    """The patient-level literature's figures from one confusion matrix: accuracy, Se
+    (recall), +P (precision) and F1 of S, V, F (and N), macro F1 over N, S, V, F and over
+    all five classes (Q has almost no beats in DS1 or DS2, so it drags the 5-class mean)."""
+    tp = np.diag(cm).astype(np.float64)
+    support, predicted = cm.sum(axis=1), cm.sum(axis=0)
+    se = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    ppv = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    f1 = _fbeta(ppv, se, 1.0)
+    out = {"accuracy": float(tp.sum() / max(cm.sum(), 1))}
+    for c, name in enumerate("NSVFQ"):
+        out |= {f"{name} Se": se[c], f"{name} +P": ppv[c], f"{name} F1": f1[c]}
+    out["macro F1 (N,S,V,F)"] = float(f1[:4].mean())
+    out["macro F1 (5)"] = float(f1.mean())
+    return {k: float(v) for k, v in out.items()}
+
+
+def record_bootstrap(y_true, y_pred, records, n_boot: int = 1000, seed: int = 0,
+                     level: float = 0.95) -> dict[str, tuple[float, float, float]]:
+    """{figure: (value, low, high)}: each field figure with a bootstrap interval over
+    *records* (patients), not beats: beats of one patient are not independent, and a
+    patient-level claim must carry the spread between patients."""
+    records = np.asarray(records)
+    names, inverse = np.unique(records, return_inverse=True)
+    k = NUM_CLASSES
+    per_record = np.zeros((len(names), k * k), dtype=np.int64)
+    np.add.at(per_record, (inverse, np.asarray(y_true) * k + np.asarray(y_pred)), 1)
+    point = field_metrics(per_record.sum(axis=0).reshape(k, k))
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(names), size=(n_boot, len(names)))
+    boots = [field_metrics(per_record[d].sum(axis=0).reshape(k, k)) for d in draws]
+    lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
+    return {m: (v, float(np.percentile([b[m] for b in boots], lo)),
+                float(np.percentile([b[m] for b in boots], hi))) for m, v in point.items()}
+
+
+FIELD_COLUMNS = ["accuracy", "S Se", "S +P", "S F1", "V Se", "V +P", "V F1", "F F1",
+                 "macro F1 (N,S,V,F)", "macro F1 (5)"]
+
+
+def field_table(rows: dict[str, dict], columns=FIELD_COLUMNS) -> str:
+    """A markdown table, a row per {name: record_bootstrap(...) or field_metrics(...)}."""
+    def cell(v):
+        return f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]" if isinstance(v, tuple) else f"{v:.3f}"
+
+    lines = ["| | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(cell(r[c]) for c in columns) + " |"
+              for name, r in rows.items()]
+    return "\n".join(lines)

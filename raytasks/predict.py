@@ -480,6 +480,9 @@ def predict(paths: list[Path], model_dir: Path, out: Path, fs_csv: float | None 
     from raytasks.train import init_ray, load_model
 
     _, info = load_model(model_dir)  # a bad model fails here, before any work
+    if info.get("record_features"):  # raytasks.records: needs whole-record features
+        raise DataError(f"{Path(model_dir).name} classifies from per-record features "
+                        f"(raytasks boost); `predict` feeds single beats: use another model")
     offsets = np.asarray(info.get("offsets", [0.0] * NUM_CLASSES), np.float32)
     jobs = plan(paths, fs_csv, chunk_s, mode)
     if not jobs:

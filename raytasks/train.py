@@ -526,7 +526,9 @@ def load_model(model_dir: Path) -> tuple[torch.nn.Module, dict]:
 
             model = load_members(model_dir, info)
         else:
-            model = create_model(info["arch"], rr=info.get("rr", False), **info["model"])
+            # a record-features model (raytasks.records) reads beat + RR, then features of them
+            wrap = info.get("rr", False) and not info.get("record_features")
+            model = create_model(info["arch"], rr=wrap, **info["model"])
             model.load_state_dict(torch.load(model_dir / "model.pt", weights_only=True,
                                              map_location="cpu"))
             model.input_width = input_width(info.get("rr", False))  # columns of x it reads

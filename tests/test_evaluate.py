@@ -2,6 +2,7 @@
 
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -241,3 +242,36 @@ def test_warm_run_is_byte_identical_and_never_stale(env, processed, models_dir, 
     assert run("--model", str(model), "--out", str(env)).exit_code == 0
     relabelled = (env / "output.csv").read_bytes()
     assert relabelled != changed and relabelled == fresh()
+
+
+def hackathon_file(processed, path, n=None):
+    """A hackathon-format parquet (187 float columns + target, nothing else) from built shards."""
+    frame = read_shards(sorted((processed / "intra" / "test").glob("*.parquet")))
+    hack = frame[FEATURES].astype("float64").assign(target=frame["target"].astype("float64"))
+    hack.iloc[:n].to_parquet(path)
+    return path
+
+
+def test_hackathon_file_evaluates_readable_shipped_models_and_lists_the_rest(
+        env, processed, tmp_path, monkeypatch):
+    """Every shipped model that reads the beat alone is evaluated; each that needs RR columns
+    (or a recording's context) is skipped with one line naming it and why."""
+    import json
+
+    shipped = Path(__file__).resolve().parents[1] / "models"
+    monkeypatch.setenv("RAYTASKS_MODELS", str(shipped))
+    data = hackathon_file(processed, tmp_path / "heart_big_valid.parq", n=300)
+    res = run("--data", str(data))
+    assert res.exit_code == 0, res.exception or res.output
+    infos = {d.name: json.loads((d / "model.json").read_text())
+             for d in sorted(shipped.glob("*/model.json")) for d in [d.parent]}
+    needs_rr = {t for t, i in infos.items() if i.get("rr") or (
+        i["arch"] == "ensemble" and any(json.loads((shipped / t / "members" / m / "model.json")
+                                                   .read_text()).get("rr") for m in i["members"]))}
+    assert needs_rr and needs_rr != set(infos)  # the check below must be able to fail
+    evaluated = {t.removesuffix("@recall") for t in
+                 pd.read_csv(env / "external" / "output.csv")["modeltag"]}
+    assert evaluated == set(infos) - needs_rr
+    skipped = [ln for ln in res.output.splitlines() if ln.startswith("skipped ")]
+    assert sorted(ln.split()[1].rstrip(":") for ln in skipped) == sorted(needs_rr)
+    assert all("RR-interval" in ln or "recording" in ln for ln in skipped)

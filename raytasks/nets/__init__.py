@@ -137,7 +137,9 @@ def input_width(rr: bool) -> int:
 
 
 def list_models() -> list[str]:
-    return sorted(REGISTRY)
+    """The architectures `raytasks train` and the search spaces can train (not `trees`,
+    which is fitted by `raytasks boost` and only loads and predicts here)."""
+    return sorted(n for n, (cls, _) in REGISTRY.items() if getattr(cls, "trainable", True))
 
 
 def num_params(model: nn.Module) -> int:
@@ -152,4 +154,5 @@ from raytasks.nets import (  # noqa: E402,F401
     recurrent,
     resnet1d,
     transformer,
+    trees,
 )
