@@ -54,7 +54,7 @@ DEFAULTS = {
     "aug_shift": 0,  # time shift, +-samples
     "seed": 0,
     "workers": 1,
-    "cpus_per_worker": 1.0,  # fractional: leave CPU for Ray Data to read with
+    "cpus_per_worker": 1.0,  # Ray bookkeeping; fractional values share a core
     "threads": 0,  # torch threads per worker; 0 = the worker's CPUs, rounded, at least 1
     "placement": "PACK",  # PACK | SPREAD: workers on as few / as many nodes as possible
     "metric": OBJECTIVE,  # checkpoint ranking / export choice
@@ -84,7 +84,7 @@ HELP = {
     "aug_shift": "augment: random time shift, +- samples; 0 off",
     "seed": "seed of weights, stream resampling and shuffling",
     "workers": "TorchTrainer workers (DDP)",
-    "cpus_per_worker": "CPUs per worker; leave 1 CPU of the cluster free for Ray Data",
+    "cpus_per_worker": "CPUs per worker (Ray bookkeeping; fractions share a core)",
     "threads": "torch threads per worker (0: its CPUs, rounded); more than its CPUs is "
                "worth it once Ray Data has streamed ahead",
     "placement": "PACK fills a node before the next; SPREAD puts workers on different nodes",
@@ -235,7 +235,8 @@ def augment(x: torch.Tensor, cfg: dict, gen: torch.Generator) -> torch.Tensor:
 def predict_logits(model: torch.nn.Module, x: np.ndarray, batch: int = 4096,
                    device: torch.device = CPU) -> np.ndarray:
     model.eval()
-    out = [model(torch.from_numpy(x[i:i + batch]).to(device)).float().cpu().numpy()
+    # a copy per batch: x may be a read-only Arrow buffer (from_numpy warns on those)
+    out = [model(torch.tensor(x[i:i + batch]).to(device)).float().cpu().numpy()
            for i in range(0, len(x), batch)]
     return np.concatenate(out) if out else np.zeros((0, 5), dtype=np.float32)
 

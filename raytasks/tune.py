@@ -8,10 +8,11 @@ through TuneReportCallback (--workers > 1), or the loop in the trial's own proce
 (--workers 1, the default: cheapest on a laptop). HyperOpt proposes configs (the space's
 points_to_evaluate first); ASHA stops weak trials early, one epoch = one Tune iteration.
 
-Sizing: trials x workers x cpus-per-trial must leave 1 CPU of the cluster free. Ray Data
-lists files with a task that asks for a whole CPU (its read and resample tasks ask for 0.25);
-with no CPU left those tasks never start and every trial hangs. On 2 cores: 2 trials x 0.5
-CPU (the CPU count is Ray's bookkeeping: each trial still trains on a whole core).
+Sizing: trials x workers x cpus-per-trial must leave 1 CPU of the cluster free, a margin for
+the tasks and actors Tune and Ray Train start besides the trials (the training stream no
+longer needs one: it reads a split once into the object store, see data/stream.py). On 2
+cores: 2 trials x 0.5 CPU (the CPU count is Ray's bookkeeping: each trial still trains on a
+whole core).
 
 Everything is tagged with the dev tag: experiment <dev>-<space>-<utc>, W&B group <dev> with
 tags [space, arch]; runs, exported models and leaderboard rows go to <storage>/<dev>/ (see
@@ -235,7 +236,8 @@ def latest_experiment(store: Storage, dev: str, space_name: str) -> str:
 @click.option("--time-budget", type=float, default=None, help="Stop the search after S seconds.")
 @click.option("--concurrency", type=int, default=2, help="Trials at once.")
 @click.option("--cpus-per-trial", type=float, default=0.5,
-              help="CPUs per trial (per worker with --workers > 1); leave 1 CPU for Ray Data.")
+              help="CPUs per trial (per worker with --workers > 1); leave 1 CPU of the "
+                   "cluster free.")
 @click.option("--gpus-per-trial", type=click.FloatRange(0), default=0.0, show_default=True,
               help="GPUs per trial (per worker with --workers > 1); a fraction shares a GPU, "
                    "e.g. 0.25 runs 4 trials on one.")
@@ -307,7 +309,7 @@ def run(space_name, archs, samples, max_epochs, grace, time_budget, concurrency,
     if concurrency * cpus_per_trial * workers > total - 1:
         raise click.BadParameter(
             f"{concurrency} trials x {workers} worker(s) x {cpus_per_trial} CPU leaves less "
-            f"than 1 of the cluster's {total:g} CPUs for Ray Data; lower --concurrency or "
+            f"than 1 of the cluster's {total:g} CPUs free; lower --concurrency or "
             f"--cpus-per-trial", param_hint="--cpus-per-trial")
     gpus = ray.cluster_resources().get("GPU", 0)
     if gpus_per_trial and gpus_per_trial * workers > gpus:
