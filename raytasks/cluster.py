@@ -403,15 +403,20 @@ def list_jobs(cfg: dict, everyone: bool = False) -> list[tuple]:
     return [(o, j) for o, j in found if everyone or o == dev]
 
 
+def job_info(jobs, submission_id: str, missing: str):
+    """The job's info from the cluster; `missing` is the one-line error when there is none."""
+    try:
+        return jobs.get_job_info(submission_id)
+    except RuntimeError:
+        raise ClusterError(missing) from None
+
+
 def own_job(cfg: dict, submission_id: str, force: bool, action: str):
     """(client, owner) for a job this dev may act on; another dev's job is refused."""
     dev = config.require_dev(cfg)
     jobs = client(cfg)
-    try:
-        job = jobs.get_job_info(submission_id)
-    except RuntimeError:
-        raise ClusterError(f"no job {submission_id!r} on {job_address(cfg)} "
-                           f"(`raytasks jobs` lists yours)") from None
+    job = job_info(jobs, submission_id,
+                   f"no job {submission_id!r} on {job_address(cfg)} (`raytasks jobs` lists yours)")
     who = owner(jobs, job)
     if who != dev and not force:
         whose = f"{who}'s job" if who else "a job without a dev tag"
@@ -439,11 +444,8 @@ def find_experiment(cfg: dict, store: Storage, name: str) -> tuple[str, str]:
         if store.exists(who, "results", name) or store.exists(who, "runs", name):
             return who, name
     jobs = client(cfg)
-    try:
-        job = jobs.get_job_info(name)
-    except RuntimeError:
-        raise ClusterError(f"{name!r} is neither an experiment in {store.uri} nor a job on "
-                           f"{job_address(cfg)}") from None
+    job = job_info(jobs, name, f"{name!r} is neither an experiment in {store.uri} nor "
+                                    f"a job on {job_address(cfg)}")
     found = ran_as(jobs, job)
     if not found:
         raise ClusterError(f"job {name} ({job.status}) has not started a raytasks search")

@@ -135,6 +135,11 @@ def plot_model(res: dict, out_dir: Path) -> None:
     import matplotlib.pyplot as plt
 
     points = list(res["points"].items())
+    plot_confusion(plt, points, out_dir / "confusion.png")
+    plot_recall(plt, points, res["tag"], out_dir / "recall.png")
+
+
+def plot_confusion(plt, points: list, path: Path) -> None:
     fig, axes = plt.subplots(len(points), 2, figsize=(10, 4.3 * len(points)), squeeze=False)
     for row, (name, p) in enumerate(points):
         cm = p["cm"]
@@ -152,9 +157,11 @@ def plot_model(res: dict, out_dir: Path) -> None:
             ax.set_ylabel("true")
             ax.set_title(f"{name}: {title}")
     fig.tight_layout()
-    fig.savefig(out_dir / "confusion.png", dpi=100)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
+
+def plot_recall(plt, points: list, tag: str, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(9, 4))
     width = 0.2
     for k, (name, p) in enumerate(points):
@@ -169,9 +176,9 @@ def plot_model(res: dict, out_dir: Path) -> None:
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("per class")
     ax.legend(fontsize=8, loc="lower left")
-    ax.set_title(f"{res['tag']}: per-class recall and precision")
+    ax.set_title(f"{tag}: per-class recall and precision")
     fig.tight_layout()
-    fig.savefig(out_dir / "recall.png", dpi=100)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 

@@ -391,6 +391,21 @@ def missing_classes(meta: dict) -> list[str]:
     return out
 
 
+PREPROCESSING = {"fs": FS, "window_s": WINDOW_S, "rr_factor": RR_FACTOR,
+                 "beat_len": BEAT_LEN, "lead": "MLII else first"}
+
+
+def all_beats(records_dir: Path, names: list[str], progress: bool) -> pd.DataFrame:
+    """Every record's beats, one frame, with a progress bar per record."""
+    frames = []
+    # on a terminal only: in logs and captured output a bar is noise around the one error line
+    bar = tqdm(names, desc="records", unit="rec", disable=None if progress else True)
+    for name in bar:
+        bar.set_postfix_str(name)
+        frames.append(record_beats(records_dir, name))
+    return pd.concat(frames, ignore_index=True)
+
+
 def build(records_dir: Path, out: Path, schemes=("intra",), force: bool = False,
           params: dict | None = None, progress: bool = True) -> dict[str, dict]:
     """Build the shards of each scheme from a directory of raw records.
@@ -415,14 +430,7 @@ def build(records_dir: Path, out: Path, schemes=("intra",), force: bool = False,
         if not force:
             refuse_shrinking(out / scheme, names)
 
-    frames = []
-    # on a terminal only: in logs and captured output a bar is noise around the one error line
-    bar = tqdm(names, desc="records", unit="rec", disable=None if progress else True)
-    for name in bar:
-        bar.set_postfix_str(name)
-        frames.append(record_beats(records_dir, name))
-    beats = pd.concat(frames, ignore_index=True)
-
+    beats = all_beats(records_dir, names, progress)
     for scheme in todo:
         parts = SCHEMES[scheme](beats, params)
         splits = {s: beats.iloc[idx] for s, idx in parts.items()}
@@ -431,10 +439,8 @@ def build(records_dir: Path, out: Path, schemes=("intra",), force: bool = False,
             raise DataError(f"{records_dir}: scheme '{scheme}' leaves split(s) {empty} empty "
                             f"with records {names}")
         meta = {"version": BUILD_VERSION, "layout": LAYOUT, "scheme": scheme,
-                "source": str(records_dir),
-                "records": names, "fingerprint": fp, "params": params,
-                "preprocessing": {"fs": FS, "window_s": WINDOW_S, "rr_factor": RR_FACTOR,
-                                  "beat_len": BEAT_LEN, "lead": "MLII else first"}}
+                "source": str(records_dir), "records": names, "fingerprint": fp,
+                "params": params, "preprocessing": PREPROCESSING}
         results[scheme] = write_dataset(splits, out / scheme, meta, params["shard_rows"],
                                         params["seed"])
     return results
