@@ -111,8 +111,9 @@ LIMITS = {
     "aug_wander": (float, 0.0, None), "aug_noise": (float, 0.0, None),
     "aug_shift": (int, 0, BEAT_LEN - 1), "seed": (int, None, None), "workers": (int, 1, None),
     "cpus_per_worker": (float, 0.01, None), "threads": (int, 0, None), "keep": (int, 1, None),
-    "max_failures": (int, -1, None), "shuffle_buffer": (int, 0, None), "rr": (bool, None, None),
-    "rr_beat_dropout": (float, 0.0, 0.99),
+    "max_failures": (int, -1, None), "prefetch": (int, 1, None), "rr": (bool, None, None),
+    "rr_beat_dropout": (float, 0.0, 0.99), "gpu": (bool, None, None),
+    "gpus_per_worker": (float, 0.01, None),
 }
 
 

@@ -106,6 +106,11 @@ def test_bad_training_settings_refused():
         train.make_config({"rr": True, "rr_beat_dropout": 1.0})
     with pytest.raises(train.TrainConfigError, match="unknown config field"):
         train.make_config({"arch": "gru", "model": {"hiden": 3}})
+    # every setting has a type and range, the stream's and the GPU path's included
+    assert set(train.LIMITS) <= set(train.DEFAULTS)
+    for key, bad in (("prefetch", 0), ("gpus_per_worker", 0.0), ("gpu", 1)):
+        with pytest.raises(train.TrainConfigError, match=key):
+            train.make_config({key: bad})
 
 
 def test_cli_train_exports_model(ray_cluster, processed, tmp_path, monkeypatch):
