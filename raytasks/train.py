@@ -351,8 +351,10 @@ def train_loop(cfg: dict, *, rank: int, world: int, checkpoint, batches, report,
                    "data_wait_s": wait,
                    "lr": sched.get_last_lr()[0]}
         if rank == 0:
-            pred = predict_logits(model, valid_x, device=device).argmax(axis=1)
-            metrics.update(compute_metrics(valid_y, pred))
+            logits = predict_logits(model, valid_x, device=device)
+            metrics.update(compute_metrics(valid_y, logits.argmax(axis=1)))
+            metrics["valid_loss"] = F.cross_entropy(torch.from_numpy(logits),
+                                                    torch.as_tensor(valid_y).long()).item()
             with tempfile.TemporaryDirectory() as d:
                 save_state(Path(d), model, opt, sched, epoch, metrics, start)
                 report(metrics, d)
@@ -369,8 +371,9 @@ def train_loop_per_worker(cfg: dict):
     device = train_device(cfg, train_worker=True)
 
     def batches(epoch):  # this rank's equal share of the epoch, from the object store
-        return cfg["stream"].batches(epoch, cfg["batch_size"], rank, world, device,
-                                     cfg["prefetch"])
+        share = cfg["stream"].batches(epoch, cfg["batch_size"], rank, world, device,
+                                      cfg["prefetch"])
+        return share if rank else progress(share, cfg, epoch, world, "rank 0")
 
     def report(metrics, state_dir):
         ckpt = ray.train.Checkpoint.from_directory(state_dir) if state_dir else None
@@ -459,10 +462,27 @@ def fit_local(cfg: dict, report):
                                         rr=cfg["rr"])
 
     def batches(epoch):
-        return stream.batches(epoch, cfg["batch_size"], device=device, prefetch=cfg["prefetch"])
+        every = stream.batches(epoch, cfg["batch_size"], device=device, prefetch=cfg["prefetch"])
+        return progress(every, cfg, epoch, 1, cfg.get("_progress", "train"))
 
     train_loop(cfg, rank=0, world=1, checkpoint=cfg.pop("_checkpoint", None), batches=batches,
                report=report, device=device)
+
+
+def progress(batches, cfg: dict, epoch: int, world: int, label: str, min_s: float = 5.0):
+    """An epoch's batches, with a line at every 25% once the epoch has run min_s seconds:
+    a job log shows where a long epoch is (with an ETA); a short epoch prints nothing."""
+    total = max(1, math.ceil(cfg["train_rows"] / world / cfg["batch_size"]))
+    t0, mark = time.perf_counter(), 0.25
+    for i, batch in enumerate(batches, 1):
+        yield batch
+        if i / total < mark or i >= total:
+            continue
+        mark = (int(i / total * 4) + 1) / 4
+        took = time.perf_counter() - t0
+        if took >= min_s:
+            print(f"{label} epoch {epoch + 1}/{cfg['epochs']}: {i / total:.0%} of {total} "
+                  f"batches in {took:.0f} s, ETA {took * (total - i) / i:.0f} s", flush=True)
 
 
 # ---------------------------------------------------------------- export
