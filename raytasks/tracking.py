@@ -79,7 +79,7 @@ def callback(project: str, experiment: dict, settings_of, wandb_dir: Path):
         def log_trial_start(self, trial):
             settings = settings_of(trial.config)
             self.kwargs.update(
-                name=run_name(settings["arch"], trial.trial_id), reinit="create_new",
+                name=run_name(settings["arch"], trial.trial_id), reinit="finish_previous",
                 tags=run_tags(experiment["dev"], experiment["space"], settings["arch"]),
                 config={**experiment, **flat(settings), "trial_id": trial.trial_id})
             super().log_trial_start(trial)
