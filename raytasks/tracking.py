@@ -45,14 +45,10 @@ def logged(result: dict) -> dict:
     return {RENAME.get(k, k): v for k, v in result.items() if k != "config"}
 
 
-def callback(project: str, experiment: dict, settings_of, wandb_dir: Path):
-    """Ray's WandbLoggerCallback, with raytasks' names, config, tags and quiet actors.
-
-    `experiment` holds the search's fixed settings (dev, space, experiment, ...);
-    settings_of(trial config) gives a trial's own training settings.
-    """
-    import ray
-    from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
+def quiet_actor():
+    """Ray's W&B logging actor, silent, logging train/* and valid/* keys, closing its
+    W&B service itself (else Ray's kill leaves an atexit traceback in the job log)."""
+    from ray.air.integrations.wandb import _WandbLoggingActor
 
     class QuietLoggingActor(_WandbLoggingActor):
         def __init__(self, *args, **kwargs):
@@ -65,16 +61,30 @@ def callback(project: str, experiment: dict, settings_of, wandb_dir: Path):
 
         def run(self):
             super().run()
-            self._wandb.teardown()  # close the service now, not in an atexit at ray.kill
+            self._wandb.teardown()
+
+    return QuietLoggingActor
+
+
+def callback(project: str, experiment: dict, settings_of, wandb_dir: Path):
+    """Ray's WandbLoggerCallback, with raytasks' names, config, tags and quiet actors.
+
+    `experiment` holds the search's fixed settings (dev, space, experiment, ...);
+    settings_of(trial config) gives a trial's own training settings.
+    """
+    import ray
+    from ray.air.integrations.wandb import WandbLoggerCallback
+
+    actor = quiet_actor()
+    env = {k: os.environ[k] for k in ("WANDB_API_KEY",) if k in os.environ}
 
     class RaytasksWandb(WandbLoggerCallback):
-        _logger_actor_cls = QuietLoggingActor
-
         def setup(self, *args, **kwargs):
             super().setup(*args, **kwargs)
             # no max_restarts: a restartable actor with its arguments in the object store
             # makes Ray's core worker print an error line into every job log
-            self._remote_logger_class = ray.remote(num_cpus=0)(QuietLoggingActor)
+            self._remote_logger_class = ray.remote(num_cpus=0, runtime_env={
+                "env_vars": env})(actor)
 
         def log_trial_start(self, trial):
             settings = settings_of(trial.config)
