@@ -74,6 +74,7 @@ def callback(project: str, experiment: dict, settings_of, wandb_dir: Path):
     """
     import ray
     from ray.air.integrations.wandb import WandbLoggerCallback
+    from ray.air.util.node import _force_on_current_node
 
     actor = quiet_actor()
     env = {k: os.environ[k] for k in ("WANDB_API_KEY",) if k in os.environ}
@@ -81,10 +82,11 @@ def callback(project: str, experiment: dict, settings_of, wandb_dir: Path):
     class RaytasksWandb(WandbLoggerCallback):
         def setup(self, *args, **kwargs):
             super().setup(*args, **kwargs)
-            # no max_restarts: a restartable actor with its arguments in the object store
+            # as Ray's, on the driver's node (where the run's folder is), without
+            # max_restarts: a restartable actor with its arguments in the object store
             # makes Ray's core worker print an error line into every job log
-            self._remote_logger_class = ray.remote(num_cpus=0, runtime_env={
-                "env_vars": env})(actor)
+            self._remote_logger_class = ray.remote(num_cpus=0, **_force_on_current_node(),
+                                                   runtime_env={"env_vars": env})(actor)
 
         def log_trial_start(self, trial):
             settings = settings_of(trial.config)
