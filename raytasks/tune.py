@@ -349,7 +349,12 @@ def search(p: Plan, base: dict):
                       tune_config=tune.TuneConfig(
                           search_alg=ConcurrencyLimiter(searcher, max_concurrent=req.concurrency),
                           scheduler=scheduler, num_samples=req.samples,
-                          time_budget_s=req.time_budget)).fit()
+                          time_budget_s=req.time_budget, trial_name_creator=trial_name)).fit()
+
+
+def trial_name(trial) -> str:
+    """<arch>-<trial id>, as its W&B run is named (Tune's default: trial_fn_<id>)."""
+    return tracking.run_name(trial.config.get("trial", {}).get("arch", "trial"), trial.trial_id)
 
 
 def run(req: SearchRequest, store: Storage | None = None) -> SearchOutcome:
