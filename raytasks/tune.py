@@ -336,6 +336,8 @@ def search(p: Plan, base: dict):
     req, where = p.request, p.store.path(p.dev, "runs", p.name)
     # Ray 2.60's default output cannot choose its table's columns; the legacy one can
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    # short epochs checkpoint often: Tune's 3-line advice about it is noise in a job log
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if req.resume:
         print(f"resuming {where}", flush=True)
         return tune.Tuner.restore(where, trainable(p, base), resume_unfinished=True,
@@ -400,6 +402,8 @@ def export(p: Plan, grid, base: dict) -> list[Path]:
         written = export_best(grid, p.space, base, p.request.metric, Path(tmp) / p.tag)
         for path, _ in written:
             p.store.put_dir(path, p.dev, "models", path.name)
+            print(f"exported {path.name}: {p.store.path(p.dev, 'models', path.name)}",
+                  flush=True)
         if p.request.wandb and not p.request.export_only:
             log_best(p, *written[0])
     if p.local_models is None:
@@ -432,8 +436,8 @@ def export_best(grid, space, base: dict, metric: str, out: Path) -> list[tuple[P
     for path, (value, ckpt, metrics, result) in targets:
         settings = prepare(make_config({**trial_settings(space, result.config), **base}))
         export_model(ckpt, metrics, settings, path, source=str(result.path))
-        print(f"exported {settings['arch']} trial {metrics.get('trial_id', '')} "
-              f"({metric} {value:.4f}) to {path}", flush=True)
+        print(f"{path.name}: {settings['arch']} trial {metrics.get('trial_id', '')} "
+              f"({metric} {value:.4f})", flush=True)
         written.append((path, metrics.get("trial_id", "")))
     return written
 
