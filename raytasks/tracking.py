@@ -15,6 +15,7 @@ and close their W&B service before Ray ends them (no teardown traceback).
 """
 
 import os
+import time
 from pathlib import Path
 
 from raytasks.metrics import METRIC_NAMES, RECALL_NAMES
@@ -23,6 +24,7 @@ from raytasks.metrics import METRIC_NAMES, RECALL_NAMES
 RENAME = {"train_loss": "train/loss", "lr": "train/lr", "train_beats_per_s": "train/beats_per_s",
           "data_wait_s": "train/data_wait_s", "valid_loss": "valid/loss",
           **{m: f"valid/{m}" for m in METRIC_NAMES + RECALL_NAMES}}
+SETTLE_S = 2.0  # a finished logging actor's task events reach the GCS within this
 QUIET_ENV = {"WANDB_SILENT": "true", "WANDB_CONSOLE": "off"}
 
 
@@ -87,6 +89,14 @@ def callback(project: str, experiment: dict, settings_of, wandb_dir: Path):
             # makes Ray's core worker print an error line into every job log
             self._remote_logger_class = ray.remote(num_cpus=0, **_force_on_current_node(),
                                                    runtime_env={"env_vars": env})(actor)
+            self.done_at = {}  # run future -> when it was first seen done
+
+        def log_trial_end(self, trial, failed=False):
+            if trial in self._trial_queues:  # a trial that never reported has no actor
+                super().log_trial_end(trial, failed)
+
+        def _cleanup_logging_actors(self, timeout: int = 0, kill_on_timeout: bool = False):
+            settle(self, timeout, kill_on_timeout)
 
         def log_trial_start(self, trial):
             settings = settings_of(trial.config)
@@ -101,6 +111,27 @@ def callback(project: str, experiment: dict, settings_of, wandb_dir: Path):
     wandb_dir.mkdir(parents=True, exist_ok=True)
     return RaytasksWandb(project=project, group=experiment["experiment"], mode=mode,
                          dir=str(wandb_dir))
+
+
+def settle(cb, timeout: float, kill_on_timeout: bool) -> None:
+    """WandbLoggerCallback._cleanup_logging_actors, but a logging actor (and its queue)
+    goes only once its run has been done for SETTLE_S. Ray's kills them the moment the run
+    returns, before the queue's last `get` has reported FINISHED (Ray sends task events
+    about once a second): the dashboard then counts that `get` as a failed task."""
+    import ray
+
+    futures = list(cb._trial_logging_futures.values())
+    done, left = ray.wait(futures, num_returns=len(futures), timeout=timeout)
+    for f in done:
+        cb.done_at.setdefault(f, time.monotonic())
+    if kill_on_timeout and cb.done_at:  # the experiment's end: let the last ones settle
+        time.sleep(max(0.0, SETTLE_S - (time.monotonic() - max(cb.done_at.values()))))
+    now = time.monotonic()
+    for f in [f for f, t in cb.done_at.items() if now - t >= SETTLE_S]:
+        del cb.done_at[f]
+        cb._cleanup_logging_actor(cb._logging_future_to_trial.pop(f))
+    for f in left if kill_on_timeout else []:
+        cb._cleanup_logging_actor(cb._logging_future_to_trial.pop(f))
 
 
 def flat(settings: dict) -> dict:
