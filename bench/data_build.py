@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 from raytasks import config
-from raytasks.data.build import build, resolve_records
+from raytasks.data.build import build
+from raytasks.data.mitdb import resolve_records
 
 
 def main():

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from raytasks import config
-from raytasks.data.build import list_records, resolve_records
+from raytasks.data.mitdb import list_records, resolve_records
 from raytasks.score import match_beats, outside, read_annotations
 
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from raytasks import config
-from raytasks.data.build import list_records, resolve_records
+from raytasks.data.mitdb import list_records, resolve_records
 from raytasks.predict import default_model, predict
 
 

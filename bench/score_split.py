@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from raytasks import config
-from raytasks.data.build import resolve_records
+from raytasks.data.mitdb import resolve_records
 from raytasks.score import ec57_table, score_all
 
 

@@ -9,14 +9,13 @@ never read. Cross-validation folds hold out whole records, so every figure it gi
 patient-level one; its out-of-fold logits also fit the recall-first offsets.
 """
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-import torch
 
+from raytasks import saved
 from raytasks.data import NUM_CLASSES
 from raytasks.metrics import OBJECTIVE, compute_metrics, confusion, field_metrics, fit_offsets
 
@@ -80,23 +79,20 @@ def export(est, params: dict, settings: dict, out_dir: Path, oof: np.ndarray, y:
 
     model = from_sklearn(est)
     offsets = fit_offsets(oof, y) if oof is not None else np.zeros(NUM_CLASSES)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), out_dir / "model.pt")
     pred = None if oof is None else oof.argmax(axis=1)  # no CV: no figures, no offsets
-    info = {"tag": out_dir.name, "arch": "trees", "model": vars(model.cfg), "rr": True,
-            "record_features": params, "train": {"hgb": settings},
-            "data": {"scheme": scheme, "splits": ["train", "valid"]}, "epoch": None,
-            "params": int(sum(b.numel() for b in model.buffers())),
-            "valid_metrics": {} if pred is None else compute_metrics(y, pred),
-            "valid_is": "leave-records-out cross-validation",
-            "cv_field": {} if pred is None else field_metrics(confusion(y, pred)),
-            "offsets": offsets.tolist(),
-            "offsets_fit": {"on": "out-of-fold logits of the record-level cross-validation",
-                            "scheme": scheme, "objective": OBJECTIVE},
-            "source": source, "torch": torch.__version__,
-            "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    (out_dir / "model.json").write_text(json.dumps(info, indent=2))
+    info = saved.stamp({
+        "tag": Path(out_dir).name, "arch": "trees", "model": vars(model.cfg), "rr": True,
+        "record_features": params, "train": {"hgb": settings},
+        "data": {"scheme": scheme, "splits": ["train", "valid"]}, "epoch": None,
+        "params": int(sum(b.numel() for b in model.buffers())),
+        "valid_metrics": {} if pred is None else compute_metrics(y, pred),
+        "valid_is": "leave-records-out cross-validation",
+        "cv_field": {} if pred is None else field_metrics(confusion(y, pred)),
+        "offsets": offsets.tolist(),
+        "offsets_fit": {"on": "out-of-fold logits of the record-level cross-validation",
+                        "scheme": scheme, "objective": OBJECTIVE},
+        "source": source})
+    saved.save(out_dir, info, model.state_dict())
     return info
 
 

@@ -45,6 +45,7 @@ import urllib.request
 from pathlib import Path
 
 from raytasks import config
+from raytasks.constants import utc_stamp
 from raytasks.storage import Storage
 
 TOKEN_PATH = Path.home() / ".ray" / "auth_token"
@@ -342,7 +343,7 @@ def submit(cfg: dict, space: str, args: list[str]) -> str:
                            "the search's arguments")
     load_space(space)  # a malformed space fails here, not on the cluster
     jobs = client(cfg)
-    submission_id = f"{dev}-{space}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    submission_id = f"{dev}-{space}-{utc_stamp()}"
     env_vars = {"RAYTASKS_DEV": dev, "RAYTASKS_EXPERIMENT": submission_id,
                 "RAY_USAGE_STATS_ENABLED": "0"}
     for key in ("storage", "processed"):

@@ -75,7 +75,7 @@ def read_annotations(records_dir: Path, name: str, spans: bool = False):
     which EC57 leaves out of QRS detection scoring."""
     import wfdb
 
-    from raytasks.data.build import AAMI
+    from raytasks.data.mitdb import AAMI
 
     try:
         ann = wfdb.rdann(str(Path(records_dir) / name), "atr")

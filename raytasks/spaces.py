@@ -27,8 +27,8 @@ from pathlib import Path
 
 from raytasks.config import ROOT
 from raytasks.nets import check_field, check_model, config_fields, list_models
-from raytasks.train import DEFAULTS as TRAIN_DEFAULTS
-from raytasks.train import check_setting
+from raytasks.settings import NAMES as TRAIN_SETTINGS
+from raytasks.settings import check_setting
 
 SPACES_DIR = ROOT / "searchspaces"
 DISTS = {"uniform": ("low", "high"), "loguniform": ("low", "high"),
@@ -227,7 +227,7 @@ def _check_arch(path: Path, text: str, arch: str, data: dict) -> ArchSpace:
     fixed.pop("model", None)
     for section, keys in (("fixed", fixed), ("space", space)):
         for key in keys:
-            if key not in TRAIN_DEFAULTS or (section == "space" and key in NOT_SEARCHABLE):
+            if key not in TRAIN_SETTINGS or (section == "space" and key in NOT_SEARCHABLE):
                 raise SpaceError(f"{w.at(section, key)}: unknown or unsearchable training "
                                  f"field '{key}'")
     for section, keys in (("space", model), ("fixed", fixed_model)):
@@ -271,7 +271,7 @@ def _check_archs(path: Path, text: str, data: dict, only_archs) -> list[str]:
     shared = _table(w, data, "fixed")
     for key, value in shared.items():
         problem = (f"unknown or unsearchable training field '{key}'" if key not in
-                   TRAIN_DEFAULTS or key == "model" else check_setting(key, value))
+                   TRAIN_SETTINGS or key == "model" else check_setting(key, value))
         if problem:
             raise SpaceError(f"{w.at('fixed', key)}: {problem}")
     if only_archs:

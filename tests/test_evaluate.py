@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from sklearn.metrics import recall_score
 
-from raytasks import train
+from raytasks import saved, train
 from raytasks.cli import main
 from raytasks.data import FEATURES
 from raytasks.data.stream import load_split, split_files
@@ -39,7 +39,7 @@ def models_dir(ray_cluster, processed, tmp_path_factory):
     cfg = {"arch": "cnn1d", "model": {"channels": [8, 16]}, "data": str(processed / "intra"),
            "epochs": 2, "batch_size": 128, "balance": 0.5}
     train.fit_local(dict(cfg), report)
-    prepared = train.prepare(train.make_config(cfg))
+    prepared = cfg  # validated by train.export
     train.export(Checkpoint.from_directory(keep), reports[-1], prepared, root / "tiny-intra")
     return root
 
@@ -64,9 +64,9 @@ def test_output_csv_columns_and_recalls_match_sklearn(env, processed, models_dir
     assert rows.columns.tolist() == COLUMNS
     assert rows["modeltag"].tolist() in (["tiny-intra", "tiny-intra@recall"],
                                          ["tiny-intra@recall", "tiny-intra"])
-    model, info = train.load_model(models_dir / "tiny-intra")
+    model, info = saved.load_model(models_dir / "tiny-intra")
     x, y = load_split(split_files(processed / "intra", "valid"))
-    logits = train.predict_logits(model, x)
+    logits = saved.predict_logits(model, x)
     present = sorted(set(y))
     for tag, off in (("tiny-intra", 0.0), ("tiny-intra@recall", np.array(info["offsets"]))):
         row = rows.set_index("modeltag").loc[tag]
@@ -275,3 +275,17 @@ def test_hackathon_file_evaluates_readable_shipped_models_and_lists_the_rest(
     skipped = [ln for ln in res.output.splitlines() if ln.startswith("skipped ")]
     assert sorted(ln.split()[1].rstrip(":") for ln in skipped) == sorted(needs_rr)
     assert all("RR-interval" in ln or "recording" in ln for ln in skipped)
+
+
+def test_evaluation_imports_no_ray():
+    """Evaluating needs no cluster: importing evaluate (and the saved-model module it reads
+    models with) must not import Ray."""
+    import subprocess
+    import sys
+
+    code = ("import sys, raytasks.evaluate, raytasks.saved, raytasks.ensemble; "
+            "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env=env)
+    assert out.stdout.strip() == "[]", out.stdout

@@ -5,6 +5,7 @@ from click.testing import CliRunner
 from hyperopt.pyll import stochastic
 
 from raytasks.cli import main
+from raytasks.settings import TrainSettings
 from raytasks.spaces import (
     SpaceError,
     hyperopt_points,
@@ -13,7 +14,6 @@ from raytasks.spaces import (
     to_tune,
     trial_settings,
 )
-from raytasks.train import make_config
 
 SHIPPED = ["gru", "lstm", "cnn1d", "cnn2d", "resnet1d", "transformer", "inception1d", "all"]
 
@@ -28,7 +28,7 @@ def test_shipped_spaces_sample_valid_training_configs(name):
     archs = set()
     for _ in range(12):
         settings = trial_settings(space, stochastic.sample(to_hyperopt(space), rng=rng))
-        make_config(settings)  # raises on anything train would refuse
+        TrainSettings.from_dict(settings)  # raises on anything train would refuse
         archs.add(settings["arch"])
     assert archs <= set(space.archs) and (len(archs) > 1) == space.conditional
 

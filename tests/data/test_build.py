@@ -11,7 +11,9 @@ from click.testing import CliRunner
 
 from raytasks.cli import main
 from raytasks.data import BEAT, FEATURES, LAYOUT, RR_FEATURES, DataError
-from raytasks.data.build import DS1, DS2, build, record_beats
+from raytasks.data.beats import record_beats
+from raytasks.data.build import build
+from raytasks.data.splits import DS1, DS2
 from raytasks.data.stream import load_split, split_files
 from tests.atr import read_atr
 from tests.conftest import SLICE, copy_records, read_shards
@@ -237,8 +239,8 @@ def test_offline_download_fails_in_one_line(tmp_path, monkeypatch):
 
     monkeypatch.setattr(wfdb, "dl_database", offline)
     from raytasks.data import DataError
-    from raytasks.data import build as build_module
-    from raytasks.data.build import resolve_records
+    from raytasks.data import mitdb as build_module
+    from raytasks.data.mitdb import resolve_records
 
     monkeypatch.setattr(build_module, "SHARED_MITDB", tmp_path / "no-shared")
     with pytest.raises(DataError, match="MITDB_DIR"):
