@@ -46,6 +46,7 @@ from pathlib import Path
 
 from raytasks import config
 from raytasks.constants import utc_stamp
+from raytasks.paths import write_text
 from raytasks.storage import Storage
 
 TOKEN_PATH = Path.home() / ".ray" / "auth_token"
@@ -177,11 +178,7 @@ def load_record(port: int) -> dict | None:
 
 
 def save_record(record: dict) -> None:
-    path = record_path(record["port"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    os.replace(tmp, path)
+    write_text(record_path(record["port"]), json.dumps(record, indent=2))
 
 
 def session_members(sid: int) -> list[list]:

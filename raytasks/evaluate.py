@@ -38,7 +38,7 @@ from raytasks.metrics import (
     field_table,
     record_bootstrap,
 )
-from raytasks.paths import staged_files
+from raytasks.paths import staged_dir, staged_files
 
 COLUMNS = ["modeltag"] + METRIC_NAMES + RECALL_NAMES
 
@@ -268,16 +268,12 @@ def model_result(model_dir: Path, x, y, data_desc: str, store: Path, key: str,
                            key.encode())
     if not (entry / "result.json").exists():
         r = evaluate_model(model_dir, x, y, data_desc, context)  # may Skip: nothing cached
-        tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.tmp-", dir=store))
-        plot_model(r, tmp)
-        (tmp / "report.md").write_text(report_md(r, data_desc, len(y)))
-        keep = {k: r[k] for k in ("tag", "beats_per_s", "size_bytes")} | {"points": {
-            n: {"metrics": p["metrics"]} for n, p in r["points"].items()}}
-        (tmp / "result.json").write_text(json.dumps(keep, default=float))
-        try:
-            tmp.rename(entry)
-        except OSError:  # another run cached it meanwhile
-            shutil.rmtree(tmp, ignore_errors=True)
+        with staged_dir(entry) as tmp:  # content-addressed: a concurrent twin is identical
+            plot_model(r, tmp)
+            (tmp / "report.md").write_text(report_md(r, data_desc, len(y)))
+            keep = {k: r[k] for k in ("tag", "beats_per_s", "size_bytes")} | {"points": {
+                n: {"metrics": p["metrics"]} for n, p in r["points"].items()}}
+            (tmp / "result.json").write_text(json.dumps(keep, default=float))
     r = json.loads((entry / "result.json").read_text())
     return r | {"files": entry}
 

@@ -20,8 +20,6 @@ line naming the file and skipped; the others are processed.
 """
 
 import json
-import os
-import shutil
 from fractions import Fraction
 from pathlib import Path
 
@@ -31,6 +29,7 @@ import pandas as pd
 from raytasks import saved
 from raytasks.data import BEAT_LEN, CLASS_SHORT, FS_RAW, NUM_CLASSES, DataError
 from raytasks.data.beats import WINDOW_S, extract_beats, rr_features
+from raytasks.paths import staged_dir, staged_file
 
 MIN_FS = 100
 MIN_SECONDS = 2.5  # shorter than this holds no beat with an RR interval either side
@@ -386,23 +385,11 @@ def beats_table(peaks: np.ndarray, logits: np.ndarray, offsets: np.ndarray,
 
 
 def write_recording(out: Path, rec: dict, beats: pd.DataFrame, summary: dict) -> None:
-    """OUT/<name>/{beats.csv, summary.json, strip.png}: built in a temp dir, then swapped in."""
-    dest = out / rec["name"]
-    tmp = out / f".{rec['name']}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    """OUT/<name>/{beats.csv, summary.json, strip.png}: staged, then swapped in whole."""
+    with staged_dir(out / rec["name"]) as tmp:
         beats.to_csv(tmp / "beats.csv", index=False)
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
         plot_strip(Path(rec["path"]), rec["info"], beats, tmp / "strip.png")
-        old = out / f".{rec['name']}.old-{os.getpid()}"
-        if dest.exists():
-            dest.rename(old)
-        tmp.rename(dest)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 # ---------------------------------------------------------------- the pipeline
@@ -517,8 +504,7 @@ def write_outputs(recs, logits, offsets, out: Path, model_dir: Path) -> pd.DataF
             flush=True)
     frame = pd.DataFrame(rows)
     if rows:
-        tmp = out / f".summary.csv.tmp-{os.getpid()}"
-        frame.to_csv(tmp, index=False)
-        tmp.replace(out / "summary.csv")
+        with staged_file(out / "summary.csv") as tmp:
+            frame.to_csv(tmp, index=False)
     return frame
 

@@ -211,20 +211,10 @@ def _check_point(w: Where, i: int, point, a: ArchSpace) -> None:
                              f"one the space can draw ({drawn})")
 
 
-def _check_arch(path: Path, text: str, arch: str, data: dict) -> ArchSpace:
-    w = Where(path, key_lines(text))
-    if not isinstance(arch, str) or arch not in list_models():
-        raise SpaceError(f"{w.at('arch')}: unknown architecture {arch!r}; "
-                         f"known: {list_models()}")
+def _check_keys(w: Where, arch: str, fixed: dict, space: dict, model: dict,
+                fixed_model: dict) -> None:
+    """Every key a training setting (searchable where searched) or a field of the arch."""
     fields = config_fields(arch)
-    unknown_top = sorted(set(data) - {"arch", "archs", "fixed", "space", "points_to_evaluate"})
-    if unknown_top:
-        raise SpaceError(f"{w.at(unknown_top[0])}: unknown key(s) {unknown_top}")
-    fixed, space = _table(w, data, "fixed"), _table(w, data, "space")
-    model, fixed_model = _table(w, space, "model", ("space",)), _table(w, fixed, "model",
-                                                                         ("fixed",))
-    space.pop("model", None)
-    fixed.pop("model", None)
     for section, keys in (("fixed", fixed), ("space", space)):
         for key in keys:
             if key not in TRAIN_SETTINGS or (section == "space" and key in NOT_SEARCHABLE):
@@ -235,6 +225,22 @@ def _check_arch(path: Path, text: str, arch: str, data: dict) -> ArchSpace:
             if key not in fields:
                 raise SpaceError(f"{w.at(section, 'model', key)}: unknown field '{key}' for "
                                  f"architecture {arch}; known: {sorted(fields)}")
+
+
+def _check_arch(path: Path, text: str, arch: str, data: dict) -> ArchSpace:
+    w = Where(path, key_lines(text))
+    if not isinstance(arch, str) or arch not in list_models():
+        raise SpaceError(f"{w.at('arch')}: unknown architecture {arch!r}; "
+                         f"known: {list_models()}")
+    unknown_top = sorted(set(data) - {"arch", "archs", "fixed", "space", "points_to_evaluate"})
+    if unknown_top:
+        raise SpaceError(f"{w.at(unknown_top[0])}: unknown key(s) {unknown_top}")
+    fixed, space = _table(w, data, "fixed"), _table(w, data, "space")
+    model, fixed_model = _table(w, space, "model", ("space",)), _table(w, fixed, "model",
+                                                                         ("fixed",))
+    space.pop("model", None)
+    fixed.pop("model", None)
+    _check_keys(w, arch, fixed, space, model, fixed_model)
     for key, value in fixed.items():
         _check_values(w, ("fixed", key), arch, [value], False, {})
     for key, value in fixed_model.items():

@@ -12,10 +12,8 @@ from raytasks.data.splits import DEFAULT_PARAMS, split_intra
 IMPORT_SLACK = 0.01  # imported beats are min-max normalised: [0, 1] up to rounding
 
 
-def read_import(path: Path) -> pd.DataFrame:
-    """A hackathon parquet (columns '0'..'186', 'target') or a Kaggle CSV (188 columns, no
-    header, label last) as a validated frame of shard columns."""
-    path = Path(path)
+def read_table(path: Path) -> pd.DataFrame:
+    """The file's rows with string column names (a Kaggle CSV gets the hackathon's)."""
     if not path.exists():
         raise DataError(f"{path}: no such file")
     try:
@@ -33,8 +31,16 @@ def read_import(path: Path) -> pd.DataFrame:
         raise
     except Exception as e:
         raise DataError(f"{path}: unreadable ({e})") from e
-    cols = [str(c) for c in raw.columns]
-    raw.columns = cols
+    raw.columns = [str(c) for c in raw.columns]
+    return raw
+
+
+def read_import(path: Path) -> pd.DataFrame:
+    """A hackathon parquet (columns '0'..'186', 'target') or a Kaggle CSV (188 columns, no
+    header, label last) as a validated frame of shard columns."""
+    path = Path(path)
+    raw = read_table(path)
+    cols = list(raw.columns)
     unknown = sorted(set(cols) - set(FEATURES) - {"target", "record", "sample"})
     missing = [c for c in FEATURES + ["target"] if c not in cols]
     if unknown:

@@ -69,18 +69,10 @@ def check_atr(path: Path) -> None:
                     f"fetch it again)")
 
 
-def read_record(records_dir: Path, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(signal at 360 Hz of the chosen lead, beat sample indices, AAMI labels) of one record.
+def read_header(stem: Path):
+    """The record's WFDB header, refused when the .dat is shorter than it says."""
+    import wfdb
 
-    Fails with the file's name on a missing .atr, a truncated .dat, or a .dat whose sample
-    sum disagrees with the checksum in the header (corruption).
-    """
-    import wfdb  # imported here: wfdb pulls in matplotlib, which the stream doesn't need
-
-    stem = records_dir / name
-    for ext in ("hea", "dat", "atr"):
-        if not stem.with_suffix(f".{ext}").exists():
-            raise DataError(f"{stem}.{ext}: missing (record {name} needs .hea, .dat and .atr)")
     try:
         header = wfdb.rdheader(str(stem))
     except Exception as e:
@@ -93,6 +85,22 @@ def read_record(records_dir: Path, name: str) -> tuple[np.ndarray, np.ndarray, n
     if actual < expected:
         raise DataError(f"{stem}.dat: truncated ({actual} bytes, header says "
                         f"{header.sig_len} samples x {header.n_sig} signals = {expected})")
+    return header
+
+
+def read_record(records_dir: Path, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(signal at 360 Hz of the chosen lead, beat sample indices, AAMI labels) of one record.
+
+    Fails with the file's name on a missing .atr, a truncated .dat, or a .dat whose sample
+    sum disagrees with the checksum in the header (corruption).
+    """
+    import wfdb  # imported here: wfdb pulls in matplotlib, which the stream doesn't need
+
+    stem = records_dir / name
+    for ext in ("hea", "dat", "atr"):
+        if not stem.with_suffix(f".{ext}").exists():
+            raise DataError(f"{stem}.{ext}: missing (record {name} needs .hea, .dat and .atr)")
+    header = read_header(stem)
     try:
         rec = wfdb.rdrecord(str(stem), physical=False)
     except Exception as e:
