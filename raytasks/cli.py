@@ -71,7 +71,8 @@ def data():
 @click.option("--scheme", type=click.Choice(["intra", "inter", "all"]), default="intra",
               show_default=True, help="intra: beat-level stratified split (Kaggle-like); "
                                       "inter: patient-level DS1/DS2 (de Chazal 2004).")
-@click.option("--seed", type=int, default=None, help="Split/shuffle seed (default 42).")
+@click.option("--seed", type=int, default=None,
+              help=f"Split/shuffle seed (default {constants.SPLIT_SEED}).")
 @click.option("--shard-rows", type=click.IntRange(1), default=4000, show_default=True,
               help="Rows per parquet shard.")
 @click.option("--force", is_flag=True, help="Rebuild even when the shards are current.")
@@ -231,7 +232,7 @@ def train_cmd(config_file, model_opts, data, scheme, tag, no_export, **flags):
     click.echo(f"best epoch {metrics['epoch']}: " + "  ".join(
         f"{k} {metrics[k]:.4f}" for k in ("F1scoremacro", "Recallmacro", "F2scoremacro")))
     click.echo("per-class recall: " + "  ".join(
-        f"{c}={metrics[f'TP_{c}']:.3f}" for c in range(5)))
+        f"{c}={metrics[f'TP_{c}']:.3f}" for c in range(constants.NUM_CLASSES)))
     click.echo(f"run: {result.path}")
     if not no_export:
         out = train.export(best, metrics, settings, config.model_dir(cfg, tag),

@@ -9,6 +9,7 @@ import os
 import tomllib
 from pathlib import Path
 
+from raytasks.constants import SPLIT_SEED
 from raytasks.paths import PathError, check_name, child
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,7 +23,7 @@ DEFAULTS = {
     "processed": "data/processed",
     "raw_download": "data/raw/mitdb",
     "scheme": "intra",
-    "seed": 42,
+    "seed": SPLIT_SEED,  # the data build's split seed (training seeds: raytasks.settings)
     "models": "models",
     "results": "results",
     "runs": "runs",

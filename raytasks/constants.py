@@ -14,6 +14,9 @@ BEAT_LEN = 187  # samples per beat (1.5 s at FS)
 # over the local RR (mean of the 30 around it), the local RR in seconds, and the previous
 # RR over the record's mean RR. Models trained with `rr = true` read them after the beat.
 RR_FEATURES = ["rr_pre", "rr_post", "rr_local", "rr_record"]
+# the data build's seed (which beats go to which split, shard order): config.toml `seed`;
+# a training run's seed is a training setting (raytasks.settings.TrainSettings.seed)
+SPLIT_SEED = 42
 # UTC time stamps (run names, model.json `exported`, build.json `created`): one format,
 # usable as a path component
 STAMP_FORMAT = "%Y%m%dT%H%M%SZ"

@@ -253,7 +253,7 @@ def latest_experiment(store: Storage, dev: str, space_name: str) -> str:
               help="With --workers > 1: SPREAD puts a trial's workers on different nodes.")
 @click.option("--metric", default=OBJECTIVE, help="Valid metric to maximise.")
 @click.option("--scheme", default=None, help="Data scheme (default intra).")
-@click.option("--seed", type=int, default=0, help="Searcher and training seed.")
+@click.option("--seed", type=int, default=TrainSettings.seed, help="Searcher and training seed.")
 @click.option("--dev", default=None, help="Your dev tag (default: config.toml / RAYTASKS_DEV).")
 @click.option("--resume", is_flag=True, help="Continue the latest interrupted search of this "
                                              "dev and space (or --experiment).")

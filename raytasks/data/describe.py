@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from raytasks.data import BEAT_LEN, CLASS_NAMES, CLASS_SHORT, NUM_CLASSES, DataError
+from raytasks.data import BEAT_LEN, CLASS_NAMES, CLASS_SHORT, FS, NUM_CLASSES, DataError
 
 
 def built_schemes(processed: Path) -> dict[str, dict]:
@@ -43,7 +43,7 @@ def plot_examples(processed: Path, scheme: str, out: Path, per_class: int = 12,
 
     x, y = load_split(split_files(Path(processed) / scheme, "train")[:1])
     rng = np.random.default_rng(seed)
-    t = np.arange(BEAT_LEN) / 125.0
+    t = np.arange(BEAT_LEN) / FS
     fig, axes = plt.subplots(1, NUM_CLASSES, figsize=(18, 3.4), sharey=True)
     for c, ax in enumerate(axes):
         rows = np.flatnonzero(y == c)

@@ -4,6 +4,7 @@
 import numpy as np
 import pandas as pd
 
+from raytasks.constants import SPLIT_SEED
 from raytasks.data import NUM_CLASSES, SPLITS, DataError
 
 # de Chazal et al. 2004; the paced records 102, 104, 107, 217 belong to neither set
@@ -21,7 +22,7 @@ INTER_VALID = ["118", "207", "223"]
 
 
 DEFAULT_PARAMS = {
-    "seed": 42,
+    "seed": SPLIT_SEED,
     "test_frac": 0.2,
     "valid_frac": 0.2,
     "shard_rows": 4000,
