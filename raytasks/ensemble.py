@@ -33,7 +33,7 @@ def build_ensemble(member_dirs: list[Path], out_dir: Path, processed: Path) -> d
         raise DataError(f"members were trained on different or unknown schemes: {schemes}")
     scheme = schemes.pop()
     model = saved.Ensemble([m for m, _ in loaded])
-    x, y = saved.valid_data(infos[0] | {"data": {"scheme": scheme}}, processed, model)
+    x, y = saved.valid_split(processed, scheme, model)
     logits = saved.predict_logits(model, x)
     info = saved.stamp({
         "tag": Path(out_dir).name, "arch": "ensemble", "members": tags, "model": {},

@@ -330,10 +330,11 @@ def calibrate(model_dir: Path, processed: Path, target_recall: float | None = No
     from raytasks.metrics import fit_offsets
 
     model, info = saved.load_model(model_dir)
-    x, y = saved.valid_data(info, processed, model)
+    scheme = saved.scheme_of(info) or "intra"
+    x, y = saved.valid_split(processed, scheme, model)
     offsets = fit_offsets(saved.predict_logits(model, x), y, target_recall=target_recall)
     info["offsets"] = offsets.tolist()
-    info["offsets_fit"] = {"on": "valid", "scheme": saved.scheme_of(info) or "intra",
+    info["offsets_fit"] = {"on": "valid", "scheme": scheme,
                            "objective": (f"macro precision with sick-class recall >= "
                                          f"{target_recall}" if target_recall else OBJECTIVE)}
     saved.write_info(model_dir, info)

@@ -174,14 +174,12 @@ def predict_logits(model: torch.nn.Module, x: np.ndarray, batch: int = 4096,
     return np.concatenate(out) if out else np.zeros((0, NUM_CLASSES), dtype=np.float32)
 
 
-def valid_data(info: dict, processed: Path, model=None):
-    """(x, y) of the valid split of the model's own scheme, with the columns it reads."""
+def valid_split(processed: Path, scheme: str, model: torch.nn.Module):
+    """(x, y) of a scheme's valid split, with the RR columns when the model reads them."""
     from raytasks.data.stream import load_split, split_files
 
-    scheme = scheme_of(info) or "intra"
     files = split_files(Path(processed) / scheme, "valid")
-    rr = reads_rr(info) if model is None else model.input_width > BEAT_LEN
-    return load_split(files, rr=rr)
+    return load_split(files, rr=model.input_width > BEAT_LEN)
 
 
 # ---------------------------------------------------------------- a trained checkpoint

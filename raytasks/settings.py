@@ -104,9 +104,6 @@ class TrainSettings:
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in FIELDS}
 
-    def replace(self, **changes) -> "TrainSettings":
-        return TrainSettings.from_dict(self.to_dict() | changes)
-
 
 FIELDS = dataclasses.fields(TrainSettings)
 NAMES = tuple(f.name for f in FIELDS)
