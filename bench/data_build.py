@@ -14,7 +14,7 @@ from raytasks.data.mitdb import resolve_records
 
 def main():
     cfg = config.load()
-    records = resolve_records(cfg["records"], config.resolve(cfg["raw_download"]))
+    records = resolve_records(cfg["records"], config.where(cfg, "raw_download"))
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
         metas = build(records, Path(out), ("intra", "inter"), force=True)

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from raytasks import saved
-from raytasks.data import NUM_CLASSES
+from raytasks.data import NUM_CLASSES, scheme_path
 from raytasks.metrics import OBJECTIVE, compute_metrics, confusion, field_metrics, fit_offsets
 
 # the issue's floor: 300 iterations, class weights ~ count^-0.5
@@ -28,7 +28,7 @@ def load(processed: Path, scheme: str, splits=("train", "valid")):
     """(x beat + RR, y, context with record/sample) of the given splits of a built scheme."""
     from raytasks.data.stream import read_split, split_files
 
-    files = [f for s in splits for f in split_files(Path(processed) / scheme, s)]
+    files = [f for s in splits for f in split_files(scheme_path(processed, scheme), s)]
     arrays = read_split(files, rr=True)
     # same files, same order: row i of context is beat i of x
     context = pq.ParquetDataset(files).read(columns=["record", "sample"]).to_pandas()
@@ -115,6 +115,6 @@ def train_and_export(processed: Path, scheme: str, params: dict, settings: dict,
             f"{k} {cv[k]:.3f}" for k in ("accuracy", "S F1", "V F1", "F F1",
                                          "macro F1 (N,S,V,F)")))
     est = fit(features, y, settings, seed, records)
-    source = (f"raytasks boost on {Path(processed) / scheme} (train+valid), "
+    source = (f"raytasks boost on {scheme_path(processed, scheme)} (train+valid), "
               f"{time.perf_counter() - t0:.0f} s")
     return export(est, params, settings, out_dir, oof, y, scheme, source)

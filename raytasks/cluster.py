@@ -102,7 +102,7 @@ def head_env(cfg: dict) -> dict:
     raytasks / W&B settings, only the cluster's own data and storage folders."""
     env = {k: v for k, v in ray_env().items()
            if not k.startswith(("RAYTASKS_", "WANDB_")) and k not in ("MITDB_DIR", "RAY_ADDRESS")}
-    env["RAYTASKS_CLUSTER_PROCESSED"] = str(config.resolve(cfg["processed"]))
+    env["RAYTASKS_CLUSTER_PROCESSED"] = str(config.where(cfg, "processed"))
     env["RAYTASKS_CLUSTER_STORAGE"] = Storage.from_setting(cfg["storage"]).uri
     return env
 
@@ -463,9 +463,9 @@ def pull(cfg: dict, name: str) -> tuple[dict, list[Path], Path]:
         raise ClusterError(f"{dev}'s search {exp} has not finished: no results in "
                            f"{store.path(dev, 'results', exp)} yet")
     info = json.loads(store.read_bytes(dev, "results", exp, "job.json"))
-    models = config.resolve(cfg["models"])
+    models = config.where(cfg, "models")
     pulled = [store.get_dir(models / tag, dev, "models", tag) for tag in info["models"]]
-    results = config.resolve(cfg["results"])
+    results = config.where(cfg, "results")
     local = store.get_dir(results / exp, dev, "results", exp)
     if (local / "leaderboard.csv").exists():
         sync_leaderboard(pd.read_csv(local / "leaderboard.csv"), results)

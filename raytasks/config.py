@@ -149,7 +149,9 @@ def where(cfg: dict, setting: str) -> Path:
 
 def scheme_dir(cfg: dict, scheme: str | None = None) -> Path:
     """A built scheme's shards: <processed>/<scheme> (default: the `scheme` setting)."""
-    return child(where(cfg, "processed"), scheme or cfg["scheme"], "scheme")
+    from raytasks.data import scheme_path
+
+    return scheme_path(where(cfg, "processed"), check_name(scheme or cfg["scheme"], "scheme"))
 
 
 def model_dir(cfg: dict, tag: str) -> Path:

@@ -28,7 +28,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from raytasks import saved
-from raytasks.data import CLASS_NAMES, CLASS_SHORT, NUM_CLASSES, DataError
+from raytasks.data import CLASS_NAMES, CLASS_SHORT, NUM_CLASSES, DataError, scheme_path
 from raytasks.metrics import (
     METRIC_NAMES,
     OBJECTIVE,
@@ -76,11 +76,12 @@ def load_eval_data(processed: Path, scheme: str, split: str, data_file=None, rec
         return (frame[FEATURES + RR_FEATURES].to_numpy(np.float32),
                 frame["target"].to_numpy(np.int64), f"records {records} ({', '.join(names)})",
                 frame[["record", "sample"]].reset_index(drop=True))
-    files = split_files(Path(processed) / scheme, split)
+    data_dir = scheme_path(processed, scheme)
+    files = split_files(data_dir, split)
     x, y = load_split(files, rr=has_rr(files))
     # same files, same order as load_split: row i of context is beat i of x
     context = pq.ParquetDataset(files).read(columns=["record", "sample"]).to_pandas()
-    return x, y, f"{scheme}/{split} ({Path(processed) / scheme / split})", context
+    return x, y, f"{scheme}/{split} ({data_dir / split})", context
 
 
 class Skip(DataError):

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from raytasks.constants import BEAT_LEN, NUM_CLASSES, utc_stamp
-from raytasks.data import DataError
+from raytasks.data import DataError, scheme_path
 from raytasks.paths import staged_dir, write_text
 
 SCHEMA = 2
@@ -178,7 +178,7 @@ def valid_split(processed: Path, scheme: str, model: torch.nn.Module):
     """(x, y) of a scheme's valid split, with the RR columns when the model reads them."""
     from raytasks.data.stream import load_split, split_files
 
-    files = split_files(Path(processed) / scheme, "valid")
+    files = split_files(scheme_path(processed, scheme), "valid")
     return load_split(files, rr=model.input_width > BEAT_LEN)
 
 

@@ -294,7 +294,7 @@ def run(space_name, archs, samples, max_epochs, grace, time_budget, concurrency,
                                  f"{METRIC_NAMES + RECALL_NAMES}", param_hint="--metric")
     if grace > max_epochs:
         raise click.BadParameter("--grace must not exceed --max-epochs", param_hint="--grace")
-    data_dir = config.resolve(cfg["processed"]) / cfg["scheme"]
+    data_dir = config.scheme_dir(cfg)
     from raytasks.data.stream import split_files
 
     split_files(data_dir, "train")
@@ -331,7 +331,7 @@ def run(space_name, archs, samples, max_epochs, grace, time_budget, concurrency,
         {"GPU": gpus_per_trial} if gpus_per_trial else {})
     trainable = tune.with_resources(
         tune.with_parameters(trial_fn, space=space, base=base, fs=store.fs), resources)
-    local_models = None if in_job() else config.resolve(cfg["models"])
+    local_models = None if in_job() else config.where(cfg, "models")
     tag = f"{dev}-{space.name}"
     if export_only:
         grid = tune.Tuner.restore(store.path(dev, "runs", name), trainable,
@@ -434,7 +434,7 @@ def publish(rows: pd.DataFrame, store: Storage, dev: str, name: str, space_name:
         write_results(store, dev, name, rows, plot, info)
     click.echo(f"results: {store.path(dev, 'results', name)}")
     if not in_job():
-        results = config.resolve(cfg["results"])
+        results = config.where(cfg, "results")
         sync_leaderboard(team_rows(store), results)
         click.echo(f"team leaderboard: {results / 'leaderboard.csv'} (+ leaderboard.png)")
 

@@ -22,5 +22,14 @@ LAYOUT = 2
 SPLITS = ("train", "valid", "test")
 
 
+def scheme_path(processed, scheme: str):
+    """Where a built scheme lives: <processed>/<scheme>/{train,valid,test}/part-*.parquet
+    plus build.json (the one place this layout is spelled out; config.scheme_dir resolves
+    the settings to it)."""
+    from pathlib import Path
+
+    return Path(processed) / scheme
+
+
 class DataError(ValueError):
     """Bad input data; the message names the file and what is wrong with it."""

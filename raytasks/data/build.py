@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from raytasks.data import LAYOUT, DataError
+from raytasks.data import LAYOUT, DataError, scheme_path
 from raytasks.data.beats import PREPROCESSING, record_beats
 from raytasks.data.mitdb import list_records, verify_checksums
 from raytasks.data.shards import BUILD_VERSION, write_dataset
@@ -97,14 +97,14 @@ def build(records_dir: Path, out: Path, schemes=("intra",), force: bool = False,
     # checked even when nothing is rebuilt: a changed SHA256SUMS.txt must not go unnoticed
     verify_checksums(records_dir, names)
     fp = fingerprint(records_dir, names)
-    todo = [s for s in schemes if force or not is_current(out / s, params, fp)]
-    results = {s: json.loads((out / s / "build.json").read_text())
+    todo = [s for s in schemes if force or not is_current(scheme_path(out, s), params, fp)]
+    results = {s: json.loads((scheme_path(out, s) / "build.json").read_text())
                for s in schemes if s not in todo}
     if not todo:
         return results
     for scheme in todo:
         if not force:
-            refuse_shrinking(out / scheme, names)
+            refuse_shrinking(scheme_path(out, scheme), names)
 
     beats = all_beats(records_dir, names, progress)
     for scheme in todo:
@@ -117,6 +117,6 @@ def build(records_dir: Path, out: Path, schemes=("intra",), force: bool = False,
         meta = {"version": BUILD_VERSION, "layout": LAYOUT, "scheme": scheme,
                 "source": str(records_dir), "records": names, "fingerprint": fp,
                 "params": params, "preprocessing": PREPROCESSING}
-        results[scheme] = write_dataset(splits, out / scheme, meta, params["shard_rows"],
-                                        params["seed"])
+        results[scheme] = write_dataset(splits, scheme_path(out, scheme), meta,
+                                        params["shard_rows"], params["seed"])
     return results
