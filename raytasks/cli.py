@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 
-from raytasks import config, paths
+from raytasks import config, constants, paths
 from raytasks.data import DataError
 
 DEBUG = False  # --debug: let the traceback of an expected error through
@@ -19,8 +19,8 @@ def examples(*lines: str) -> str:
 
 def user_errors() -> tuple:
     """The errors bad input raises: each message already names the file or setting."""
+    from raytasks.settings import TrainConfigError
     from raytasks.spaces import SpaceError
-    from raytasks.train import TrainConfigError
     from raytasks.tune import SearchError
 
     return (DataError, config.ConfigError, paths.PathError, SpaceError, TrainConfigError,
@@ -84,19 +84,22 @@ def data():
 @click.option("--scheme", type=click.Choice(["intra", "inter", "all"]), default="intra",
               help="intra: beat-level stratified split (Kaggle-like); "
                                       "inter: patient-level DS1/DS2 (de Chazal 2004).")
-@click.option("--seed", type=int, default=None, show_default="config.toml 'seed' (42)",
+@click.option("--seed", type=int, default=None,
+              show_default=f"config.toml 'seed' ({constants.SPLIT_SEED})",
               help="Split/shuffle seed.")
 @click.option("--shard-rows", type=click.IntRange(1), default=4000,
               help="Rows per parquet shard.")
 @click.option("--force", is_flag=True, help="Rebuild even when the shards are current.")
 def data_build(records, out, scheme, seed, shard_rows, force):
     """Turn raw records into parquet beat shards (Kachuee et al. 2018 beats)."""
-    from raytasks.data.build import build, counts_table, missing_classes, resolve_records
+    from raytasks.data.build import build
+    from raytasks.data.mitdb import resolve_records
+    from raytasks.data.shards import counts_table, missing_classes
 
     cfg = config.load(records=records, processed=out, seed=seed)
-    records_dir = resolve_records(cfg["records"], config.resolve(cfg["raw_download"]))
+    records_dir = resolve_records(cfg["records"], config.where(cfg, "raw_download"))
     schemes = ("intra", "inter") if scheme == "all" else (scheme,)
-    out_dir = config.resolve(cfg["processed"])
+    out_dir = config.where(cfg, "processed")
     metas = build(records_dir, out_dir, schemes, force=force,
                   params={"seed": cfg["seed"], "shard_rows": shard_rows})
     click.echo(counts_table(metas))
@@ -119,7 +122,8 @@ def data_build(records, out, scheme, seed, shard_rows, force):
               show_default="config.toml 'processed' (data/processed)", help="Output root.")
 def data_import(train, valid, test, name, out):
     """Turn hackathon parquet or Kaggle CSV files into the same shard layout."""
-    from raytasks.data.build import counts_table, import_files
+    from raytasks.data.imports import import_files
+    from raytasks.data.shards import counts_table
 
     paths.check_name(name, "--name")
     if name in ("intra", "inter"):
@@ -128,7 +132,7 @@ def data_import(train, valid, test, name, out):
     cfg = config.load(processed=out)
     files = {"train": train, "valid": valid, "test": test}
     meta = import_files({k: Path(v) if v else None for k, v in files.items()},
-                        config.resolve(cfg["processed"]), name)
+                        config.where(cfg, "processed"), name)
     click.echo(counts_table({name: meta}))
 
 
@@ -144,8 +148,8 @@ def data_describe(processed, out):
     from raytasks.data.describe import describe
 
     cfg = config.load(processed=processed)
-    out_dir = Path(out) if out else config.resolve(cfg["results"]) / "data"
-    table, plots = describe(config.resolve(cfg["processed"]), out_dir)
+    out_dir = Path(out) if out else config.where(cfg, "results") / "data"
+    table, plots = describe(config.where(cfg, "processed"), out_dir)
     click.echo(table)
     for p in plots:
         click.echo(f"plot: {p}")
@@ -162,23 +166,25 @@ def parse_value(text: str):
 
 
 def train_options(fn):
-    """One flag per training setting in raytasks.train.DEFAULTS; booleans are --x/--no-x."""
-    from raytasks.nets import list_models
-    from raytasks.train import CHOICES, DEFAULTS, HELP
+    """One flag per field of raytasks.settings.TrainSettings (its help, choices, default);
+    booleans are --x/--no-x."""
+    from raytasks.settings import FIELDS, choices, defaults
 
-    choices = {**CHOICES, "arch": tuple(list_models())}
-
-    for key, default in reversed(list(DEFAULTS.items())):
+    default = defaults()
+    for f in reversed(FIELDS):
+        key, help = f.name, f.metadata["help"]
         if key in ("model", "data"):
             continue
         # the real default is shown; only flags typed on the command line override --config
         flag = f"--{key.replace('_', '-')}"
-        if isinstance(default, bool):  # --rr/--no-rr
-            fn = click.option(f"{flag}/--no-{flag[2:]}", key, default=default,
-                              help=HELP[key])(fn)
+        if isinstance(default[key], bool):  # --rr/--no-rr
+            fn = click.option(f"{flag}/--no-{flag[2:]}", key, default=default[key],
+                              help=help)(fn)
             continue
-        kind = click.Choice(choices[key]) if key in choices else type(default)
-        fn = click.option(flag, key, type=kind, default=default, help=HELP[key])(fn)
+        # a choice list (the metric's is long: checked by the settings, not listed here)
+        listed = f.metadata["choices"] not in (None, "metric")
+        kind = click.Choice(choices(key)) if listed else type(default[key])
+        fn = click.option(flag, key, type=kind, default=default[key], help=help)(fn)
     return fn
 
 
@@ -206,12 +212,6 @@ def train_settings(config_file, model_opts, flags: dict) -> dict:
     return settings
 
 
-def utc_stamp() -> str:
-    import time
-
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-
-
 class OldBooleans(click.Command):
     """Accepts the old `--rr true` / `--gpu false` spelling of the --x/--no-x flags."""
 
@@ -231,9 +231,9 @@ class OldBooleans(click.Command):
 
 
 def bool_settings() -> list[str]:
-    from raytasks.train import DEFAULTS
+    from raytasks.settings import defaults
 
-    return [k for k, v in DEFAULTS.items() if isinstance(v, bool)]
+    return [k for k, v in defaults().items() if isinstance(v, bool)]
 
 
 @main.command("train", cls=OldBooleans, epilog=examples(
@@ -259,36 +259,36 @@ def train_cmd(config_file, model_opts, data, scheme, tag, export, **flags):
     is exported to models/<tag>/ with everything needed to evaluate it.
     """
     from raytasks import train
+    from raytasks.settings import TrainConfigError, TrainSettings
 
     cfg = config.load(scheme=scheme)
     ctx = click.get_current_context()
     typed = {k: v for k, v in flags.items()
              if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
     settings = train_settings(config_file, model_opts, typed)
-    settings["data"] = data or settings.get("data") or str(
-        config.resolve(cfg["processed"]) / cfg["scheme"])
+    settings["data"] = data or settings.get("data") or str(config.scheme_dir(cfg))
     try:
-        settings = train.make_config(settings)
-    except train.TrainConfigError as e:
+        settings = TrainSettings.from_dict(settings)
+    except TrainConfigError as e:
         where = f"{config_file} or flags" if config_file else "flags"
         raise click.ClickException(f"training settings ({where}): {e}") from None
-    scheme_name = Path(settings["data"]).name
-    tag = paths.check_name(tag or f"{settings['arch']}-{scheme_name}", "--tag")
+    scheme_name = Path(settings.data).name
+    tag = paths.check_name(tag or f"{settings.arch}-{scheme_name}", "--tag")
     dev = cfg["dev"] if cfg["dev"] != config.PLACEHOLDER_DEV else "local"
     train.init_ray()
     try:
-        best, metrics, result = train.fit(settings, f"{tag}-{utc_stamp()}",
-                                          paths.child(config.resolve(cfg["runs"]), dev) / "train")
-    except train.TrainConfigError as e:  # e.g. --gpu without a GPU
+        best, metrics, result = train.fit(settings, f"{tag}-{constants.utc_stamp()}",
+                                          config.dev_runs(cfg, dev) / "train")
+    except TrainConfigError as e:  # e.g. --gpu without a GPU
         raise click.ClickException(str(e)) from None
     click.echo(f"best epoch {metrics['epoch']}: " + "  ".join(
         f"{k} {metrics[k]:.4f}" for k in ("F1scoremacro", "Recallmacro", "F2scoremacro")))
     click.echo("per-class recall: " + "  ".join(
-        f"{c}={metrics[f'TP_{c}']:.3f}" for c in range(5)))
+        f"{c}={metrics[f'TP_{c}']:.3f}" for c in range(constants.NUM_CLASSES)))
     click.echo(f"run: {result.path}")
     if export:
-        out = train.export(best, metrics, train.prepare(settings),
-                           config.resolve(cfg["models"]) / tag, source=str(result.path))
+        out = train.export(best, metrics, settings, config.model_dir(cfg, tag),
+                           source=str(result.path))
         click.echo(f"exported: {out}")
 
 
@@ -322,7 +322,7 @@ def evaluate_cmd(models, split, scheme, data_file, records, out, cache):
     if data_file and records:
         raise click.UsageError("give --file or --records, not both")
     cfg = config.load(scheme=scheme)
-    results = config.resolve(cfg["results"])
+    results = config.where(cfg, "results")
     if out is None:
         out = (results / "external" if data_file or records
                else results / "test" if split == "test" else results)
@@ -331,7 +331,7 @@ def evaluate_cmd(models, split, scheme, data_file, records, out, cache):
     if models:
         dirs = [Path(m) for m in models]
     else:
-        dirs = find_models(config.resolve(cfg["models"]))
+        dirs = find_models(config.where(cfg, "models"))
         if not (data_file or records):  # a model only meets the held-out data of its scheme
             skipped = [d.name for d in dirs if model_scheme(d) not in (None, cfg["scheme"])]
             dirs = [d for d in dirs if d.name not in skipped]
@@ -340,9 +340,9 @@ def evaluate_cmd(models, split, scheme, data_file, records, out, cache):
             if not dirs:
                 raise click.ClickException(f"no model in models/ was trained on "
                                            f"'{cfg['scheme']}'")
-    x, y, desc, context = load_eval_data(config.resolve(cfg["processed"]), cfg["scheme"],
+    x, y, desc, context = load_eval_data(config.where(cfg, "processed"), cfg["scheme"],
                                          split, data_file, records)
-    cache = config.resolve(cfg["processed"]) / ".cache" / "evaluate" if cache else None
+    cache = config.where(cfg, "processed") / ".cache" / "evaluate" if cache else None
     click.echo(f"{desc}: {len(y)} beats; {len(dirs)} model(s), each printed as it finishes")
     rows = evaluate(dirs, x, y, desc, Path(out), context, cache=cache)
     click.echo(table(rows))
@@ -377,8 +377,8 @@ def boost_cmd(scheme, groups, step, folds, max_iter, learning_rate, l2, min_leaf
                             "early_stopping": "auto" if early_stopping else False,
                             "record_power": record_power}
     params = {"step": step, "groups": [g.strip() for g in groups.split(",") if g.strip()]}
-    out = config.resolve(cfg["models"]) / (tag or f"boost-{scheme}")
-    info = boost.train_and_export(config.resolve(cfg["processed"]), scheme, params, settings,
+    out = config.model_dir(cfg, tag or f"boost-{scheme}")
+    info = boost.train_and_export(config.where(cfg, "processed"), scheme, params, settings,
                                   out, folds, log=click.echo)
     click.echo(f"exported {out} ({(out / 'model.pt').stat().st_size / 1e6:.2f} MB, "
                f"{info['params']} tree values)")
@@ -399,7 +399,7 @@ def calibrate_cmd(models, target_recall):
 
     cfg = config.load()
     for m in models:
-        info = calibrate(Path(m), config.resolve(cfg["processed"]), target_recall)
+        info = calibrate(Path(m), config.where(cfg, "processed"), target_recall)
         click.echo(f"{Path(m).name}: offsets " + " ".join(
             f"{v:+.2f}" for v in info["offsets"]) + f" ({info['offsets_fit']['objective']})")
 
@@ -417,13 +417,13 @@ def ensemble_cmd(members, tag):
     from raytasks.ensemble import build_ensemble
 
     cfg = config.load()
-    models = config.resolve(cfg["models"])
-    out = paths.child(models, tag, "--tag")
+    models = config.where(cfg, "models")
+    out = config.model_dir(cfg, tag)
     dirs = [Path(m) if Path(m).is_dir() else models / m for m in members]
     if out in dirs:
         raise click.BadParameter("the ensemble cannot replace one of its members",
                                  param_hint="--tag")
-    info = build_ensemble(dirs, out, config.resolve(cfg["processed"]))
+    info = build_ensemble(dirs, out, config.where(cfg, "processed"))
     m = info["valid_metrics"]
     click.echo(f"{out}: {len(dirs)} members, valid macro F1 {m['F1scoremacro']:.4f}, "
                f"macro recall {m['Recallmacro']:.4f}")
@@ -456,8 +456,8 @@ def predict_cmd(records, model, out, fs, workers, chunk_s, mode, do_score):
     from raytasks.predict import default_model, list_recordings, predict
 
     cfg = config.load()
-    out_dir = Path(out) if out else config.resolve(cfg["results"]) / "predict"
-    model_dir = Path(model) if model else default_model(config.resolve(cfg["models"]))
+    out_dir = Path(out) if out else config.where(cfg, "results") / "predict"
+    model_dir = Path(model) if model else default_model(config.where(cfg, "models"))
     paths = list_recordings(Path(records))
     click.echo(f"{len(paths)} recording(s), model {model_dir.name}, {workers} worker(s)")
     frame = predict(paths, model_dir, out_dir, fs, workers, chunk_s, mode)
@@ -487,7 +487,7 @@ def score_cmd(records, predictions):
     """EC57-style beat-by-beat scoring (150 ms matching): QRS Se/+P, per-class Se/+P/F1 and
     confusion of matched beats, per record and total -> PREDICTIONS/score.{csv,txt}."""
     cfg = config.load()
-    pred = Path(predictions) if predictions else config.resolve(cfg["results"]) / "predict"
+    pred = Path(predictions) if predictions else config.where(cfg, "results") / "predict"
     score_and_print(Path(records), pred)
 
 
@@ -635,7 +635,7 @@ def leaderboard_cmd(top):
 
     cfg = config.load()
     store = Storage.from_setting(cfg["storage"])
-    results = config.resolve(cfg["results"])
+    results = config.where(cfg, "results")
     board = sync_leaderboard(team_rows(store), results)
     click.echo(board_table(board, top))
     click.echo(f"{len(board)} rows from {board['dev'].nunique() if len(board) else 0} dev(s) "
@@ -643,10 +643,10 @@ def leaderboard_cmd(top):
 
 
 def model_scheme(model_dir: Path):
-    import json
+    from raytasks import saved
 
     try:
-        return json.loads((model_dir / "model.json").read_text()).get("data", {}).get("scheme")
+        return saved.scheme_of(saved.read_info(model_dir))
     except (OSError, ValueError):
         return None  # unreadable: evaluate() reports it properly
 

@@ -8,12 +8,12 @@ use the search's own metric (the objective, macro F2, unless the search chose an
 import fcntl
 import json
 import os
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from raytasks.constants import utc_stamp
 from raytasks.data import CLASS_SHORT, NUM_CLASSES
 from raytasks.metrics import METRIC_NAMES, OBJECTIVE, RECALL_NAMES
 from raytasks.spaces import trial_settings
@@ -39,7 +39,7 @@ def rows_of(grid, dev: str, experiment: str, space, metric: str, max_epochs: int
             "max_epochs": max_epochs, "best_epoch": int(best["epoch"]), "metric": metric,
             **{m: float(best[m]) for m in METRIC_NAMES + RECALL_NAMES if m in best},
             "config": json.dumps(settings, default=list),
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "finished": utc_stamp(),
         })
     return pd.DataFrame(rows, columns=COLUMNS)
 

@@ -36,16 +36,17 @@ import logging
 import os
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import click
 
 from raytasks import config, leaderboard, tracking
+from raytasks.constants import utc_stamp
 from raytasks.data import CLASS_SHORT, DataError
 from raytasks.metrics import METRIC_NAMES, OBJECTIVE, RECALL_NAMES
 from raytasks.paths import PathError, check_name
+from raytasks.settings import TrainConfigError, TrainSettings
 from raytasks.spaces import (
     Space,
     SpaceError,
@@ -55,7 +56,6 @@ from raytasks.spaces import (
     trial_settings,
 )
 from raytasks.storage import Storage, for_job, in_job, team_rows, write_results
-from raytasks.train import TrainConfigError
 
 MODE = "max"  # every metric in raytasks.metrics is better when larger
 
@@ -80,7 +80,7 @@ class SearchRequest:
     placement: str = "PACK"
     metric: str = OBJECTIVE
     scheme: str | None = None
-    seed: int = 0
+    seed: int = TrainSettings.seed
     dev: str | None = None
     resume: bool = False
     experiment: str | None = None  # the one to resume / export from
@@ -112,7 +112,7 @@ class Plan:
 
     @property
     def local_models(self) -> Path | None:  # a job's working dir is deleted afterwards
-        return None if in_job() else config.resolve(self.cfg["models"])
+        return None if in_job() else config.where(self.cfg, "models")
 
 
 @dataclass
@@ -152,14 +152,14 @@ def trial_fn(sampled: dict, space, base: dict, fs=None):
     from ray import tune
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # a line per checkpoint saved
-    settings = {**trial_settings(space, sampled), **base}
+    settings = run_settings(space, sampled, base)
     if base["workers"] > 1:
         from ray.tune.integration.ray_train import TuneReportCallback
 
-        from raytasks.train import build_trainer, make_config, prepare
+        from raytasks.train import build_trainer
 
         ctx = tune.get_context()
-        trainer = build_trainer(prepare(make_config(settings)),
+        trainer = build_trainer(settings,
                                 name=f"train-{ctx.get_trial_id()}",
                                 storage=f"{base['_storage']}/train", filesystem=fs,
                                 callbacks=[TuneReportCallback()])
@@ -170,8 +170,14 @@ def trial_fn(sampled: dict, space, base: dict, fs=None):
     def report(metrics, state_dir):
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(state_dir))
 
-    label = tracking.run_name(settings["arch"], tune.get_context().get_trial_id())
-    fit_local({**settings, "_checkpoint": tune.get_checkpoint(), "_progress": label}, report)
+    label = tracking.run_name(settings.arch, tune.get_context().get_trial_id())
+    fit_local(settings, report, checkpoint=tune.get_checkpoint(), label=label)
+
+
+def run_settings(space, sampled: dict, base: dict) -> TrainSettings:
+    """A trial's training settings: its sampled values over the search's fixed ones."""
+    fixed = {k: v for k, v in base.items() if not k.startswith("_")}  # _storage: not a setting
+    return TrainSettings.from_dict({**trial_settings(space, sampled), **fixed})
 
 
 # ---------------------------------------------------------------- plan: no Ray yet
@@ -186,7 +192,7 @@ def plan(req: SearchRequest, store: Storage | None = None) -> Plan:
                           f"{', '.join(METRIC_NAMES + RECALL_NAMES)}")
     if req.grace > req.max_epochs:
         raise SearchError("--grace must not exceed --max-epochs")
-    data_dir = config.resolve(cfg["processed"]) / cfg["scheme"]
+    data_dir = config.scheme_dir(cfg)
     from raytasks.data.stream import split_files
 
     split_files(data_dir, "train")
@@ -221,7 +227,7 @@ def experiment_name(store: Storage, dev: str, space_name: str, experiment, exist
         check_name(experiment, "--experiment")
     if not existing:
         return check_name(os.environ.get("RAYTASKS_EXPERIMENT") or (
-            f"{dev}-{space_name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"),
+            f"{dev}-{space_name}-{utc_stamp()}"),
             "experiment (from the space's file name)")
     name = check_name(experiment or latest_experiment(store, dev, space_name), "--experiment")
     if not store.exists(dev, "runs", name):
@@ -416,7 +422,7 @@ def log_best(p: Plan, model_dir: Path, trial_id: str) -> None:
     """The exported best model and its valid confusion matrix into its trial's W&B run."""
     from raytasks.evaluate import load_eval_data, plot_confusion_png
 
-    x, y, _, _ = load_eval_data(config.resolve(p.cfg["processed"]), p.cfg["scheme"], "valid")
+    x, y, _, _ = load_eval_data(config.where(p.cfg, "processed"), p.cfg["scheme"], "valid")
     png = plot_confusion_png(model_dir, x, y, f"{p.cfg['scheme']} valid")
     tracking.log_export(p.cfg["wandb_project"], p.name, trial_id, model_dir, png,
                         wandb_home(p.store, p.dev))
@@ -425,8 +431,8 @@ def log_best(p: Plan, model_dir: Path, trial_id: str) -> None:
 def export_best(grid, space, base: dict, metric: str, out: Path) -> list[tuple[Path, str]]:
     """The best checkpoint overall -> out; with several architectures in the space, also
     each architecture's best -> out-<arch>. [(model dir, trial id)], the overall best first."""
-    from raytasks.train import export as export_model
-    from raytasks.train import make_config, prepare
+    from raytasks.saved import export_checkpoint
+    from raytasks.settings import derive
 
     best = best_checkpoints(grid, space, metric)
     targets = [(out, max(best.values(), key=lambda b: b[0]))]
@@ -434,9 +440,10 @@ def export_best(grid, space, base: dict, metric: str, out: Path) -> list[tuple[P
         targets += [(out.with_name(f"{out.name}-{arch}"), b) for arch, b in sorted(best.items())]
     written = []
     for path, (value, ckpt, metrics, result) in targets:
-        settings = prepare(make_config({**trial_settings(space, result.config), **base}))
-        export_model(ckpt, metrics, settings, path, source=str(result.path))
-        print(f"{path.name}: {settings['arch']} trial {metrics.get('trial_id', '')} "
+        settings = run_settings(space, result.config, base)
+        export_checkpoint(ckpt, metrics, settings, derive(settings), path,
+                          source=str(result.path))
+        print(f"{path.name}: {settings.arch} trial {metrics.get('trial_id', '')} "
               f"({metric} {value:.4f})", flush=True)
         written.append((path, metrics.get("trial_id", "")))
     return written
@@ -462,7 +469,7 @@ def publish(p: Plan, rows, models: list[str]) -> None:
     job, the team leaderboard (every dev's rows) is also refreshed in the local results/."""
     info = {"dev": p.dev, "experiment": p.name, "space": p.space.name, "models": models,
             "trials": len(rows), "metric": p.request.metric, "storage": p.store.uri,
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "finished": utc_stamp()}
     with tempfile.TemporaryDirectory() as tmp:
         plot = Path(tmp) / "leaderboard.png"
         if not rows.empty:
@@ -471,7 +478,7 @@ def publish(p: Plan, rows, models: list[str]) -> None:
         write_results(p.store, p.dev, p.name, rows, plot, info)
     print(f"results: {p.store.path(p.dev, 'results', p.name)}", flush=True)
     if not in_job():
-        results = config.resolve(p.cfg["results"])
+        results = config.where(p.cfg, "results")
         leaderboard.sync(team_rows(p.store), results)
         print(f"team leaderboard: {results / 'leaderboard.csv'} (+ leaderboard.png)",
               flush=True)
@@ -517,7 +524,7 @@ Examples:
               help="Valid metric to maximise (ranks trials, checkpoints and the export).")
 @click.option("--scheme", default=None, show_default="intra",
               help="Built data scheme under the processed dir.")
-@click.option("--seed", type=int, default=0, help="Searcher and training seed.")
+@click.option("--seed", type=int, default=TrainSettings.seed, help="Searcher and training seed.")
 @click.option("--dev", default=None, show_default="config.toml / RAYTASKS_DEV",
               help="Your dev tag.")
 @click.option("--resume", is_flag=True, help="Continue the latest interrupted search of this "
