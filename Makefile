@@ -9,7 +9,7 @@ NODES ?= 1
 
 help:  ## list the targets and the variables they read
 	@echo "targets:"
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
 	@echo "variables (make VAR=value target, or export them):"
 	@grep -E '^# VAR ' $(MAKEFILE_LIST) | sed -E 's/^# VAR /  /'
 	@echo "examples:"
