@@ -89,7 +89,6 @@ def callback(project: str, experiment: dict, settings_of, wandb_dir: Path):
             # makes Ray's core worker print an error line into every job log
             self._remote_logger_class = ray.remote(num_cpus=0, **_force_on_current_node(),
                                                    runtime_env={"env_vars": env})(actor)
-            self.done_at = {}  # run future -> when it was first seen done
 
         def log_trial_end(self, trial, failed=False):
             if trial in self._trial_queues:  # a trial that never reported has no actor
@@ -120,15 +119,16 @@ def settle(cb, timeout: float, kill_on_timeout: bool) -> None:
     about once a second): the dashboard then counts that `get` as a failed task."""
     import ray
 
+    done_at = cb.__dict__.setdefault("done_at", {})  # run future -> first seen done
     futures = list(cb._trial_logging_futures.values())
     done, left = ray.wait(futures, num_returns=len(futures), timeout=timeout)
     for f in done:
-        cb.done_at.setdefault(f, time.monotonic())
-    if kill_on_timeout and cb.done_at:  # the experiment's end: let the last ones settle
-        time.sleep(max(0.0, SETTLE_S - (time.monotonic() - max(cb.done_at.values()))))
+        done_at.setdefault(f, time.monotonic())
+    if kill_on_timeout and done_at:  # the experiment's end: let the last ones settle
+        time.sleep(max(0.0, SETTLE_S - (time.monotonic() - max(done_at.values()))))
     now = time.monotonic()
-    for f in [f for f, t in cb.done_at.items() if now - t >= SETTLE_S]:
-        del cb.done_at[f]
+    for f in [f for f, t in done_at.items() if now - t >= SETTLE_S]:
+        del done_at[f]
         cb._cleanup_logging_actor(cb._logging_future_to_trial.pop(f))
     for f in left if kill_on_timeout else []:
         cb._cleanup_logging_actor(cb._logging_future_to_trial.pop(f))

@@ -206,7 +206,7 @@ def test_team_on_one_head_end_to_end(processed, tmp_path):
         assert sorted(p.name for p in storage.iterdir()) == ["alice", "bob"]
         for dev in ("alice", "bob"):
             assert len(list((storage / dev / "runs").glob(f"{dev}-cnn1d-*"))) == 1
-        results = list((storage / "bob" / "runs").glob("bob-cnn1d-*/trial_fn_*/result.json"))
+        results = list((storage / "bob" / "runs").glob("bob-cnn1d-*/*/result.json"))
         reported = [json.loads(line) for f in results for line in f.read_text().splitlines()]
         assert reported and all(r["worker_nodes"] == 2 for r in reported)  # SPREAD: 2 nodes
 
