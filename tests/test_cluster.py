@@ -226,7 +226,7 @@ def test_team_on_one_head_end_to_end(processed, tmp_path):
         rc, out = said(alice, "raytasks leaderboard")
         assert rc == 0, out
         board = pd.read_csv(alice / "results" / "leaderboard.csv")
-        assert sorted(board["dev"]) == ["alice", "bob"]
+        assert sorted(board["dev"]) == ["alice", "alice", "bob"]  # alice's 2 trials, bob's 1
         assert all(e.startswith(f"{d}-cnn1d-") for d, e in zip(board["dev"], board["experiment"]))
         rc, out = said(alice, f"raytasks pull {ids['alice']}")
         assert rc == 0 and (alice / "models" / "alice-cnn1d" / "model.pt").exists(), out
