@@ -8,12 +8,13 @@ import time
 from pathlib import Path
 
 from raytasks import config
-from raytasks.data.build import build, resolve_records
+from raytasks.data.build import build
+from raytasks.data.mitdb import resolve_records
 
 
 def main():
     cfg = config.load()
-    records = resolve_records(cfg["records"], config.resolve(cfg["raw_download"]))
+    records = resolve_records(cfg["records"], config.where(cfg, "raw_download"))
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
         metas = build(records, Path(out), ("intra", "inter"), force=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from raytasks import config
-from raytasks.data.build import list_records, resolve_records
+from raytasks.data.mitdb import list_records, resolve_records
 from raytasks.score import match_beats, outside, read_annotations
 
 
@@ -64,7 +64,7 @@ def main():
     ap.add_argument("--detectors", default="sleepecg,xqrs,raytasks")
     args = ap.parse_args()
     cfg = config.load()
-    records = resolve_records(cfg["records"], config.resolve(cfg["raw_download"]))
+    records = resolve_records(cfg["records"], config.where(cfg, "raw_download"))
     names = list_records(records) if args.all else args.records
     totals = {}
     for name in names:

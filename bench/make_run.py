@@ -35,7 +35,7 @@ def snapshot(root: Path) -> dict:
 
 def main():
     cfg = config.load()
-    source = config.resolve(cfg["processed"]) / "intra"
+    source = config.scheme_dir(cfg, "intra")
     with tempfile.TemporaryDirectory() as tmp:
         processed = Path(tmp) / "processed"
         shutil.copytree(source, processed / "intra")
@@ -46,7 +46,7 @@ def main():
         warm = make_run(env)
         same = snapshot(Path(tmp) / "results") == first
     schemes = [json.loads(p.read_text()).get("data", {}).get("scheme")
-               for p in config.resolve(cfg["models"]).glob("*/model.json")]
+               for p in config.where(cfg, "models").glob("*/model.json")]
     print(f"make run (data build + evaluate on intra valid: "
           f"{sum(s in (None, 'intra') for s in schemes)} models)")
     print(f"  cold (empty cache) : {cold:6.1f} s")

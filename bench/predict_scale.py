@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from raytasks import config
-from raytasks.data.build import list_records, resolve_records
+from raytasks.data.mitdb import list_records, resolve_records
 from raytasks.predict import default_model, predict
 
 
@@ -23,9 +23,9 @@ def main():
     import ray
 
     cfg = config.load()
-    src = resolve_records(cfg["records"], config.resolve(cfg["raw_download"]))
+    src = resolve_records(cfg["records"], config.where(cfg, "raw_download"))
     paths = [src / f"{n}.hea" for n in list_records(src)[:args.records]]
-    model = Path(args.model) if args.model else default_model(config.resolve(cfg["models"]))
+    model = Path(args.model) if args.model else default_model(config.where(cfg, "models"))
     ray.init(num_cpus=2, log_to_driver=False, configure_logging=False)
     rates = {}
     for workers in (1, 2):

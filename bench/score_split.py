@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from raytasks import config
-from raytasks.data.build import resolve_records
+from raytasks.data.mitdb import resolve_records
 from raytasks.score import ec57_table, score_all
 
 
@@ -25,7 +25,7 @@ def main():
     ap.add_argument("--shards", required=True, help="a split folder of built shards")
     args = ap.parse_args()
     cfg = config.load()
-    records = resolve_records(cfg["records"], config.resolve(cfg["raw_download"]))
+    records = resolve_records(cfg["records"], config.where(cfg, "raw_download"))
     table = pq.ParquetDataset(sorted(str(p) for p in Path(args.shards).glob("*.parquet")),
                               ).read(columns=["record", "sample"]).to_pandas()
     only = {str(r): np.sort(g["sample"].to_numpy()) for r, g in table.groupby("record")}

@@ -55,7 +55,7 @@ def main(space, samples, max_epochs, seed):
     import ray  # after raytasks, which sets Ray's auth/usage environment
 
     cfg = config.load()
-    data = config.resolve(cfg["processed"]) / cfg["scheme"]
+    data = config.scheme_dir(cfg)
     sp = load_space(space)
     base = {"data": str(data), "epochs": max_epochs, "seed": seed, "workers": 1,
             "cpus_per_worker": 0.5, "metric": OBJECTIVE, "max_failures": 0, "_storage": ""}

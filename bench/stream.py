@@ -59,7 +59,7 @@ def main():
     import ray  # after raytasks, which sets Ray's auth/usage environment
 
     cfg = config.load()
-    files = split_files(config.resolve(cfg["processed"]) / cfg["scheme"], "train")
+    files = split_files(config.scheme_dir(cfg), "train")
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     # one torch thread on both sides, as a worker with --threads 1: torch's parallel indexing
     # collapses (~30x) when another process holds one of the 2 cores

@@ -47,7 +47,7 @@ def main():
 
     arch = sys.argv[1] if len(sys.argv) > 1 else "cnn1d"
     cfg = config.load()
-    data = config.resolve(cfg["processed"]) / cfg["scheme"]
+    data = config.scheme_dir(cfg)
     files = split_files(data, "train")
     ray.init(num_cpus=os.cpu_count(), log_to_driver=False)
     with tempfile.TemporaryDirectory() as runs:

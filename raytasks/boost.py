@@ -9,15 +9,14 @@ never read. Cross-validation folds hold out whole records, so every figure it gi
 patient-level one; its out-of-fold logits also fit the recall-first offsets.
 """
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-import torch
 
-from raytasks.data import NUM_CLASSES
+from raytasks import saved
+from raytasks.data import NUM_CLASSES, scheme_path
 from raytasks.metrics import OBJECTIVE, compute_metrics, confusion, field_metrics, fit_offsets
 
 # the issue's floor: 300 iterations, class weights ~ count^-0.5
@@ -29,7 +28,7 @@ def load(processed: Path, scheme: str, splits=("train", "valid")):
     """(x beat + RR, y, context with record/sample) of the given splits of a built scheme."""
     from raytasks.data.stream import read_split, split_files
 
-    files = [f for s in splits for f in split_files(Path(processed) / scheme, s)]
+    files = [f for s in splits for f in split_files(scheme_path(processed, scheme), s)]
     arrays = read_split(files, rr=True)
     # same files, same order: row i of context is beat i of x
     context = pq.ParquetDataset(files).read(columns=["record", "sample"]).to_pandas()
@@ -80,23 +79,20 @@ def export(est, params: dict, settings: dict, out_dir: Path, oof: np.ndarray, y:
 
     model = from_sklearn(est)
     offsets = fit_offsets(oof, y) if oof is not None else np.zeros(NUM_CLASSES)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), out_dir / "model.pt")
     pred = None if oof is None else oof.argmax(axis=1)  # no CV: no figures, no offsets
-    info = {"tag": out_dir.name, "arch": "trees", "model": vars(model.cfg), "rr": True,
-            "record_features": params, "train": {"hgb": settings},
-            "data": {"scheme": scheme, "splits": ["train", "valid"]}, "epoch": None,
-            "params": int(sum(b.numel() for b in model.buffers())),
-            "valid_metrics": {} if pred is None else compute_metrics(y, pred),
-            "valid_is": "leave-records-out cross-validation",
-            "cv_field": {} if pred is None else field_metrics(confusion(y, pred)),
-            "offsets": offsets.tolist(),
-            "offsets_fit": {"on": "out-of-fold logits of the record-level cross-validation",
-                            "scheme": scheme, "objective": OBJECTIVE},
-            "source": source, "torch": torch.__version__,
-            "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    (out_dir / "model.json").write_text(json.dumps(info, indent=2))
+    info = saved.stamp({
+        "tag": Path(out_dir).name, "arch": "trees", "model": vars(model.cfg), "rr": True,
+        "record_features": params, "train": {"hgb": settings},
+        "data": {"scheme": scheme, "splits": ["train", "valid"]}, "epoch": None,
+        "params": int(sum(b.numel() for b in model.buffers())),
+        "valid_metrics": {} if pred is None else compute_metrics(y, pred),
+        "valid_is": "leave-records-out cross-validation",
+        "cv_field": {} if pred is None else field_metrics(confusion(y, pred)),
+        "offsets": offsets.tolist(),
+        "offsets_fit": {"on": "out-of-fold logits of the record-level cross-validation",
+                        "scheme": scheme, "objective": OBJECTIVE},
+        "source": source})
+    saved.save(out_dir, info, model.state_dict())
     return info
 
 
@@ -119,6 +115,6 @@ def train_and_export(processed: Path, scheme: str, params: dict, settings: dict,
             f"{k} {cv[k]:.3f}" for k in ("accuracy", "S F1", "V F1", "F F1",
                                          "macro F1 (N,S,V,F)")))
     est = fit(features, y, settings, seed, records)
-    source = (f"raytasks boost on {Path(processed) / scheme} (train+valid), "
+    source = (f"raytasks boost on {scheme_path(processed, scheme)} (train+valid), "
               f"{time.perf_counter() - t0:.0f} s")
     return export(est, params, settings, out_dir, oof, y, scheme, source)

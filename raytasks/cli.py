@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 
-from raytasks import config, paths
+from raytasks import config, constants, paths
 from raytasks.data import DataError
 
 DEBUG = False  # --debug: let the traceback of an expected error through
@@ -12,8 +12,8 @@ DEBUG = False  # --debug: let the traceback of an expected error through
 
 def user_errors() -> tuple:
     """The errors bad input raises: each message already names the file or setting."""
+    from raytasks.settings import TrainConfigError
     from raytasks.spaces import SpaceError
-    from raytasks.train import TrainConfigError
 
     return (DataError, config.ConfigError, paths.PathError, SpaceError, TrainConfigError)
 
@@ -71,18 +71,21 @@ def data():
 @click.option("--scheme", type=click.Choice(["intra", "inter", "all"]), default="intra",
               show_default=True, help="intra: beat-level stratified split (Kaggle-like); "
                                       "inter: patient-level DS1/DS2 (de Chazal 2004).")
-@click.option("--seed", type=int, default=None, help="Split/shuffle seed (default 42).")
+@click.option("--seed", type=int, default=None,
+              help=f"Split/shuffle seed (default {constants.SPLIT_SEED}).")
 @click.option("--shard-rows", type=click.IntRange(1), default=4000, show_default=True,
               help="Rows per parquet shard.")
 @click.option("--force", is_flag=True, help="Rebuild even when the shards are current.")
 def data_build(records, out, scheme, seed, shard_rows, force):
     """Turn raw records into parquet beat shards (Kachuee et al. 2018 beats)."""
-    from raytasks.data.build import build, counts_table, missing_classes, resolve_records
+    from raytasks.data.build import build
+    from raytasks.data.mitdb import resolve_records
+    from raytasks.data.shards import counts_table, missing_classes
 
     cfg = config.load(records=records, processed=out, seed=seed)
-    records_dir = resolve_records(cfg["records"], config.resolve(cfg["raw_download"]))
+    records_dir = resolve_records(cfg["records"], config.where(cfg, "raw_download"))
     schemes = ("intra", "inter") if scheme == "all" else (scheme,)
-    out_dir = config.resolve(cfg["processed"])
+    out_dir = config.where(cfg, "processed")
     metas = build(records_dir, out_dir, schemes, force=force,
                   params={"seed": cfg["seed"], "shard_rows": shard_rows})
     click.echo(counts_table(metas))
@@ -104,7 +107,8 @@ def data_build(records, out, scheme, seed, shard_rows, force):
               help="Output root (default: data/processed).")
 def data_import(train, valid, test, name, out):
     """Turn hackathon parquet or Kaggle CSV files into the same shard layout."""
-    from raytasks.data.build import counts_table, import_files
+    from raytasks.data.imports import import_files
+    from raytasks.data.shards import counts_table
 
     paths.check_name(name, "--name")
     if name in ("intra", "inter"):
@@ -113,7 +117,7 @@ def data_import(train, valid, test, name, out):
     cfg = config.load(processed=out)
     files = {"train": train, "valid": valid, "test": test}
     meta = import_files({k: Path(v) if v else None for k, v in files.items()},
-                        config.resolve(cfg["processed"]), name)
+                        config.where(cfg, "processed"), name)
     click.echo(counts_table({name: meta}))
 
 
@@ -127,8 +131,8 @@ def data_describe(processed, out):
     from raytasks.data.describe import describe
 
     cfg = config.load(processed=processed)
-    out_dir = Path(out) if out else config.resolve(cfg["results"]) / "data"
-    table, plots = describe(config.resolve(cfg["processed"]), out_dir)
+    out_dir = Path(out) if out else config.where(cfg, "results") / "data"
+    table, plots = describe(config.where(cfg, "processed"), out_dir)
     click.echo(table)
     for p in plots:
         click.echo(f"plot: {p}")
@@ -145,21 +149,22 @@ def parse_value(text: str):
 
 
 def train_options(fn):
-    """One flag per training setting in raytasks.train.DEFAULTS (defaults shown there)."""
-    from raytasks.nets import list_models
-    from raytasks.train import CHOICES, DEFAULTS, HELP
+    """One flag per field of raytasks.settings.TrainSettings (its help, choices, default)."""
+    from raytasks.settings import FIELDS, choices, defaults
 
-    choices = {**CHOICES, "arch": tuple(list_models())}
-
-    for key, default in reversed(list(DEFAULTS.items())):
+    default = defaults()
+    for f in reversed(FIELDS):
+        key, help = f.name, f.metadata["help"]
         if key in ("model", "data"):
             continue
         if key == "gpu":  # a plain flag: --gpu
-            fn = click.option("--gpu", key, is_flag=True, default=None, help=HELP[key])(fn)
+            fn = click.option("--gpu", key, is_flag=True, default=None, help=help)(fn)
             continue
-        kind = click.Choice(choices[key]) if key in choices else type(default)
+        # a choice list (the metric's is long: checked by the settings, not listed here)
+        listed = f.metadata["choices"] not in (None, "metric")
+        kind = click.Choice(choices(key)) if listed else type(default[key])
         fn = click.option(f"--{key.replace('_', '-')}", key, type=kind, default=None,
-                          help=f"{HELP[key]} [default: {default}]")(fn)
+                          help=f"{help} [default: {default[key]}]")(fn)
     return fn
 
 
@@ -187,12 +192,6 @@ def train_settings(config_file, model_opts, flags: dict) -> dict:
     return settings
 
 
-def utc_stamp() -> str:
-    import time
-
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-
-
 @main.command("train", context_settings={"show_default": True})
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True),
               help="TOML of training settings (top-level keys as the flags, [model] table "
@@ -211,33 +210,33 @@ def train_cmd(config_file, model_opts, data, scheme, tag, no_export, **flags):
     is exported to models/<tag>/ with everything needed to evaluate it.
     """
     from raytasks import train
+    from raytasks.settings import TrainConfigError, TrainSettings
 
     cfg = config.load(scheme=scheme)
     settings = train_settings(config_file, model_opts, flags)
-    settings["data"] = data or settings.get("data") or str(
-        config.resolve(cfg["processed"]) / cfg["scheme"])
+    settings["data"] = data or settings.get("data") or str(config.scheme_dir(cfg))
     try:
-        settings = train.make_config(settings)
-    except train.TrainConfigError as e:
+        settings = TrainSettings.from_dict(settings)
+    except TrainConfigError as e:
         where = f"{config_file} or flags" if config_file else "flags"
         raise click.ClickException(f"training settings ({where}): {e}") from None
-    scheme_name = Path(settings["data"]).name
-    tag = paths.check_name(tag or f"{settings['arch']}-{scheme_name}", "--tag")
+    scheme_name = Path(settings.data).name
+    tag = paths.check_name(tag or f"{settings.arch}-{scheme_name}", "--tag")
     dev = cfg["dev"] if cfg["dev"] != config.PLACEHOLDER_DEV else "local"
     train.init_ray()
     try:
-        best, metrics, result = train.fit(settings, f"{tag}-{utc_stamp()}",
-                                          paths.child(config.resolve(cfg["runs"]), dev) / "train")
-    except train.TrainConfigError as e:  # e.g. --gpu without a GPU
+        best, metrics, result = train.fit(settings, f"{tag}-{constants.utc_stamp()}",
+                                          config.dev_runs(cfg, dev) / "train")
+    except TrainConfigError as e:  # e.g. --gpu without a GPU
         raise click.ClickException(str(e)) from None
     click.echo(f"best epoch {metrics['epoch']}: " + "  ".join(
         f"{k} {metrics[k]:.4f}" for k in ("F1scoremacro", "Recallmacro", "F2scoremacro")))
     click.echo("per-class recall: " + "  ".join(
-        f"{c}={metrics[f'TP_{c}']:.3f}" for c in range(5)))
+        f"{c}={metrics[f'TP_{c}']:.3f}" for c in range(constants.NUM_CLASSES)))
     click.echo(f"run: {result.path}")
     if not no_export:
-        out = train.export(best, metrics, train.prepare(settings),
-                           config.resolve(cfg["models"]) / tag, source=str(result.path))
+        out = train.export(best, metrics, settings, config.model_dir(cfg, tag),
+                           source=str(result.path))
         click.echo(f"exported: {out}")
 
 
@@ -267,7 +266,7 @@ def evaluate_cmd(models, split, scheme, data_file, records, out, no_cache):
     if data_file and records:
         raise click.UsageError("give --data or --records, not both")
     cfg = config.load(scheme=scheme)
-    results = config.resolve(cfg["results"])
+    results = config.where(cfg, "results")
     if out is None:
         out = (results / "external" if data_file or records
                else results / "test" if split == "test" else results)
@@ -276,7 +275,7 @@ def evaluate_cmd(models, split, scheme, data_file, records, out, no_cache):
     if models:
         dirs = [Path(m) for m in models]
     else:
-        dirs = find_models(config.resolve(cfg["models"]))
+        dirs = find_models(config.where(cfg, "models"))
         if not (data_file or records):  # a model only meets the held-out data of its scheme
             skipped = [d.name for d in dirs if model_scheme(d) not in (None, cfg["scheme"])]
             dirs = [d for d in dirs if d.name not in skipped]
@@ -285,9 +284,9 @@ def evaluate_cmd(models, split, scheme, data_file, records, out, no_cache):
             if not dirs:
                 raise click.ClickException(f"no model in models/ was trained on "
                                            f"'{cfg['scheme']}'")
-    x, y, desc, context = load_eval_data(config.resolve(cfg["processed"]), cfg["scheme"],
+    x, y, desc, context = load_eval_data(config.where(cfg, "processed"), cfg["scheme"],
                                          split, data_file, records)
-    cache = None if no_cache else config.resolve(cfg["processed"]) / ".cache" / "evaluate"
+    cache = None if no_cache else config.where(cfg, "processed") / ".cache" / "evaluate"
     rows = evaluate(dirs, x, y, desc, Path(out), context, cache=cache)
     click.echo(f"{desc}: {len(y)} beats")
     click.echo(table(rows))
@@ -322,8 +321,8 @@ def boost_cmd(scheme, groups, step, folds, max_iter, learning_rate, l2, min_leaf
                             "early_stopping": "auto" if early_stopping else False,
                             "record_power": record_power}
     params = {"step": step, "groups": [g.strip() for g in groups.split(",") if g.strip()]}
-    out = config.resolve(cfg["models"]) / (tag or f"boost-{scheme}")
-    info = boost.train_and_export(config.resolve(cfg["processed"]), scheme, params, settings,
+    out = config.model_dir(cfg, tag or f"boost-{scheme}")
+    info = boost.train_and_export(config.where(cfg, "processed"), scheme, params, settings,
                                   out, folds, log=click.echo)
     click.echo(f"exported {out} ({(out / 'model.pt').stat().st_size / 1e6:.2f} MB, "
                f"{info['params']} tree values)")
@@ -341,7 +340,7 @@ def calibrate_cmd(models, target_recall):
 
     cfg = config.load()
     for m in models:
-        info = calibrate(Path(m), config.resolve(cfg["processed"]), target_recall)
+        info = calibrate(Path(m), config.where(cfg, "processed"), target_recall)
         click.echo(f"{Path(m).name}: offsets " + " ".join(
             f"{v:+.2f}" for v in info["offsets"]) + f" ({info['offsets_fit']['objective']})")
 
@@ -358,13 +357,13 @@ def ensemble_cmd(members, tag):
     from raytasks.ensemble import build_ensemble
 
     cfg = config.load()
-    models = config.resolve(cfg["models"])
-    out = paths.child(models, tag, "--tag")
+    models = config.where(cfg, "models")
+    out = config.model_dir(cfg, tag)
     dirs = [Path(m) if Path(m).is_dir() else models / m for m in members]
     if out in dirs:
         raise click.BadParameter("the ensemble cannot replace one of its members",
                                  param_hint="--tag")
-    info = build_ensemble(dirs, out, config.resolve(cfg["processed"]))
+    info = build_ensemble(dirs, out, config.where(cfg, "processed"))
     m = info["valid_metrics"]
     click.echo(f"{out}: {len(dirs)} members, valid macro F1 {m['F1scoremacro']:.4f}, "
                f"macro recall {m['Recallmacro']:.4f}")
@@ -395,8 +394,8 @@ def predict_cmd(records, model, out, fs, workers, chunk_s, mode, do_score):
     from raytasks.predict import default_model, list_recordings, predict
 
     cfg = config.load()
-    out_dir = Path(out) if out else config.resolve(cfg["results"]) / "predict"
-    model_dir = Path(model) if model else default_model(config.resolve(cfg["models"]))
+    out_dir = Path(out) if out else config.where(cfg, "results") / "predict"
+    model_dir = Path(model) if model else default_model(config.where(cfg, "models"))
     paths = list_recordings(Path(records))
     click.echo(f"{len(paths)} recording(s), model {model_dir.name}, {workers} worker(s)")
     frame = predict(paths, model_dir, out_dir, fs, workers, chunk_s, mode)
@@ -426,7 +425,7 @@ def score_cmd(records, predictions):
     """EC57-style beat-by-beat scoring (150 ms matching): QRS Se/+P, per-class Se/+P/F1 and
     confusion of matched beats, per record and total -> PREDICTIONS/score.{csv,txt}."""
     cfg = config.load()
-    pred = Path(predictions) if predictions else config.resolve(cfg["results"]) / "predict"
+    pred = Path(predictions) if predictions else config.where(cfg, "results") / "predict"
     score_and_print(Path(records), pred)
 
 
@@ -555,7 +554,7 @@ def leaderboard_cmd(top):
 
     cfg = config.load()
     store = Storage.from_setting(cfg["storage"])
-    results = config.resolve(cfg["results"])
+    results = config.where(cfg, "results")
     board = sync_leaderboard(team_rows(store), results)
     click.echo(board_table(board, top))
     click.echo(f"{len(board)} rows from {board['dev'].nunique() if len(board) else 0} dev(s) "
@@ -563,10 +562,10 @@ def leaderboard_cmd(top):
 
 
 def model_scheme(model_dir: Path):
-    import json
+    from raytasks import saved
 
     try:
-        return json.loads((model_dir / "model.json").read_text()).get("data", {}).get("scheme")
+        return saved.scheme_of(saved.read_info(model_dir))
     except (OSError, ValueError):
         return None  # unreadable: evaluate() reports it properly
 

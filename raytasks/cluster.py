@@ -45,6 +45,8 @@ import urllib.request
 from pathlib import Path
 
 from raytasks import config
+from raytasks.constants import utc_stamp
+from raytasks.paths import write_text
 from raytasks.storage import Storage
 
 TOKEN_PATH = Path.home() / ".ray" / "auth_token"
@@ -100,7 +102,7 @@ def head_env(cfg: dict) -> dict:
     raytasks / W&B settings, only the cluster's own data and storage folders."""
     env = {k: v for k, v in ray_env().items()
            if not k.startswith(("RAYTASKS_", "WANDB_")) and k not in ("MITDB_DIR", "RAY_ADDRESS")}
-    env["RAYTASKS_CLUSTER_PROCESSED"] = str(config.resolve(cfg["processed"]))
+    env["RAYTASKS_CLUSTER_PROCESSED"] = str(config.where(cfg, "processed"))
     env["RAYTASKS_CLUSTER_STORAGE"] = Storage.from_setting(cfg["storage"]).uri
     return env
 
@@ -176,11 +178,7 @@ def load_record(port: int) -> dict | None:
 
 
 def save_record(record: dict) -> None:
-    path = record_path(record["port"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    os.replace(tmp, path)
+    write_text(record_path(record["port"]), json.dumps(record, indent=2))
 
 
 def session_members(sid: int) -> list[list]:
@@ -342,7 +340,7 @@ def submit(cfg: dict, space: str, args: list[str]) -> str:
                            "the search's arguments")
     load_space(space)  # a malformed space fails here, not on the cluster
     jobs = client(cfg)
-    submission_id = f"{dev}-{space}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    submission_id = f"{dev}-{space}-{utc_stamp()}"
     env_vars = {"RAYTASKS_DEV": dev, "RAYTASKS_EXPERIMENT": submission_id,
                 "RAY_USAGE_STATS_ENABLED": "0"}
     for key in ("storage", "processed"):
@@ -465,9 +463,9 @@ def pull(cfg: dict, name: str) -> tuple[dict, list[Path], Path]:
         raise ClusterError(f"{dev}'s search {exp} has not finished: no results in "
                            f"{store.path(dev, 'results', exp)} yet")
     info = json.loads(store.read_bytes(dev, "results", exp, "job.json"))
-    models = config.resolve(cfg["models"])
+    models = config.where(cfg, "models")
     pulled = [store.get_dir(models / tag, dev, "models", tag) for tag in info["models"]]
-    results = config.resolve(cfg["results"])
+    results = config.where(cfg, "results")
     local = store.get_dir(results / exp, dev, "results", exp)
     if (local / "leaderboard.csv").exists():
         sync_leaderboard(pd.read_csv(local / "leaderboard.csv"), results)

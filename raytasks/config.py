@@ -9,7 +9,8 @@ import os
 import tomllib
 from pathlib import Path
 
-from raytasks.paths import PathError, check_name
+from raytasks.constants import SPLIT_SEED
+from raytasks.paths import PathError, check_name, child
 
 ROOT = Path(__file__).resolve().parent.parent
 PLACEHOLDER_DEV = "your-dev-tag"
@@ -22,7 +23,7 @@ DEFAULTS = {
     "processed": "data/processed",
     "raw_download": "data/raw/mitdb",
     "scheme": "intra",
-    "seed": 42,
+    "seed": SPLIT_SEED,  # the data build's split seed (training seeds: raytasks.settings)
     "models": "models",
     "results": "results",
     "runs": "runs",
@@ -135,3 +136,29 @@ def resolve(path: str | Path) -> Path:
     """Relative settings are relative to the project root, not the caller's cwd."""
     p = Path(path).expanduser()
     return p if p.is_absolute() else ROOT / p
+
+
+# ---------------------------------------------------------------- where things are
+# Every command finds its folders here (a setting resolved, a user's name checked to be one
+# path component); the team's shared storage has its own layout in raytasks.storage.
+
+def where(cfg: dict, setting: str) -> Path:
+    """A path setting (processed, models, results, runs, ...) as an absolute path."""
+    return resolve(cfg[setting])
+
+
+def scheme_dir(cfg: dict, scheme: str | None = None) -> Path:
+    """A built scheme's shards: <processed>/<scheme> (default: the `scheme` setting)."""
+    from raytasks.data import scheme_path
+
+    return scheme_path(where(cfg, "processed"), check_name(scheme or cfg["scheme"], "scheme"))
+
+
+def model_dir(cfg: dict, tag: str) -> Path:
+    """A saved model's folder: <models>/<tag>."""
+    return child(where(cfg, "models"), tag, "--tag")
+
+
+def dev_runs(cfg: dict, dev: str) -> Path:
+    """This dev's local runs: <runs>/<dev> (the dev tag becomes a path here)."""
+    return child(where(cfg, "runs"), dev, "dev tag")

@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from raytasks.data import BEAT_LEN, CLASS_NAMES, CLASS_SHORT, NUM_CLASSES, DataError
+from raytasks import saved
+from raytasks.data import CLASS_NAMES, CLASS_SHORT, NUM_CLASSES, DataError, scheme_path
 from raytasks.metrics import (
     METRIC_NAMES,
     OBJECTIVE,
@@ -37,13 +38,13 @@ from raytasks.metrics import (
     field_table,
     record_bootstrap,
 )
-from raytasks.paths import staged_files, write_text
+from raytasks.paths import staged_dir, staged_files
 
 COLUMNS = ["modeltag"] + METRIC_NAMES + RECALL_NAMES
 
 
 def find_models(models_dir: Path) -> list[Path]:
-    dirs = sorted(p.parent for p in Path(models_dir).glob("*/model.json"))
+    dirs = sorted(p.parent for p in Path(models_dir).glob(f"*/{saved.INFO}"))
     if not dirs:
         raise DataError(f"{models_dir}: no exported models (models/<tag>/model.json); "
                         f"train one with `raytasks train`")
@@ -59,14 +60,15 @@ def load_eval_data(processed: Path, scheme: str, split: str, data_file=None, rec
 
     if data_file:
         from raytasks.data import FEATURES
-        from raytasks.data.build import read_import
+        from raytasks.data.imports import read_import
 
         frame = read_import(Path(data_file))
         return (frame[FEATURES].to_numpy(np.float32), frame["target"].to_numpy(np.int64),
                 f"file {data_file}", None)
     if records:
         from raytasks.data import FEATURES, RR_FEATURES
-        from raytasks.data.build import list_records, record_beats, verify_checksums
+        from raytasks.data.beats import record_beats
+        from raytasks.data.mitdb import list_records, verify_checksums
 
         names = list_records(Path(records))
         verify_checksums(Path(records), names)
@@ -74,11 +76,12 @@ def load_eval_data(processed: Path, scheme: str, split: str, data_file=None, rec
         return (frame[FEATURES + RR_FEATURES].to_numpy(np.float32),
                 frame["target"].to_numpy(np.int64), f"records {records} ({', '.join(names)})",
                 frame[["record", "sample"]].reset_index(drop=True))
-    files = split_files(Path(processed) / scheme, split)
+    data_dir = scheme_path(processed, scheme)
+    files = split_files(data_dir, split)
     x, y = load_split(files, rr=has_rr(files))
     # same files, same order as load_split: row i of context is beat i of x
     context = pq.ParquetDataset(files).read(columns=["record", "sample"]).to_pandas()
-    return x, y, f"{scheme}/{split} ({Path(processed) / scheme / split})", context
+    return x, y, f"{scheme}/{split} ({data_dir / split})", context
 
 
 class Skip(DataError):
@@ -108,13 +111,11 @@ def evaluate_model(model_dir: Path, x: np.ndarray, y: np.ndarray, data_desc: str
     x holds the beat and, when the data has them, its RR features; each model reads the
     columns it was trained on. Skip when the data lacks what the model reads.
     """
-    from raytasks.train import load_model, predict_logits
-
-    model, info = load_model(model_dir)
+    model, info = saved.load_model(model_dir)
     t0 = time.perf_counter()
-    logits = predict_logits(model, model_inputs(model, info, x, context, data_desc))
+    logits = saved.predict_logits(model, model_inputs(model, info, x, context, data_desc))
     seconds = time.perf_counter() - t0
-    offsets = np.asarray(info.get("offsets", [0.0] * NUM_CLASSES), dtype=np.float64)
+    offsets = saved.offsets_of(info)
     out = {"tag": model_dir.name, "info": info, "beats_per_s": len(x) / max(seconds, 1e-9),
            "size_bytes": sum(f.stat().st_size for f in model_dir.rglob("model.pt")),
            "points": {}, "n_records": None if context is None else context["record"].nunique()}
@@ -200,7 +201,7 @@ def report_md(res: dict, data_desc: str, n_beats: int) -> str:
                   f"bootstrapping its {res['n_records']} records (patients), not beats:", "",
                   field_table(field)]
     offsets = ", ".join(f"{CLASS_SHORT[c]} {v:+.2f}" for c, v in enumerate(info.get(
-        "offsets", [0] * 5)))
+        "offsets", [0] * NUM_CLASSES)))
     lines += [
         "", "## Recall-first operating point", "",
         f"`@recall` adds per-class offsets to the logits ({offsets}), fitted on the "
@@ -268,16 +269,12 @@ def model_result(model_dir: Path, x, y, data_desc: str, store: Path, key: str,
                            key.encode())
     if not (entry / "result.json").exists():
         r = evaluate_model(model_dir, x, y, data_desc, context)  # may Skip: nothing cached
-        tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.tmp-", dir=store))
-        plot_model(r, tmp)
-        (tmp / "report.md").write_text(report_md(r, data_desc, len(y)))
-        keep = {k: r[k] for k in ("tag", "beats_per_s", "size_bytes")} | {"points": {
-            n: {"metrics": p["metrics"]} for n, p in r["points"].items()}}
-        (tmp / "result.json").write_text(json.dumps(keep, default=float))
-        try:
-            tmp.rename(entry)
-        except OSError:  # another run cached it meanwhile
-            shutil.rmtree(tmp, ignore_errors=True)
+        with staged_dir(entry) as tmp:  # content-addressed: a concurrent twin is identical
+            plot_model(r, tmp)
+            (tmp / "report.md").write_text(report_md(r, data_desc, len(y)))
+            keep = {k: r[k] for k in ("tag", "beats_per_s", "size_bytes")} | {"points": {
+                n: {"metrics": p["metrics"]} for n, p in r["points"].items()}}
+            (tmp / "result.json").write_text(json.dumps(keep, default=float))
     r = json.loads((entry / "result.json").read_text())
     return r | {"files": entry}
 
@@ -331,18 +328,15 @@ def write_results(results: list[dict], rows: pd.DataFrame, out: Path) -> None:
 
 def calibrate(model_dir: Path, processed: Path, target_recall: float | None = None) -> dict:
     """Refit a model's recall-first offsets on the valid split of its own scheme."""
-    from raytasks.data.stream import load_split, split_files
     from raytasks.metrics import fit_offsets
-    from raytasks.train import load_model, predict_logits
 
-    model, info = load_model(model_dir)
-    scheme = info.get("data", {}).get("scheme") or "intra"
-    files = split_files(Path(processed) / scheme, "valid")
-    x, y = load_split(files, rr=model.input_width > BEAT_LEN)
-    offsets = fit_offsets(predict_logits(model, x), y, target_recall=target_recall)
+    model, info = saved.load_model(model_dir)
+    scheme = saved.scheme_of(info) or "intra"
+    x, y = saved.valid_split(processed, scheme, model)
+    offsets = fit_offsets(saved.predict_logits(model, x), y, target_recall=target_recall)
     info["offsets"] = offsets.tolist()
     info["offsets_fit"] = {"on": "valid", "scheme": scheme,
                            "objective": (f"macro precision with sick-class recall >= "
                                          f"{target_recall}" if target_recall else OBJECTIVE)}
-    write_text(Path(model_dir) / "model.json", json.dumps(info, indent=2))
+    saved.write_info(model_dir, info)
     return info

@@ -8,7 +8,7 @@ channel labelled ECG), else the first one.
 
 Per recording: the signal is resampled to the 360 Hz of MIT-BIH, R-peaks are found by
 sleepecg's detector, and the training preprocessing is applied unchanged (`extract_beats`
-and `rr_features` of raytasks.data.build: 125 Hz, 10-s windows min-max normalised, beats of
+and `rr_features` of raytasks.data.beats: 125 Hz, 10-s windows min-max normalised, beats of
 1.2 x the window's median RR, RR features from the *detected* peaks). A recording is cut
 into chunks (--chunk-s, aligned to the 10-s windows) and Ray Data runs one task per chunk:
 pass 1 detects peaks and extracts beats, the driver computes each recording's RR features
@@ -20,16 +20,16 @@ line naming the file and skipped; the others are processed.
 """
 
 import json
-import os
-import shutil
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from raytasks.data import BEAT_LEN, CLASS_SHORT, NUM_CLASSES, DataError
-from raytasks.data.build import FS_RAW, WINDOW_S, extract_beats, rr_features
+from raytasks import saved
+from raytasks.data import BEAT_LEN, CLASS_SHORT, FS_RAW, NUM_CLASSES, DataError
+from raytasks.data.beats import WINDOW_S, extract_beats, rr_features
+from raytasks.paths import staged_dir, staged_file
 
 MIN_FS = 100
 MIN_SECONDS = 2.5  # shorter than this holds no beat with an RR interval either side
@@ -275,17 +275,13 @@ class Classifier:
     def __init__(self, model_dir: str, threads: int = 1):
         import torch
 
-        from raytasks.train import load_model
-
         torch.set_num_threads(threads)
-        self.model, info = load_model(Path(model_dir))
-        self.offsets = np.asarray(info.get("offsets", [0.0] * NUM_CLASSES), np.float32)
+        self.model, info = saved.load_model(Path(model_dir))
+        self.offsets = saved.offsets_of(info).astype(np.float32)
 
     def __call__(self, row: dict) -> dict:
-        from raytasks.train import predict_logits
-
         x = np.concatenate([row["beats"], row["rr"]], axis=1)[:, :self.model.input_width]
-        logits = predict_logits(self.model, np.ascontiguousarray(x, dtype=np.float32))
+        logits = saved.predict_logits(self.model, np.ascontiguousarray(x, dtype=np.float32))
         return {"name": row["name"], "t0": row["t0"], "logits": logits.astype(np.float32)}
 
 
@@ -295,14 +291,13 @@ def default_model(models_dir: Path, rr: bool = True) -> Path:
     """The shipped model with the best valid macro F2 among those the input can feed:
     RR models need a recording's RR intervals, beat-only models take single beats."""
     best, best_f2 = None, -1.0
-    for f in sorted(Path(models_dir).glob("*/model.json")):
+    for f in sorted(Path(models_dir).glob(f"*/{saved.INFO}")):
         try:
-            info = json.loads(f.read_text())
+            info = saved.read_info(f.parent)
         except (OSError, ValueError):
             continue
-        reads_rr = bool(info.get("rr")) or info.get("arch") == "ensemble"
         f2 = info.get("valid_metrics", {}).get("F2scoremacro", -1.0)
-        if (rr or not reads_rr) and f2 > best_f2:
+        if (rr or not saved.reads_rr(info)) and f2 > best_f2:
             best, best_f2 = f.parent, f2
     if best is None:
         raise DataError(f"{models_dir}: no exported model to predict with (--model)")
@@ -390,23 +385,11 @@ def beats_table(peaks: np.ndarray, logits: np.ndarray, offsets: np.ndarray,
 
 
 def write_recording(out: Path, rec: dict, beats: pd.DataFrame, summary: dict) -> None:
-    """OUT/<name>/{beats.csv, summary.json, strip.png}: built in a temp dir, then swapped in."""
-    dest = out / rec["name"]
-    tmp = out / f".{rec['name']}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    """OUT/<name>/{beats.csv, summary.json, strip.png}: staged, then swapped in whole."""
+    with staged_dir(out / rec["name"]) as tmp:
         beats.to_csv(tmp / "beats.csv", index=False)
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
         plot_strip(Path(rec["path"]), rec["info"], beats, tmp / "strip.png")
-        old = out / f".{rec['name']}.old-{os.getpid()}"
-        if dest.exists():
-            dest.rename(old)
-        tmp.rename(dest)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 # ---------------------------------------------------------------- the pipeline
@@ -477,13 +460,13 @@ def plan(paths: list[Path], fs_csv: float | None, chunk_s: float, mode: str) -> 
 def predict(paths: list[Path], model_dir: Path, out: Path, fs_csv: float | None = None,
             workers: int = 2, chunk_s: float = CHUNK_S, mode: str = "detect") -> pd.DataFrame:
     """Detect, classify and write every recording; returns the summary.csv frame."""
-    from raytasks.train import init_ray, load_model
+    from raytasks.train import init_ray
 
-    _, info = load_model(model_dir)  # a bad model fails here, before any work
+    _, info = saved.load_model(model_dir)  # a bad model fails here, before any work
     if info.get("record_features"):  # raytasks.records: needs whole-record features
         raise DataError(f"{Path(model_dir).name} classifies from per-record features "
                         f"(raytasks boost); `predict` feeds single beats: use another model")
-    offsets = np.asarray(info.get("offsets", [0.0] * NUM_CLASSES), np.float32)
+    offsets = saved.offsets_of(info).astype(np.float32)
     jobs = plan(paths, fs_csv, chunk_s, mode)
     if not jobs:
         raise DataError("no readable recording among " + ", ".join(str(p) for p in paths))
@@ -521,8 +504,7 @@ def write_outputs(recs, logits, offsets, out: Path, model_dir: Path) -> pd.DataF
             flush=True)
     frame = pd.DataFrame(rows)
     if rows:
-        tmp = out / f".summary.csv.tmp-{os.getpid()}"
-        frame.to_csv(tmp, index=False)
-        tmp.replace(out / "summary.csv")
+        with staged_file(out / "summary.csv") as tmp:
+            frame.to_csv(tmp, index=False)
     return frame
 

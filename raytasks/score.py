@@ -14,13 +14,13 @@ learning period), and classes are the 5 AAMI groups. Times are in seconds on bot
 (the .atr at 360 Hz, the predictions' time_s).
 """
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from raytasks.data import CLASS_SHORT, NUM_CLASSES, DataError
+from raytasks.paths import write_text
 
 TOLERANCE_S = 0.150
 
@@ -75,7 +75,7 @@ def read_annotations(records_dir: Path, name: str, spans: bool = False):
     which EC57 leaves out of QRS detection scoring."""
     import wfdb
 
-    from raytasks.data.build import AAMI
+    from raytasks.data.mitdb import AAMI
 
     try:
         ann = wfdb.rdann(str(Path(records_dir) / name), "atr")
@@ -174,10 +174,7 @@ def ec57_table(rows: pd.DataFrame, cm: np.ndarray) -> str:
 
 
 def write_scores(rows: pd.DataFrame, cm: np.ndarray, out: Path) -> None:
-    """score.csv and score.txt, each written to a temp file and renamed into place."""
-    out.mkdir(parents=True, exist_ok=True)
+    """score.csv and score.txt, each replaced atomically (paths.write_text)."""
     for name, text in (("score.csv", rows.to_csv(index=False)),
                        ("score.txt", ec57_table(rows, cm) + "\n")):
-        tmp = out / f".{name}.tmp-{os.getpid()}"
-        tmp.write_text(text)
-        tmp.replace(out / name)
+        write_text(out / name, text)

@@ -27,8 +27,8 @@ from pathlib import Path
 
 from raytasks.config import ROOT
 from raytasks.nets import check_field, check_model, config_fields, list_models
-from raytasks.train import DEFAULTS as TRAIN_DEFAULTS
-from raytasks.train import check_setting
+from raytasks.settings import NAMES as TRAIN_SETTINGS
+from raytasks.settings import check_setting
 
 SPACES_DIR = ROOT / "searchspaces"
 DISTS = {"uniform": ("low", "high"), "loguniform": ("low", "high"),
@@ -211,12 +211,27 @@ def _check_point(w: Where, i: int, point, a: ArchSpace) -> None:
                              f"one the space can draw ({drawn})")
 
 
+def _check_keys(w: Where, arch: str, fixed: dict, space: dict, model: dict,
+                fixed_model: dict) -> None:
+    """Every key a training setting (searchable where searched) or a field of the arch."""
+    fields = config_fields(arch)
+    for section, keys in (("fixed", fixed), ("space", space)):
+        for key in keys:
+            if key not in TRAIN_SETTINGS or (section == "space" and key in NOT_SEARCHABLE):
+                raise SpaceError(f"{w.at(section, key)}: unknown or unsearchable training "
+                                 f"field '{key}'")
+    for section, keys in (("space", model), ("fixed", fixed_model)):
+        for key in keys:
+            if key not in fields:
+                raise SpaceError(f"{w.at(section, 'model', key)}: unknown field '{key}' for "
+                                 f"architecture {arch}; known: {sorted(fields)}")
+
+
 def _check_arch(path: Path, text: str, arch: str, data: dict) -> ArchSpace:
     w = Where(path, key_lines(text))
     if not isinstance(arch, str) or arch not in list_models():
         raise SpaceError(f"{w.at('arch')}: unknown architecture {arch!r}; "
                          f"known: {list_models()}")
-    fields = config_fields(arch)
     unknown_top = sorted(set(data) - {"arch", "archs", "fixed", "space", "points_to_evaluate"})
     if unknown_top:
         raise SpaceError(f"{w.at(unknown_top[0])}: unknown key(s) {unknown_top}")
@@ -225,16 +240,7 @@ def _check_arch(path: Path, text: str, arch: str, data: dict) -> ArchSpace:
                                                                          ("fixed",))
     space.pop("model", None)
     fixed.pop("model", None)
-    for section, keys in (("fixed", fixed), ("space", space)):
-        for key in keys:
-            if key not in TRAIN_DEFAULTS or (section == "space" and key in NOT_SEARCHABLE):
-                raise SpaceError(f"{w.at(section, key)}: unknown or unsearchable training "
-                                 f"field '{key}'")
-    for section, keys in (("space", model), ("fixed", fixed_model)):
-        for key in keys:
-            if key not in fields:
-                raise SpaceError(f"{w.at(section, 'model', key)}: unknown field '{key}' for "
-                                 f"architecture {arch}; known: {sorted(fields)}")
+    _check_keys(w, arch, fixed, space, model, fixed_model)
     for key, value in fixed.items():
         _check_values(w, ("fixed", key), arch, [value], False, {})
     for key, value in fixed_model.items():
@@ -271,7 +277,7 @@ def _check_archs(path: Path, text: str, data: dict, only_archs) -> list[str]:
     shared = _table(w, data, "fixed")
     for key, value in shared.items():
         problem = (f"unknown or unsearchable training field '{key}'" if key not in
-                   TRAIN_DEFAULTS or key == "model" else check_setting(key, value))
+                   TRAIN_SETTINGS or key == "model" else check_setting(key, value))
         if problem:
             raise SpaceError(f"{w.at('fixed', key)}: {problem}")
     if only_archs:

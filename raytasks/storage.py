@@ -15,7 +15,6 @@ other's rows; the team leaderboard is merged from every dev's files when it is r
 import io
 import json
 import os
-import tempfile
 import uuid
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 
 from raytasks import config
+from raytasks.paths import staged_dir
 
 
 class StorageError(config.ConfigError):
@@ -94,16 +94,9 @@ class Storage:
     def get_dir(self, local: Path, *parts: str) -> Path:
         """Copy <storage>/<parts> to a local folder, staged then renamed into place."""
         local = Path(local)
-        local.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=local.parent, prefix=f".{local.name}.") as tmp:
-            staged = Path(tmp) / local.name
-            staged.mkdir()
+        with staged_dir(local) as staged:
             pafs.copy_files(self.path(*parts), str(staged), source_filesystem=self.fs,
                             destination_filesystem=pafs.LocalFileSystem())
-            old = Path(tmp) / "old"
-            if local.exists():
-                local.rename(old)
-            staged.rename(local)
         return local
 
 

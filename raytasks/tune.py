@@ -23,7 +23,6 @@ import fcntl
 import json
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import click
@@ -31,12 +30,13 @@ import numpy as np
 import pandas as pd
 
 from raytasks import config
+from raytasks.constants import utc_stamp
 from raytasks.data import CLASS_SHORT, NUM_CLASSES, DataError
 from raytasks.metrics import METRIC_NAMES, OBJECTIVE, RECALL_NAMES
 from raytasks.paths import PathError, check_name
+from raytasks.settings import TrainConfigError, TrainSettings
 from raytasks.spaces import SpaceError, hyperopt_points, load_space, to_hyperopt, trial_settings
 from raytasks.storage import Storage, for_job, in_job, merge_rows, team_rows, write_results
-from raytasks.train import TrainConfigError
 
 MODE = "max"  # every metric in raytasks.metrics is better when larger
 LEADERBOARD_COLUMNS = (["dev", "experiment", "trial_id", "arch", "epochs", "best_epoch"]
@@ -72,14 +72,14 @@ def trial_fn(sampled: dict, space, base: dict, fs=None):
     """One Tune trial: sampled config -> training settings -> train, reporting each epoch."""
     from ray import tune
 
-    settings = {**trial_settings(space, sampled), **base}
+    settings = run_settings(space, sampled, base)
     if base["workers"] > 1:
         from ray.tune.integration.ray_train import TuneReportCallback
 
-        from raytasks.train import build_trainer, make_config, prepare
+        from raytasks.train import build_trainer
 
         ctx = tune.get_context()
-        trainer = build_trainer(prepare(make_config(settings)),
+        trainer = build_trainer(settings,
                                 name=f"train-{ctx.get_trial_id()}",
                                 storage=f"{base['_storage']}/train", filesystem=fs,
                                 callbacks=[TuneReportCallback()])
@@ -90,7 +90,13 @@ def trial_fn(sampled: dict, space, base: dict, fs=None):
     def report(metrics, state_dir):
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(state_dir))
 
-    fit_local({**settings, "_checkpoint": tune.get_checkpoint()}, report)
+    fit_local(settings, report, checkpoint=tune.get_checkpoint())
+
+
+def run_settings(space, sampled: dict, base: dict) -> TrainSettings:
+    """A trial's training settings: its sampled values over the search's fixed ones."""
+    fixed = {k: v for k, v in base.items() if not k.startswith("_")}  # _storage: not a setting
+    return TrainSettings.from_dict({**trial_settings(space, sampled), **fixed})
 
 
 def wandb_callback(cfg: dict, dev: str, space_name: str, wandb_dir: Path):
@@ -139,7 +145,7 @@ def leaderboard_rows(grid, dev: str, experiment: str, space, metric: str) -> pd.
             "best_epoch": int(best["epoch"]),
             **{m: float(best[m]) for m in METRIC_NAMES + RECALL_NAMES if m in best},
             "config": json.dumps(settings, default=list),
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "finished": utc_stamp(),
         })
     return pd.DataFrame(rows, columns=LEADERBOARD_COLUMNS)
 
@@ -247,7 +253,7 @@ def latest_experiment(store: Storage, dev: str, space_name: str) -> str:
               help="With --workers > 1: SPREAD puts a trial's workers on different nodes.")
 @click.option("--metric", default=OBJECTIVE, help="Valid metric to maximise.")
 @click.option("--scheme", default=None, help="Data scheme (default intra).")
-@click.option("--seed", type=int, default=0, help="Searcher and training seed.")
+@click.option("--seed", type=int, default=TrainSettings.seed, help="Searcher and training seed.")
 @click.option("--dev", default=None, help="Your dev tag (default: config.toml / RAYTASKS_DEV).")
 @click.option("--resume", is_flag=True, help="Continue the latest interrupted search of this "
                                              "dev and space (or --experiment).")
@@ -288,7 +294,7 @@ def run(space_name, archs, samples, max_epochs, grace, time_budget, concurrency,
                                  f"{METRIC_NAMES + RECALL_NAMES}", param_hint="--metric")
     if grace > max_epochs:
         raise click.BadParameter("--grace must not exceed --max-epochs", param_hint="--grace")
-    data_dir = config.resolve(cfg["processed"]) / cfg["scheme"]
+    data_dir = config.scheme_dir(cfg)
     from raytasks.data.stream import split_files
 
     split_files(data_dir, "train")
@@ -325,7 +331,7 @@ def run(space_name, archs, samples, max_epochs, grace, time_budget, concurrency,
         {"GPU": gpus_per_trial} if gpus_per_trial else {})
     trainable = tune.with_resources(
         tune.with_parameters(trial_fn, space=space, base=base, fs=store.fs), resources)
-    local_models = None if in_job() else config.resolve(cfg["models"])
+    local_models = None if in_job() else config.where(cfg, "models")
     tag = f"{dev}-{space.name}"
     if export_only:
         grid = tune.Tuner.restore(store.path(dev, "runs", name), trainable,
@@ -380,7 +386,7 @@ def experiment_name(store: Storage, dev: str, space_name: str, experiment, exist
         check_name(experiment, "--experiment")
     if not existing:
         return check_name(os.environ.get("RAYTASKS_EXPERIMENT") or (
-            f"{dev}-{space_name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"),
+            f"{dev}-{space_name}-{utc_stamp()}"),
             "experiment (from the space's file name)")
     name = check_name(experiment or latest_experiment(store, dev, space_name), "--experiment")
     if not store.exists(dev, "runs", name):
@@ -419,7 +425,7 @@ def publish(rows: pd.DataFrame, store: Storage, dev: str, name: str, space_name:
     job, the team leaderboard (every dev's rows) is also refreshed in the local results/."""
     info = {"dev": dev, "experiment": name, "space": space_name, "models": models,
             "trials": len(rows), "storage": store.uri,
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "finished": utc_stamp()}
     with tempfile.TemporaryDirectory() as tmp:
         plot = Path(tmp) / "leaderboard.png"
         if not rows.empty:
@@ -428,7 +434,7 @@ def publish(rows: pd.DataFrame, store: Storage, dev: str, name: str, space_name:
         write_results(store, dev, name, rows, plot, info)
     click.echo(f"results: {store.path(dev, 'results', name)}")
     if not in_job():
-        results = config.resolve(cfg["results"])
+        results = config.where(cfg, "results")
         sync_leaderboard(team_rows(store), results)
         click.echo(f"team leaderboard: {results / 'leaderboard.csv'} (+ leaderboard.png)")
 
@@ -436,7 +442,8 @@ def publish(rows: pd.DataFrame, store: Storage, dev: str, name: str, space_name:
 def export_best(grid, space, base: dict, metric: str, out: Path) -> list[Path]:
     """The best checkpoint overall -> out; with several architectures in the space, also
     each architecture's best -> out-<arch> (the per-family comparison ships with it)."""
-    from raytasks.train import export, make_config, prepare
+    from raytasks.saved import export_checkpoint
+    from raytasks.settings import derive
 
     best: dict[str, tuple] = {}  # arch -> (metric value, checkpoint, metrics, result)
     for result in grid:
@@ -453,9 +460,10 @@ def export_best(grid, space, base: dict, metric: str, out: Path) -> list[Path]:
         targets += [(out.with_name(f"{out.name}-{arch}"), b) for arch, b in sorted(best.items())]
     written = []
     for path, (value, ckpt, metrics, result) in targets:
-        settings = prepare(make_config({**trial_settings(space, result.config), **base}))
-        export(ckpt, metrics, settings, path, source=str(result.path))
-        click.echo(f"exported {settings['arch']} trial {metrics.get('trial_id', '')} "
+        settings = run_settings(space, result.config, base)
+        export_checkpoint(ckpt, metrics, settings, derive(settings), path,
+                          source=str(result.path))
+        click.echo(f"exported {settings.arch} trial {metrics.get('trial_id', '')} "
                    f"({metric} {value:.4f}) to {path}")
         written.append(path)
     return written

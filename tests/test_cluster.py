@@ -3,9 +3,11 @@ end-to-end run on a real 2-node cluster (two raylets on this machine) with two d
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -171,6 +173,26 @@ def test_team_on_one_head_end_to_end(processed, tmp_path):
         assert rc == 0 and (alice / "models" / "alice-cnn1d" / "model.pt").exists(), out
         rc, out = said(alice, "raytasks evaluate --model models/alice-cnn1d")
         assert rc == 0 and "alice-cnn1d@recall" in out, out
+
+        # submit --wait follows a job to its end: this search fails on the cluster (no
+        # scheme 'nope' there), and the command says so and exits 1
+        quick = "--samples 1 --max-epochs 1 --grace 1 --no-wandb"
+        rc, out = said(alice, f"raytasks submit --wait --space cnn1d -- {quick} --scheme nope")
+        failed = re.search(r"submitted (alice-cnn1d-\S+)", out)
+        assert rc == 1 and failed and f"{failed.group(1)}: FAILED" in out, out
+        assert f"ended FAILED; see raytasks logs {failed.group(1)}" in out, out
+        # stop: a long search, stopped while it runs
+        rc, out = said(alice, "raytasks submit --space cnn1d -- --samples 50 --max-epochs 50 "
+                              "--no-wandb")
+        long_job = re.search(r"submitted (alice-cnn1d-\S+)", out).group(1)
+        rc, out = said(alice, f"raytasks stop {long_job}")
+        assert rc == 0 and f"{long_job}: stop requested" in out, out
+        for _ in range(30):
+            rc, mine = said(alice, "raytasks jobs")
+            if re.search(rf"{long_job}\s.*STOPPED", mine):
+                break
+            time.sleep(2)
+        assert re.search(rf"{long_job}\s.*STOPPED", mine), mine
     finally:
         down = head_cli(head, "cluster", "down")
         assert down.returncode == 0, down.stderr

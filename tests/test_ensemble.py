@@ -9,7 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from raytasks import train
+from raytasks import saved, train
 from raytasks.cli import main
 from raytasks.data.stream import load_split, split_files
 from raytasks.metrics import compute_metrics, fbeta_macro
@@ -34,7 +34,7 @@ def members(ray_cluster, processed, tmp_path_factory):
                "data": str(processed / "intra"), "epochs": 1, "batch_size": 128}
         train.fit_local(dict(cfg), report)
         train.export(Checkpoint.from_directory(keep), reports[-1],
-                     train.prepare(train.make_config(cfg)), root / tag)
+                     cfg, root / tag)
     return root
 
 
@@ -52,13 +52,13 @@ def env(monkeypatch, processed, members, tmp_path):
 def test_ensemble_averages_probabilities_and_evaluates(env, processed, tmp_path):
     res = CliRunner().invoke(main, ["ensemble", "a", "b", "--tag", "ens"])
     assert res.exit_code == 0, res.output
-    ens, info = train.load_model(env / "ens")
+    ens, info = saved.load_model(env / "ens")
     assert info["arch"] == "ensemble" and info["members"] == ["a", "b"]
     x, y = load_split(split_files(processed / "intra", "valid"))
-    probs = [torch.from_numpy(train.predict_logits(train.load_model(env / t)[0], x)).softmax(-1)
+    probs = [torch.from_numpy(saved.predict_logits(saved.load_model(env / t)[0], x)).softmax(-1)
              for t in ("a", "b")]
     expected = ((probs[0] + probs[1]) / 2).log().numpy()
-    logits = train.predict_logits(ens, x)
+    logits = saved.predict_logits(ens, x)
     np.testing.assert_allclose(logits, expected, atol=1e-5)
     # stored valid metrics are the ensemble's own; offsets never lower F2 on valid
     assert info["valid_metrics"] == pytest.approx(compute_metrics(y, logits.argmax(1)),

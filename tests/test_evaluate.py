@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from sklearn.metrics import recall_score
 
-from raytasks import train
+from raytasks import saved, train
 from raytasks.cli import main
 from raytasks.data import FEATURES
 from raytasks.data.stream import load_split, split_files
@@ -39,7 +39,7 @@ def models_dir(ray_cluster, processed, tmp_path_factory):
     cfg = {"arch": "cnn1d", "model": {"channels": [8, 16]}, "data": str(processed / "intra"),
            "epochs": 2, "batch_size": 128, "balance": 0.5}
     train.fit_local(dict(cfg), report)
-    prepared = train.prepare(train.make_config(cfg))
+    prepared = cfg  # validated by train.export
     train.export(Checkpoint.from_directory(keep), reports[-1], prepared, root / "tiny-intra")
     return root
 
@@ -64,9 +64,9 @@ def test_output_csv_columns_and_recalls_match_sklearn(env, processed, models_dir
     assert rows.columns.tolist() == COLUMNS
     assert rows["modeltag"].tolist() in (["tiny-intra", "tiny-intra@recall"],
                                          ["tiny-intra@recall", "tiny-intra"])
-    model, info = train.load_model(models_dir / "tiny-intra")
+    model, info = saved.load_model(models_dir / "tiny-intra")
     x, y = load_split(split_files(processed / "intra", "valid"))
-    logits = train.predict_logits(model, x)
+    logits = saved.predict_logits(model, x)
     present = sorted(set(y))
     for tag, off in (("tiny-intra", 0.0), ("tiny-intra@recall", np.array(info["offsets"]))):
         row = rows.set_index("modeltag").loc[tag]
@@ -103,10 +103,42 @@ def test_offsets_never_lower_fbeta_where_fitted(processed):
         assert (pred[y == c] == c).mean() >= 0.9
 
 
-def test_test_split_goes_to_its_own_folder(env):
+def assert_rows_match(rows: pd.DataFrame, model_dir, x, y):
+    """output.csv's rows of a model against scikit-learn on the model's own predictions."""
+    from sklearn.metrics import accuracy_score
+
+    model, info = saved.load_model(model_dir)
+    logits = saved.predict_logits(model, x[:, :model.input_width])
+    present = sorted(set(y))
+    for tag, off in ((model_dir.name, 0.0), (f"{model_dir.name}@recall", info["offsets"])):
+        row = rows.set_index("modeltag").loc[tag]
+        pred = (logits + np.asarray(off)).argmax(1)
+        assert row["Accuracy"] == pytest.approx(accuracy_score(y, pred), abs=1e-9)
+        expected = recall_score(y, pred, labels=present, average=None)
+        np.testing.assert_allclose([row[f"TP_{c}"] for c in present], expected, atol=1e-9)
+
+
+def test_test_split_goes_to_its_own_folder(env, processed, models_dir):
     res = run("--split", "test")
     assert res.exit_code == 0, res.output
     assert (env / "test" / "output.csv").exists() and not (env / "output.csv").exists()
+    # and it holds the test split's figures, not valid's
+    x, y = load_split(split_files(processed / "intra", "test"))
+    assert_rows_match(pd.read_csv(env / "test" / "output.csv"), models_dir / "tiny-intra", x, y)
+
+
+def test_scheme_inter_evaluates_on_inter_valid(env, processed, models_dir):
+    """--scheme inter reads inter's valid split (whole records 118...); an intra model is
+    skipped there unless named with --model."""
+    res = run("--scheme", "inter", "--model", str(models_dir / "tiny-intra"))
+    assert res.exit_code == 0, res.output
+    assert "inter/valid" in (env / "selected" / "tiny-intra" / "report.md").read_text()
+    x, y = load_split(split_files(processed / "inter", "valid"))
+    assert_rows_match(pd.read_csv(env / "selected" / "output.csv"),
+                      models_dir / "tiny-intra", x, y)
+    res = run("--scheme", "inter")  # every shipped model here is an intra one
+    assert res.exit_code == 1 and "skipping models trained on another scheme: tiny-intra" in \
+        res.output and "no model in models/ was trained on 'inter'" in res.output, res.output
 
 
 @pytest.mark.parametrize("damage", ["corrupt", "missing"])
@@ -121,7 +153,8 @@ def test_bad_model_fails_cleanly_and_keeps_output(env, models_dir, tmp_path, dam
         (bad / "model.pt").unlink()
     res = run("--model", str(models_dir / "tiny-intra"), "--model", str(bad), "--out", str(env))
     assert res.exit_code != 0
-    assert "bad-model" in res.output and "Traceback" not in res.output
+    assert "bad-model" in res.output
+    assert isinstance(res.exception, SystemExit), res.exception  # one line, no traceback
     assert (env / "output.csv").read_bytes() == before
 
 
@@ -153,7 +186,7 @@ def test_unwritable_output_changes_nothing(env):
     assert snapshot(env) == before
 
 
-def test_data_reads_hackathon_parquet(env, processed, tmp_path):
+def test_data_reads_hackathon_parquet(env, processed, models_dir, tmp_path):
     frame = read_shards(sorted((processed / "intra" / "test").glob("*.parquet")))
     hack = frame[FEATURES].astype("float64")
     hack["target"] = frame["target"].astype("float64")
@@ -163,13 +196,21 @@ def test_data_reads_hackathon_parquet(env, processed, tmp_path):
     rows = pd.read_csv(env / "external" / "output.csv")
     assert rows.columns.tolist() == COLUMNS and len(rows) == 2
     assert f"{len(hack)} beats" in res.output
+    # the file's beats and labels, not some other data, gave the figures
+    assert_rows_match(rows, models_dir / "tiny-intra", hack[FEATURES].to_numpy(np.float32),
+                      hack["target"].to_numpy(np.int64))
     # a parquet with the wrong schema is refused
     hack.drop(columns=["target"]).to_parquet(tmp_path / "bad.parq")
     res = run("--data", str(tmp_path / "bad.parq"))
     assert res.exit_code != 0 and "bad.parq" in res.output
 
 
-def test_records_dir_is_preprocessed_like_training(env, mitdb, tmp_path):
+def test_records_dir_is_preprocessed_like_training(env, mitdb, models_dir, tmp_path):
+    """--records gives the model exactly the beats a training build of those records holds,
+    labelled as the .atr file says."""
+    from raytasks.data import RR_FEATURES
+    from raytasks.data.build import build
+    from tests.atr import read_atr
     from tests.conftest import copy_records
 
     recs = copy_records(tmp_path / "other", ["100"])
@@ -177,7 +218,14 @@ def test_records_dir_is_preprocessed_like_training(env, mitdb, tmp_path):
     assert res.exit_code == 0, res.output
     assert "records" in res.output
     rows = pd.read_csv(env / "external" / "output.csv")
-    assert rows["Accuracy"].between(0, 1).all()
+    build(recs, tmp_path / "built", ("intra",), progress=False)
+    shards = read_shards(sorted((tmp_path / "built" / "intra").rglob("*.parquet")))
+    shards = shards.sort_values("sample").reset_index(drop=True)
+    samples, classes = read_atr(recs / "100.atr")
+    np.testing.assert_array_equal(shards["sample"], samples)
+    np.testing.assert_array_equal(shards["target"], classes)
+    x = shards[FEATURES + RR_FEATURES].to_numpy(np.float32)
+    assert_rows_match(rows, models_dir / "tiny-intra", x, classes)
 
 
 def snapshot(root) -> dict:
@@ -275,3 +323,50 @@ def test_hackathon_file_evaluates_readable_shipped_models_and_lists_the_rest(
     skipped = [ln for ln in res.output.splitlines() if ln.startswith("skipped ")]
     assert sorted(ln.split()[1].rstrip(":") for ln in skipped) == sorted(needs_rr)
     assert all("RR-interval" in ln or "recording" in ln for ln in skipped)
+
+
+def test_evaluation_imports_no_ray():
+    """Evaluating needs no cluster: importing evaluate (and the saved-model module it reads
+    models with) must not import Ray."""
+    import subprocess
+    import sys
+
+    code = ("import sys, raytasks.evaluate, raytasks.saved, raytasks.ensemble; "
+            "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env=env)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_calibrate_refits_offsets_on_the_model_s_scheme(env, processed, models_dir, tmp_path):
+    """`raytasks calibrate --target-recall R`: offsets that bring the sick classes' recall
+    closer to R on its scheme's valid split (checked with scikit-learn), recorded in a
+    model.json of the current schema; the weights and every other field stay as they were."""
+    model_dir = tmp_path / "tiny-copy"
+    shutil.copytree(models_dir / "tiny-intra", model_dir)
+    before = saved.read_info(model_dir)
+    weights = (model_dir / "model.pt").read_bytes()
+    res = CliRunner().invoke(main, ["calibrate", "--model", str(model_dir),
+                                    "--target-recall", "0.6"])
+    assert res.exit_code == 0 and res.exception is None, res.output
+    info = saved.read_info(model_dir)
+    assert info["schema"] == saved.SCHEMA and info["offsets"] != before["offsets"]
+    assert info["offsets_fit"] == {"on": "valid", "scheme": "intra", "objective":
+                                   "macro precision with sick-class recall >= 0.6"}
+    assert {k: v for k, v in info.items() if not k.startswith("offsets")} \
+        == {k: v for k, v in before.items() if not k.startswith("offsets")}
+    assert (model_dir / "model.pt").read_bytes() == weights
+    model, _ = saved.load_model(model_dir)
+    x, y = load_split(split_files(processed / "intra", "valid"))
+    logits = saved.predict_logits(model, x)
+    sick = sorted(set(y) - {0})
+
+    def shortfall(off):  # how far the sick classes' recalls fall below the target
+        recall = recall_score(y, (logits + off).argmax(1), labels=sick, average=None)
+        return np.maximum(0.6 - recall, 0).sum()
+
+    assert shortfall(np.asarray(info["offsets"])) < shortfall(np.zeros(5))
+    # fitted on this model's predictions of intra's valid split (not some other data)
+    np.testing.assert_allclose(info["offsets"], fit_offsets(logits, y, target_recall=0.6))
+    assert f"tiny-copy: offsets {info['offsets'][0]:+.2f}" in res.output

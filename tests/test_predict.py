@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from raytasks.cli import main
-from raytasks.data.build import record_beats
+from raytasks.data.beats import record_beats
 from raytasks.predict import check_signal, detect_chunk, detect_peaks, longest_run, probe, read_span
 from raytasks.score import match_beats, read_annotations, score_record
 from tests.atr import read_atr

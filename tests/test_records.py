@@ -97,7 +97,7 @@ def test_boost_exports_a_model_evaluate_reads_and_files_skip(processed, tmp_path
     rows = pd.read_csv(tmp_path / "results" / "test" / "output.csv").set_index("modeltag")
     # evaluate's figures are the exported trees' own on DS2 features
     x, y, ctx = boost.load(processed, "inter", ("test",))
-    from raytasks.train import load_model, predict_logits
+    from raytasks.saved import load_model, predict_logits
 
     model, _ = load_model(models / "boost-tiny")
     pred = predict_logits(model, record_features(x, ctx, info["record_features"])).argmax(1)

@@ -3,10 +3,16 @@
 Classes are the five AAMI groups; `CLASS_NAMES[i]` names class i.
 """
 
-CLASS_NAMES = ["Normal", "Supraventricular", "Ventricular", "Fusion", "Unknown"]
-CLASS_SHORT = ["N", "S", "V", "F", "Q"]
-NUM_CLASSES = 5
-BEAT_LEN = 187
+from raytasks.constants import (  # noqa: F401  (the data's numbers, re-exported)
+    BEAT_LEN,
+    CLASS_NAMES,
+    CLASS_SHORT,
+    FS,
+    FS_RAW,
+    NUM_CLASSES,
+    RR_FEATURES,
+)
+
 FEATURES = [str(i) for i in range(BEAT_LEN)]  # the hackathon/Kaggle files' beat columns
 # Shards hold the beat as one tensor column, BEAT: FixedSizeList<float32>[187]. LAYOUT is the
 # shard layout version build.json records (1: 187 scalar columns, before it was recorded);
@@ -14,11 +20,15 @@ FEATURES = [str(i) for i in range(BEAT_LEN)]  # the hackathon/Kaggle files' beat
 BEAT = "beat"
 LAYOUT = 2
 SPLITS = ("train", "valid", "test")
-# Each built beat's RR-interval context (the 187-sample window starts at its own R-peak, so
-# it hides how premature the beat is, the classic cue for S beats): previous and next RR
-# over the local RR (mean of the 30 around it), the local RR in seconds, and the previous
-# RR over the record's mean RR. Models trained with `rr = true` read them after the beat.
-RR_FEATURES = ["rr_pre", "rr_post", "rr_local", "rr_record"]
+
+
+def scheme_path(processed, scheme: str):
+    """Where a built scheme lives: <processed>/<scheme>/{train,valid,test}/part-*.parquet
+    plus build.json (the one place this layout is spelled out; config.scheme_dir resolves
+    the settings to it)."""
+    from pathlib import Path
+
+    return Path(processed) / scheme
 
 
 class DataError(ValueError):

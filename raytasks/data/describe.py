@@ -5,7 +5,15 @@ from pathlib import Path
 
 import numpy as np
 
-from raytasks.data import BEAT_LEN, CLASS_NAMES, CLASS_SHORT, NUM_CLASSES, DataError
+from raytasks.data import (
+    BEAT_LEN,
+    CLASS_NAMES,
+    CLASS_SHORT,
+    FS,
+    NUM_CLASSES,
+    DataError,
+    scheme_path,
+)
 
 
 def built_schemes(processed: Path) -> dict[str, dict]:
@@ -41,9 +49,9 @@ def plot_examples(processed: Path, scheme: str, out: Path, per_class: int = 12,
 
     from raytasks.data.stream import load_split, split_files
 
-    x, y = load_split(split_files(Path(processed) / scheme, "train")[:1])
+    x, y = load_split(split_files(scheme_path(processed, scheme), "train")[:1])
     rng = np.random.default_rng(seed)
-    t = np.arange(BEAT_LEN) / 125.0
+    t = np.arange(BEAT_LEN) / FS
     fig, axes = plt.subplots(1, NUM_CLASSES, figsize=(18, 3.4), sharey=True)
     for c, ax in enumerate(axes):
         rows = np.flatnonzero(y == c)

@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import ray
 import torch
 
 from raytasks.data import BEAT, BEAT_LEN, LAYOUT, NUM_CLASSES, RR_FEATURES, DataError
@@ -169,15 +168,18 @@ class BalancedStream:
     hand it to every worker, and call `batches(epoch, ...)` there.
     """
 
-    ref: "ray.ObjectRef"  # {"x", "y", "key"} arrays
+    ref: object  # a ray.ObjectRef of the {"x", "y", "key"} arrays
     counts: np.ndarray
     balance: float
     seed: int
     stats: StreamStats = field(default_factory=StreamStats)
 
     @classmethod
-    def materialize(cls, files: list[str], balance: float = 0.0, seed: int = 0,
+    def materialize(cls, files: list[str], balance: float, seed: int,
                     rr: bool = False) -> "BalancedStream":
+        """Read the split into the object store (balance and seed: the training settings')."""
+        import ray
+
         arrays = read_split(files, rr=rr, keys=True)
         counts = np.bincount(arrays["y"], minlength=NUM_CLASSES)
         resample_rates(counts, balance)  # refuse a bad alpha before any worker starts
@@ -189,6 +191,8 @@ class BalancedStream:
     def arrays(self) -> dict[str, np.ndarray]:
         """The split's arrays (zero-copy from the object store on a worker's node)."""
         if not hasattr(self, "_arrays"):
+            import ray
+
             self._arrays = ray.get(self.ref)
         return self._arrays
 

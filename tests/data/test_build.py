@@ -11,10 +11,12 @@ from click.testing import CliRunner
 
 from raytasks.cli import main
 from raytasks.data import BEAT, FEATURES, LAYOUT, RR_FEATURES, DataError
-from raytasks.data.build import DS1, DS2, build, record_beats
+from raytasks.data.beats import record_beats
+from raytasks.data.build import build
+from raytasks.data.splits import DS1, DS2
 from raytasks.data.stream import load_split, split_files
 from tests.atr import read_atr
-from tests.conftest import SLICE, copy_records, read_shards
+from tests.conftest import SLICE, copy_records, read_shards, snapshot
 
 
 def read_scheme(root: Path, scheme: str) -> dict[str, pd.DataFrame]:
@@ -41,6 +43,12 @@ def test_rr_features_are_the_record_s_rr_intervals(mitdb, name):
     beats = record_beats(mitdb, name)
     rr = np.diff(samples) / 360.0  # seconds, from the independent .atr reader
     pre, post, local, record = (beats[c].to_numpy(np.float64) for c in RR_FEATURES)
+    # local: the mean of the 31 previous-RR values centred on the beat (edges repeated),
+    # computed here beat by beat
+    pre_rr = np.r_[rr[0], rr]
+    padded = np.r_[[pre_rr[0]] * 15, pre_rr, [pre_rr[-1]] * 15]
+    expected = np.array([padded[i:i + 31].mean() for i in range(len(pre_rr))])
+    np.testing.assert_allclose(local, expected, rtol=1e-5)
     np.testing.assert_allclose((pre * local)[1:], rr, rtol=1e-5)
     np.testing.assert_allclose((post * local)[:-1], rr, rtol=1e-5)
     np.testing.assert_allclose((record * rr.mean())[1:], rr, rtol=1e-5)
@@ -164,7 +172,7 @@ def run_build(records: Path, out: Path):
 def assert_clean_failure(res, out: Path, needle: str):
     assert res.exit_code != 0
     assert needle in res.output, res.output
-    assert "Traceback" not in res.output
+    assert isinstance(res.exception, SystemExit), res.exception  # one line, no traceback
     assert not out.exists() or not any(out.rglob("*.parquet")), "something was written"
 
 
@@ -217,12 +225,12 @@ def test_failed_rebuild_keeps_previous_shards(tmp_path, mitdb):
     recs = copy_records(tmp_path / "r", ["100", "101"])
     out = tmp_path / "out"
     assert run_build(recs, out).exit_code == 0
-    before = sorted(p.name for p in (out / "intra" / "train").iterdir())
+    before = snapshot(out)
     (recs / "101.atr").unlink()
     res = CliRunner().invoke(main, ["data", "build", "--records", str(recs), "--out", str(out),
                                     "--force"])
     assert res.exit_code != 0 and "101.atr" in res.output
-    assert sorted(p.name for p in (out / "intra" / "train").iterdir()) == before
+    assert snapshot(out) == before  # every shard and build.json byte-identical
     assert [p.name for p in out.iterdir()] == ["intra"]  # no temp dirs left behind
 
 
@@ -237,10 +245,33 @@ def test_offline_download_fails_in_one_line(tmp_path, monkeypatch):
 
     monkeypatch.setattr(wfdb, "dl_database", offline)
     from raytasks.data import DataError
-    from raytasks.data import build as build_module
-    from raytasks.data.build import resolve_records
+    from raytasks.data import mitdb as build_module
+    from raytasks.data.mitdb import resolve_records
 
     monkeypatch.setattr(build_module, "SHARED_MITDB", tmp_path / "no-shared")
     with pytest.raises(DataError, match="MITDB_DIR"):
         resolve_records("", tmp_path / "dl")
     assert not (tmp_path / "dl").exists()
+
+
+def test_build_of_an_older_build_version_is_rebuilt(tmp_path, mitdb):
+    """Shards of another BUILD_VERSION are rebuilt; current ones are left alone."""
+    from raytasks.data.shards import BUILD_VERSION
+
+    recs = copy_records(tmp_path / "r", ["100"])
+    out = tmp_path / "out"
+    build(recs, out, ("intra",), progress=False)
+    first = snapshot(out)
+    beats = read_shards(sorted((out / "intra").rglob("*.parquet")))
+    build(recs, out, ("intra",), progress=False)
+    assert snapshot(out) == first  # current: nothing rewritten
+    meta_path = out / "intra" / "build.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps(meta | {"version": BUILD_VERSION - 1}))
+    build(recs, out, ("intra",), progress=False)
+    assert json.loads(meta_path.read_text())["version"] == BUILD_VERSION
+    shards = sorted((out / "intra").rglob("*.parquet"))
+    assert [str(p.relative_to(out)) for p in shards] == sorted(
+        k for k in first if k.endswith(".parquet"))
+    # rewritten (build.json's version is current again), with the same beats
+    pd.testing.assert_frame_equal(read_shards(shards), beats)

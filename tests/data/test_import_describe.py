@@ -91,6 +91,14 @@ def test_describe_prints_percentages_and_plots(processed, tmp_path):
                                     str(tmp_path / "plots")])
     assert res.exit_code == 0, res.output
     assert "intra" in res.output and "inter" in res.output and "%" in res.output
+    # every split's row: its class counts and shares, counted here from the shards' labels
+    for scheme in ("intra", "inter"):
+        for split in ("train", "valid", "test"):
+            y = read_shards(sorted((processed / scheme / split).glob("*.parquet")))["target"]
+            cc = np.bincount(y.to_numpy(), minlength=5)
+            cells = "".join(f"{v:>10} {100 * v / cc.sum():5.1f}% " for v in cc)
+            assert f"{scheme:<10}{split:<7}{cc.sum():>8}  {cells}".rstrip() in res.output, (
+                scheme, split, res.output)
     pngs = sorted(p.name for p in (tmp_path / "plots").glob("*.png"))
     assert pngs == ["beats_inter.png", "beats_intra.png", "class_balance.png"]
     for p in (tmp_path / "plots").glob("*.png"):

@@ -5,7 +5,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from raytasks.data import RR_FEATURES, DataError
-from raytasks.data.build import shard_table
+from raytasks.data.shards import shard_table
 from raytasks.data.stream import (
     BalancedStream,
     StreamStats,

@@ -1,0 +1,232 @@
+"""Saved models: the one owner of a shipped model's folder, models/<tag>/.
+
+    model.pt     the weights (a state_dict), absent for an ensemble
+    model.json   everything else needed to rebuild and evaluate it (INFO_FIELDS)
+    members/     an ensemble's members, each a saved model folder of its own
+
+`write_info` is the only code that writes a model.json and `read_info` the only code that
+reads one; `save` writes a whole folder (staged, swapped in whole: never half a model),
+`load_model` rebuilds any saved model (a network, a `trees` record-feature model, an
+ensemble) and `predict_logits` runs it. Training (`export_checkpoint`), `raytasks boost`,
+`raytasks ensemble` and `raytasks calibrate` all save through here. Nothing here needs Ray.
+
+model.json's fields are INFO_FIELDS; its format version is SCHEMA (files written before
+it was recorded are version 1; version 2 adds `schema` and always records the scheme in
+`offsets_fit`). Shipped version-1 files load unchanged.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from raytasks.constants import BEAT_LEN, NUM_CLASSES, utc_stamp
+from raytasks.data import DataError, scheme_path
+from raytasks.paths import staged_dir, write_text
+
+SCHEMA = 2
+INFO, WEIGHTS = "model.json", "model.pt"
+INFO_FIELDS = {
+    "schema": "format version of this file (absent: 1)",
+    "tag": "the folder's name when exported",
+    "arch": "raytasks.nets architecture, or 'ensemble'",
+    "rr": "the model reads x = beat + RR_FEATURES",
+    "model": "the architecture's config fields",
+    "record_features": "(trees) the record-feature groups it reads (raytasks.records)",
+    "members": "(ensemble) the member tags under members/",
+    "train": "the training settings it ran with",
+    "valid_metrics": "metrics on the valid split at export",
+    "epoch": "best epoch (None: not an epoch-trained model)",
+    "data": "the data build it was trained on (build.json: scheme, params, ...)",
+    "params": "parameter count",
+    "offsets": "per-class logit offsets of the recall-first operating point",
+    "offsets_fit": "how the offsets were fitted: on, scheme, objective",
+    "source": "the run it came from",
+    "torch": "torch version that wrote it",
+    "exported": "UTC stamp",
+}
+CPU = torch.device("cpu")
+
+
+class Ensemble(torch.nn.Module):
+    """Members' class probabilities averaged (returned as log-probabilities, so argmax and
+    the offsets work as for any model)."""
+
+    def __init__(self, members):
+        super().__init__()
+        self.members = torch.nn.ModuleList(members)
+        # members may differ in what they read (beat only, beat + RR features)
+        self.input_width = max(m.input_width for m in members)
+
+    def forward(self, x):
+        probs = torch.stack([m(x[:, :m.input_width]).softmax(dim=-1)
+                             for m in self.members]).mean(dim=0)
+        return probs.clamp_min(1e-12).log()
+
+
+# ---------------------------------------------------------------- model.json
+
+def read_info(model_dir: Path) -> dict:
+    """A model's model.json (the one reader): FileNotFoundError when absent, DataError when
+    it is not a model.json this code can read."""
+    path = Path(model_dir) / INFO
+    try:
+        info = json.loads(path.read_text())
+    except ValueError as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(info, dict) or "arch" not in info:
+        raise DataError(f"{path}: not a model.json (no 'arch')")
+    version = info.get("schema", 1)
+    if not isinstance(version, int) or version > SCHEMA:
+        raise DataError(f"{path}: model.json schema {version!r}; this raytasks reads up to "
+                        f"{SCHEMA} (update raytasks)")
+    return info
+
+
+def write_info(model_dir: Path, info: dict) -> Path:
+    """model_dir/model.json, stamped with the schema version (the one writer; atomic)."""
+    info = {"schema": SCHEMA} | {k: v for k, v in info.items() if k != "schema"}
+    return write_text(Path(model_dir) / INFO, json.dumps(info, indent=2))
+
+
+def scheme_of(info: dict) -> str | None:
+    """The scheme a model was trained (and its offsets fitted) on; None when unknown."""
+    return (info.get("data") or {}).get("scheme") or (info.get("offsets_fit") or {}).get(
+        "scheme")
+
+
+def reads_rr(info: dict) -> bool:
+    """Whether the model reads the RR features after the beat (ensembles: any member)."""
+    return bool(info.get("rr")) or info.get("arch") == "ensemble"
+
+
+def offsets_of(info: dict) -> np.ndarray:
+    return np.asarray(info.get("offsets", [0.0] * NUM_CLASSES), dtype=np.float64)
+
+
+def stamp(info: dict) -> dict:
+    """info with who wrote it and when."""
+    return info | {"torch": torch.__version__, "exported": utc_stamp()}
+
+
+# ---------------------------------------------------------------- folders
+
+def save(out_dir: Path, info: dict, weights: dict | None = None, members=()) -> Path:
+    """Write a model folder whole: model.pt (weights), members/<tag>/ (copies of saved
+    models), model.json last. Staged beside out_dir and swapped in; any failure leaves
+    out_dir as it was."""
+    import shutil
+
+    out_dir = Path(out_dir)
+    with staged_dir(out_dir) as tmp:
+        if weights is not None:
+            torch.save(weights, tmp / WEIGHTS)
+        for d in members:
+            (tmp / "members" / Path(d).name).mkdir(parents=True)
+            for f in (WEIGHTS, INFO):
+                shutil.copy2(Path(d) / f, tmp / "members" / Path(d).name / f)
+        write_info(tmp, info)
+    return out_dir
+
+
+def load_model(model_dir: Path) -> tuple[torch.nn.Module, dict]:
+    """Rebuild a saved model: (module in eval mode, its model.json). The module's
+    `input_width` says how many columns of x (beat, then RR features) it reads."""
+    model_dir = Path(model_dir)
+    try:
+        info = read_info(model_dir)
+        if info["arch"] == "ensemble":
+            model = Ensemble([load_model(model_dir / "members" / tag)[0]
+                              for tag in info["members"]])
+        else:
+            model = _load_network(model_dir, info)
+    except FileNotFoundError as e:
+        raise DataError(f"{model_dir}: missing {Path(e.filename).name}") from None
+    except DataError:
+        raise
+    except Exception as e:
+        raise DataError(f"{model_dir}: corrupt or incompatible model files "
+                        f"({type(e).__name__}: {str(e)[:120]})") from None
+    model.eval()
+    return model, info
+
+
+def _load_network(model_dir: Path, info: dict) -> torch.nn.Module:
+    from raytasks.nets import create_model, input_width
+
+    # a record-features model (raytasks.records) reads beat + RR, then features of them
+    wrap = info.get("rr", False) and not info.get("record_features")
+    model = create_model(info["arch"], rr=wrap, **info["model"])
+    model.load_state_dict(torch.load(model_dir / WEIGHTS, weights_only=True,
+                                     map_location="cpu"))
+    model.input_width = input_width(info.get("rr", False))  # columns of x it reads
+    return model
+
+
+@torch.inference_mode()
+def predict_logits(model: torch.nn.Module, x: np.ndarray, batch: int = 4096,
+                   device: torch.device = CPU) -> np.ndarray:
+    model.eval()
+    # a copy per batch: x may be a read-only Arrow buffer (from_numpy warns on those)
+    out = [model(torch.tensor(x[i:i + batch]).to(device)).float().cpu().numpy()
+           for i in range(0, len(x), batch)]
+    return np.concatenate(out) if out else np.zeros((0, NUM_CLASSES), dtype=np.float32)
+
+
+def valid_split(processed: Path, scheme: str, model: torch.nn.Module):
+    """(x, y) of a scheme's valid split, with the RR columns when the model reads them."""
+    from raytasks.data.stream import load_split, split_files
+
+    files = split_files(scheme_path(processed, scheme), "valid")
+    return load_split(files, rr=model.input_width > BEAT_LEN)
+
+
+# ---------------------------------------------------------------- a trained checkpoint
+
+def export_checkpoint(checkpoint, metrics: dict, settings, data, out_dir: Path,
+                      source: str = "") -> Path:
+    """A training checkpoint (raytasks.train's state.pt) -> a saved model in out_dir:
+    the weights, and in model.json the architecture, the training settings, the valid
+    metrics, the data build, and the recall-first offsets fitted on the valid split."""
+    from raytasks.data.stream import load_split
+    from raytasks.metrics import OBJECTIVE, fit_offsets
+    from raytasks.nets import create_model, model_config, num_params
+
+    with checkpoint.as_directory() as d:
+        state = torch.load(Path(d) / "state.pt", weights_only=False, map_location="cpu")
+    model = create_model(settings.arch, rr=settings.rr, **settings.model)
+    model.load_state_dict(state["model"])
+    valid_x, valid_y = load_split(data.valid_files, rr=settings.rr)
+    offsets = fit_offsets(predict_logits(model, valid_x), valid_y)
+    build = build_info(Path(data.data_dir))
+    config = model_config(settings.arch, **settings.model).__dict__
+    train = {k: v for k, v in settings.to_dict().items() if k not in ("arch", "model")}
+    info = stamp({
+        "tag": Path(out_dir).name, "arch": settings.arch, "rr": settings.rr,
+        "model": {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()},
+        "train": train | {"data": portable(data.data_dir)},
+        "valid_metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+        "epoch": state["epoch"], "data": build, "params": num_params(model),
+        "offsets": offsets.tolist(),
+        "offsets_fit": {"on": "valid", "scheme": build.get("scheme"), "objective": OBJECTIVE},
+        "source": source})
+    return save(out_dir, info, model.state_dict())
+
+
+def build_info(data_dir: Path) -> dict:
+    """What a model records of the build it was trained on (from build.json; {}: none)."""
+    path = Path(data_dir) / "build.json"
+    if not path.exists():
+        return {}
+    meta = json.loads(path.read_text())
+    return {k: meta.get(k) for k in ("scheme", "params", "preprocessing", "records", "source",
+                                     "version")}
+
+
+def portable(path: str) -> str:
+    """A path relative to the project root when it lies inside it (model.json travels)."""
+    from raytasks.config import ROOT
+
+    p = Path(path)
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)

@@ -1,0 +1,46 @@
+"""raytasks.saved: the shipped models (model.json version 1) load unchanged, a newer
+format is refused in one line, and write_info stamps the current version."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from raytasks import saved
+from raytasks.data import DataError
+from tests.conftest import ROOT
+
+SHIPPED = sorted(p.parent for p in (ROOT / "models").glob("*/model.json"))
+
+
+def test_every_shipped_model_loads_as_version_1():
+    assert SHIPPED, "no shipped models"
+    for d in SHIPPED:
+        raw = json.loads((d / "model.json").read_text())
+        info = saved.read_info(d)
+        assert info == raw and "schema" not in raw  # read as is: version 1
+        model, _ = saved.load_model(d)
+        assert saved.scheme_of(info) in ("intra", "inter")
+        x = np.random.default_rng(0).random((3, model.input_width), dtype=np.float32)
+        if info.get("record_features"):
+            continue  # trees read record features, not raw rows (test_records covers them)
+        assert saved.predict_logits(model, x).shape == (3, 5)
+
+
+def test_newer_schema_and_non_model_json_are_refused(tmp_path):
+    d = tmp_path / "m"
+    shutil.copytree(SHIPPED[0], d)
+    info = saved.read_info(d)
+    saved.write_info(d, info)
+    assert json.loads((d / "model.json").read_text())["schema"] == saved.SCHEMA
+    assert saved.load_model(d)[1]["schema"] == saved.SCHEMA  # the written file loads
+    (d / "model.json").write_text(json.dumps(info | {"schema": saved.SCHEMA + 1}))
+    with pytest.raises(DataError, match=f"schema {saved.SCHEMA + 1}.*update raytasks"):
+        saved.load_model(d)
+    (d / "model.json").write_text("[1, 2]")
+    with pytest.raises(DataError, match="not a model.json"):
+        saved.read_info(d)
+    (d / "model.json").write_text("{")
+    with pytest.raises(DataError, match="not valid JSON"):
+        saved.load_model(d)
