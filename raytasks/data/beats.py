@@ -15,11 +15,8 @@ from scipy.signal import resample_poly
 from raytasks.data import BEAT_LEN, FEATURES, FS, FS_RAW, RR_FEATURES
 from raytasks.data.mitdb import read_record
 
-WINDOW_S = 10
-
-
-RR_FACTOR = 1.2
-
+WINDOW_S = 10  # seconds per min-max normalised window
+RR_FACTOR = 1.2  # a beat is RR_FACTOR x the window's median RR long (then cropped/padded)
 
 PREPROCESSING = {"fs": FS, "window_s": WINDOW_S, "rr_factor": RR_FACTOR,
                  "beat_len": BEAT_LEN, "lead": "MLII else first"}

@@ -140,7 +140,6 @@ def read_beat_annotations(stem: Path, sig_len: int) -> tuple[np.ndarray, np.ndar
         raise DataError(f"{stem}.atr: annotations out of time order (corrupted; fetch it again)")
     return samples, np.array([AAMI[ann.symbol[i]] for i in keep], dtype=np.int64)
 
-
 SHARED_MITDB = Path(__file__).resolve().parents[3] / "shared" / "data" / "mitdb"
 
 

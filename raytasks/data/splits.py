@@ -10,16 +10,12 @@ from raytasks.data import NUM_CLASSES, SPLITS, DataError
 # de Chazal et al. 2004; the paced records 102, 104, 107, 217 belong to neither set
 DS1 = ["101", "106", "108", "109", "112", "114", "115", "116", "118", "119", "122", "124",
        "201", "203", "205", "207", "208", "209", "215", "220", "223", "230"]
-
-
 DS2 = ["100", "103", "105", "111", "113", "117", "121", "123", "200", "202", "210", "212",
        "213", "214", "219", "221", "222", "228", "231", "232", "233", "234"]
-
 
 # whole DS1 records held out for validation under `inter`: together they hold S, V and F
 # beats in roughly DS1's proportions while leaving most of each rare class to train on
 INTER_VALID = ["118", "207", "223"]
-
 
 DEFAULT_PARAMS = {
     "seed": SPLIT_SEED,
@@ -58,6 +54,5 @@ def split_inter(beats: pd.DataFrame, params: dict) -> dict[str, np.ndarray]:
         "valid": np.flatnonzero(np.isin(rec, sorted(valid))),
         "test": np.flatnonzero(np.isin(rec, DS2)),
     }
-
 
 SCHEMES = {"intra": split_intra, "inter": split_inter}
