@@ -1,8 +1,10 @@
 """Leaderboard rows of searches: one per trial, merged across a team, printed and plotted.
 
 A row holds a trial's best epoch (by its search's metric) with every metric, the search's
-max epochs (a trial with fewer epochs was cut by ASHA) and its settings as JSON. Rankings
-use the search's own metric (the objective, macro F2, unless the search chose another).
+data scheme and max epochs (a trial with fewer epochs was cut by ASHA) and its settings as
+JSON. Rankings use the search's own metric (the objective, macro F2, unless the search chose
+another) and stay within a scheme: intra and inter figures are not comparable. Rows written
+before the scheme column have scheme "?".
 """
 
 import fcntl
@@ -19,13 +21,15 @@ from raytasks.metrics import METRIC_NAMES, OBJECTIVE, RECALL_NAMES
 from raytasks.spaces import trial_settings
 from raytasks.storage import merge_rows
 
-COLUMNS = (["dev", "experiment", "trial_id", "arch", "epochs", "max_epochs", "best_epoch",
+COLUMNS = (["dev", "experiment", "trial_id", "scheme", "arch", "epochs", "max_epochs", "best_epoch",
             "metric"] + METRIC_NAMES + RECALL_NAMES + ["config", "finished"])
-TABLE = ["arch", "epochs", "F1scoremacro", "Recallmacro", OBJECTIVE, "TP_1", "TP_3"]
+TABLE = ["scheme", "arch", "epochs", "F1scoremacro", "Recallmacro", OBJECTIVE, "TP_1", "TP_3"]
 
 
-def rows_of(grid, dev: str, experiment: str, space, metric: str, max_epochs: int):
-    """One row per trial that reported: its best epoch's metrics and its settings."""
+def rows_of(grid, dev: str, experiment: str, space, search: dict):
+    """One row per trial that reported: its best epoch's metrics and its settings.
+    `search`: the search's scheme, metric and max_epochs."""
+    metric = search["metric"]
     rows = []
     for result in grid:
         df = result.metrics_dataframe
@@ -35,8 +39,9 @@ def rows_of(grid, dev: str, experiment: str, space, metric: str, max_epochs: int
         settings = trial_settings(space, result.config)
         rows.append({
             "dev": dev, "experiment": experiment, "trial_id": best.get("trial_id"),
-            "arch": settings["arch"], "epochs": int(df["training_iteration"].max()),
-            "max_epochs": max_epochs, "best_epoch": int(best["epoch"]), "metric": metric,
+            "scheme": search["scheme"], "arch": settings["arch"],
+            "epochs": int(df["training_iteration"].max()), "max_epochs": search["max_epochs"],
+            "best_epoch": int(best["epoch"]), "metric": metric,
             **{m: float(best[m]) for m in METRIC_NAMES + RECALL_NAMES if m in best},
             "config": json.dumps(settings, default=list),
             "finished": utc_stamp(),
@@ -76,28 +81,47 @@ def sync(rows: pd.DataFrame, results: Path) -> pd.DataFrame:
     return board
 
 
+def with_scheme(board: pd.DataFrame) -> pd.DataFrame:
+    """Rows from before the scheme column: scheme "?" (ranked apart, never mixed in)."""
+    scheme = board["scheme"] if "scheme" in board else pd.Series(index=board.index, dtype=object)
+    return board.assign(scheme=scheme.fillna("?").astype(str))
+
+
+def ranked(board: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """By scheme (the one with most rows first, "?" last), then best first within it."""
+    size = board["scheme"].map(board["scheme"].value_counts())
+    keys = board.assign(_old=board["scheme"] == "?", _n=-size)
+    return (keys.sort_values(["_old", "_n", "scheme", metric],
+                             ascending=[True, True, True, False])
+            .drop(columns=["_old", "_n"]))
+
+
 def best_per_arch(board: pd.DataFrame, metric: str) -> pd.DataFrame:
-    return board.loc[board.groupby("arch")[metric].idxmax()].sort_values(metric,
-                                                                         ascending=False)
+    """The best row of each architecture within each scheme, ranked within the scheme."""
+    board = with_scheme(board)
+    return ranked(board.loc[board.groupby(["scheme", "arch"])[metric].idxmax()], metric)
 
 
 def plot(path: Path, out: Path, split: str = "valid") -> None:
-    """Per architecture: its best full and best cut trial by the ranking metric (cut ones
-    hatched), and the best full trials' per-class recall; the title names dev(s) and split."""
+    """Per scheme and architecture: its best full trial (blue) and best cut trial (gray)
+    by the ranking metric, and the best full trials' per-class recall; the title names
+    the metric, scheme(s), split and dev(s)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    board = pd.read_csv(path)
+    board = with_scheme(pd.read_csv(path))
     metric = ranking_metric(board)
     board = board.assign(cut=cut(board).to_numpy())
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 4.5), gridspec_kw={"width_ratios": [1, 2]})
     bars = pd.concat([best_per_arch(board[board["cut"] == c], metric) for c in (False, True)
-                      if (board["cut"] == c).any()]).sort_values(metric, ascending=False)
-    labels = [f"{r.arch} ({r.dev}){' cut' if r.cut else ''}" for r in bars.itertuples()]
-    ax1.barh(labels, bars[metric], color=["tab:gray" if c else "tab:blue" for c in bars["cut"]],
-             hatch=None)
+                      if (board["cut"] == c).any()])
+    bars = ranked(bars, metric)
+    many = bars["scheme"].nunique() > 1  # name each bar's scheme only when they differ
+    labels = [f"{r.arch}{f' {r.scheme}' if many else ''} ({r.dev}){' cut' if r.cut else ''}"
+              for r in bars.itertuples()]
+    ax1.barh(labels, bars[metric], color=["tab:gray" if c else "tab:blue" for c in bars["cut"]])
     for y, r in enumerate(bars.itertuples()):
         ax1.text(getattr(r, metric), y, f" {getattr(r, metric):.3f} ({r.epochs} ep)",
                  va="center", fontsize=8)
@@ -109,7 +133,7 @@ def plot(path: Path, out: Path, split: str = "valid") -> None:
     for i, r in enumerate(full.itertuples()):
         ax2.bar(np.arange(NUM_CLASSES) + i * width,
                 [getattr(r, f"TP_{c}") for c in range(NUM_CLASSES)], width,
-                label=f"{r.arch} ({r.dev})")
+                label=f"{r.arch}{f' {r.scheme}' if many else ''} ({r.dev})")
     ax2.set_xticks(np.arange(NUM_CLASSES) + 0.4 - width / 2, CLASS_SHORT)
     ax2.set_ylim(0, 1.3)  # headroom: the legend sits above the bars, hiding none
     ax2.set_ylabel(f"recall of that trial ({split})")
@@ -122,7 +146,9 @@ def plot(path: Path, out: Path, split: str = "valid") -> None:
 
 def title(board: pd.DataFrame, metric: str, split: str) -> str:
     searches, devs = board["experiment"].nunique(), sorted(board["dev"].astype(str).unique())
-    return (f"leaderboard by {metric} on {split}: {len(board)} trials "
+    schemes = sorted(with_scheme(board)["scheme"].unique())
+    return (f"leaderboard by {metric} on {'/'.join(schemes)} {split} "
+            f"(ranked within a scheme): {len(board)} trials "
             f"({int(board['cut'].sum())} cut early), {searches} "
             f"search{'es' * (searches != 1)}, dev{'s' * (len(devs) != 1)} {', '.join(devs)}")
 
@@ -140,8 +166,9 @@ def board_table(board: pd.DataFrame, top: int) -> str:
     if board.empty:
         return "no leaderboard rows yet"
     metric = ranking_metric(board)
-    best = board.assign(cut=np.where(cut(board), "cut", "")).sort_values(
-        metric, ascending=False).head(top)
+    board = with_scheme(board)
+    best = ranked(board.assign(cut=np.where(cut(board), "cut", "")), metric)
+    best = best.groupby("scheme", sort=False).head(top)
     cols = ["dev", "experiment"] + TABLE + ([metric] if metric not in TABLE else []) + ["cut"]
-    return (f"ranked by {metric}\n"
+    return (f"ranked by {metric} within each scheme (top {top} of each)\n"
             + best[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))

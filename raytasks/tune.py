@@ -382,7 +382,7 @@ def run(req: SearchRequest, store: Storage | None = None) -> SearchOutcome:
                                   storage_filesystem=p.store.fs).get_results()
         return SearchOutcome(grid, None, export(p, grid, base))
     grid = search(p, base)
-    rows = record(p, grid)
+    rows = record(p, grid, base)
     exported = export(p, grid, base) if req.export else []
     publish(p, rows, [path.name for path in exported])
     return SearchOutcome(grid, rows, exported)
@@ -390,14 +390,22 @@ def run(req: SearchRequest, store: Storage | None = None) -> SearchOutcome:
 
 # ---------------------------------------------------------------- record, export, publish
 
-def record(p: Plan, grid):
-    """Leaderboard rows of this search, and its best trial per architecture printed."""
-    rows = leaderboard.rows_of(grid, p.dev, p.name, p.space, p.request.metric,
-                               p.request.max_epochs)
+def record(p: Plan, grid, base: dict):
+    """Leaderboard rows of this search, and its best trial per architecture printed.
+    Scheme, metric and max epochs are the search's saved ones (search.json): a --resume
+    with other flags still records what the trials ran with."""
+    metric = saved_metric(p, base)
+    rows = leaderboard.rows_of(grid, p.dev, p.name, p.space, {
+        "scheme": Path(base["data"]).name, "metric": metric, "max_epochs": base["epochs"]})
     print(f"\nexperiment {p.name}: {len(rows)} trial(s) reported; best per architecture "
-          f"by {p.request.metric} (valid):", flush=True)
-    print(leaderboard.best_table(rows, p.request.metric), flush=True)
+          f"by {metric} (valid):", flush=True)
+    print(leaderboard.best_table(rows, metric), flush=True)
     return rows
+
+
+def saved_metric(p: Plan, base: dict) -> str:
+    """The search's own metric (search.json), the flag's for a search saved without one."""
+    return base.get("metric", p.request.metric)
 
 
 def export(p: Plan, grid, base: dict) -> list[Path]:
@@ -405,7 +413,7 @@ def export(p: Plan, grid, base: dict) -> list[Path]:
     local models/ too, where `make run` and `raytasks evaluate` find them); with W&B, the
     overall best as an artifact of its trial's run."""
     with tempfile.TemporaryDirectory() as tmp:
-        written = export_best(grid, p.space, base, p.request.metric, Path(tmp) / p.tag)
+        written = export_best(grid, p.space, base, saved_metric(p, base), Path(tmp) / p.tag)
         for path, _ in written:
             p.store.put_dir(path, p.dev, "models", path.name)
             print(f"exported {path.name}: {p.store.path(p.dev, 'models', path.name)}",
