@@ -147,19 +147,24 @@ def short_desc(data_desc: str) -> str:
 
 
 def share(v: float) -> str:
-    """A share with the precision it needs: 50 of 18,126 is 0.003, not 0.00."""
-    return "0" if v == 0 else f"{v:.3f}" if v < 0.01 else f"{v:.2f}"
+    """A share with the precision it needs: 2 significant digits below 0.01 (50 of 18,126
+    is 0.0028, not 0.00), 2 decimals above."""
+    from raytasks.data.describe import significant
+
+    if v and round(v, significant(v)) < 0.01:
+        return f"{v:.{significant(v)}f}"
+    return "0" if v == 0 else f"{v:.2f}"
 
 
-def plot_confusion_png(model_dir: Path, x, y, where: str) -> Path:
-    """A model's confusion.png on (x, y), next to the model (for W&B after an export)."""
+def plot_confusion_png(model_dir: Path, x, y, where: str, out_dir: Path) -> Path:
+    """A model's out_dir/confusion.png on (x, y) (for W&B after an export)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     res = evaluate_model(model_dir, x, y, where)
-    path = Path(tempfile.mkdtemp(prefix="confusion-")) / "confusion.png"
+    path = out_dir / "confusion.png"
     plot_confusion(plt, list(res["points"].items()), path, where)
     return path
 

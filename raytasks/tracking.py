@@ -69,47 +69,55 @@ def quiet_actor():
 
 
 def callback(project: str, experiment: dict, settings_of, wandb_dir: Path):
-    """Ray's WandbLoggerCallback, with raytasks' names, config, tags and quiet actors.
+    """Ray's WandbLoggerCallback with RaytasksWandb's names, config, tags and quiet actors.
 
     `experiment` holds the search's fixed settings (dev, space, experiment, ...);
-    settings_of(trial config) gives a trial's own training settings.
+    settings_of(trial config) gives every training setting a trial runs with.
     """
-    import ray
     from ray.air.integrations.wandb import WandbLoggerCallback
-    from ray.air.util.node import _force_on_current_node
-
-    actor = quiet_actor()
-    env = {k: os.environ[k] for k in ("WANDB_API_KEY",) if k in os.environ}
-
-    class RaytasksWandb(WandbLoggerCallback):
-        def setup(self, *args, **kwargs):
-            super().setup(*args, **kwargs)
-            # as Ray's, on the driver's node (where the run's folder is), without
-            # max_restarts: a restartable actor with its arguments in the object store
-            # makes Ray's core worker print an error line into every job log
-            self._remote_logger_class = ray.remote(num_cpus=0, **_force_on_current_node(),
-                                                   runtime_env={"env_vars": env})(actor)
-
-        def log_trial_end(self, trial, failed=False):
-            if trial in self._trial_queues:  # a trial that never reported has no actor
-                super().log_trial_end(trial, failed)
-
-        def _cleanup_logging_actors(self, timeout: int = 0, kill_on_timeout: bool = False):
-            settle(self, timeout, kill_on_timeout)
-
-        def log_trial_start(self, trial):
-            settings = settings_of(trial.config)
-            self.kwargs.update(
-                name=run_name(settings["arch"], trial.trial_id), reinit="finish_previous",
-                tags=run_tags(experiment["dev"], experiment["space"], settings["arch"]),
-                config={**experiment, **flat(settings), "trial_id": trial.trial_id})
-            super().log_trial_start(trial)
 
     mode = wandb_mode()
     os.environ["WANDB_MODE"] = mode
     wandb_dir.mkdir(parents=True, exist_ok=True)
-    return RaytasksWandb(project=project, group=experiment["experiment"], mode=mode,
-                         dir=str(wandb_dir))
+    # made here: importing Ray's W&B integration costs every raytasks command ~1 s
+    cls = type("RaytasksWandbLoggerCallback", (RaytasksWandb, WandbLoggerCallback), {})
+    return cls(experiment, settings_of, project=project, group=experiment["experiment"],
+               mode=mode, dir=str(wandb_dir))
+
+
+class RaytasksWandb:
+    """What raytasks changes of Ray's WandbLoggerCallback (a mixin before it)."""
+
+    def __init__(self, experiment: dict, settings_of, **kwargs):
+        super().__init__(**kwargs)
+        self.experiment, self.settings_of = experiment, settings_of
+
+    def setup(self, *args, **kwargs):
+        import ray
+        from ray.air.util.node import _force_on_current_node
+
+        super().setup(*args, **kwargs)
+        env = {k: os.environ[k] for k in ("WANDB_API_KEY",) if k in os.environ}
+        # as Ray's, on the driver's node (where the run's folder is), without
+        # max_restarts: a restartable actor with its arguments in the object store
+        # makes Ray's core worker print an error line into every job log
+        self._remote_logger_class = ray.remote(num_cpus=0, **_force_on_current_node(),
+                                               runtime_env={"env_vars": env})(quiet_actor())
+
+    def log_trial_end(self, trial, failed=False):
+        if trial in self._trial_queues:  # a trial that never reported has no actor
+            super().log_trial_end(trial, failed)
+
+    def _cleanup_logging_actors(self, timeout: int = 0, kill_on_timeout: bool = False):
+        settle(self, timeout, kill_on_timeout)
+
+    def log_trial_start(self, trial):
+        settings, exp = self.settings_of(trial.config), self.experiment
+        self.kwargs.update(
+            name=run_name(settings["arch"], trial.trial_id), reinit="finish_previous",
+            tags=run_tags(exp["dev"], exp["space"], settings["arch"]),
+            config={**exp, **flat(settings), "trial_id": trial.trial_id})
+        super().log_trial_start(trial)
 
 
 def settle(cb, timeout: float, kill_on_timeout: bool) -> None:
@@ -141,15 +149,17 @@ def flat(settings: dict) -> dict:
     return out
 
 
-def log_export(project: str, group: str, trial_id: str, model_dir: Path, confusion_png: Path,
+def log_export(run: dict, trial_id: str, model_dir: Path, confusion_png: Path,
                wandb_dir: Path) -> None:
     """The exported model as an artifact of its trial's run, and its valid confusion plot
-    (the run is resumed by id: offline, `wandb sync` merges both parts into one run)."""
+    (the run is resumed by id: offline, `wandb sync` merges both parts into one run).
+    `run`: the trial run's project, group, name and tags (as its first part has them)."""
     import wandb
 
     os.environ.update(QUIET_ENV)
-    run = wandb.init(project=project, group=group, id=trial_id, resume="allow",
-                     mode=wandb_mode(), dir=str(wandb_dir), reinit="create_new")
+    group = run["group"]
+    run = wandb.init(**run, id=trial_id, resume="allow", mode=wandb_mode(),
+                     dir=str(wandb_dir), reinit="create_new")
     artifact = wandb.Artifact(model_dir.name, type="model",
                               metadata={"trial_id": trial_id, "experiment": group})
     artifact.add_dir(str(model_dir))

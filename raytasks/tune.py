@@ -36,7 +36,7 @@ import logging
 import os
 import sys
 import tempfile
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import click
@@ -305,7 +305,7 @@ def run_config(p: Plan, base: dict):
     req = p.request
     callbacks = [] if not req.wandb else [tracking.callback(
         p.cfg["wandb_project"], wandb_settings(p, base),
-        lambda c: trial_settings(p.space, c), wandb_home(p.store, p.dev))]
+        lambda c: asdict(run_settings(p.space, c, base)), wandb_home(p.store, p.dev))]
     return tune.RunConfig(
         name=p.name, storage_path=p.store.path(p.dev, "runs"), storage_filesystem=p.store.fs,
         callbacks=callbacks, progress_reporter=reporter(p), verbose=1,
@@ -427,13 +427,17 @@ def export(p: Plan, grid, base: dict) -> list[Path]:
 
 
 def log_best(p: Plan, model_dir: Path, trial_id: str) -> None:
-    """The exported best model and its valid confusion matrix into its trial's W&B run."""
+    """The exported best model and its valid confusion matrix into its trial's W&B run (the
+    png beside the model, in export's temporary folder)."""
     from raytasks.evaluate import load_eval_data, plot_confusion_png
 
     x, y, _, _ = load_eval_data(config.where(p.cfg, "processed"), p.cfg["scheme"], "valid")
-    png = plot_confusion_png(model_dir, x, y, f"{p.cfg['scheme']} valid")
-    tracking.log_export(p.cfg["wandb_project"], p.name, trial_id, model_dir, png,
-                        wandb_home(p.store, p.dev))
+    png = plot_confusion_png(model_dir, x, y, f"{p.cfg['scheme']} valid", model_dir.parent)
+    arch = json.loads((model_dir / "model.json").read_text())["arch"]
+    run = {"project": p.cfg["wandb_project"], "group": p.name,
+           "name": tracking.run_name(arch, trial_id),
+           "tags": tracking.run_tags(p.dev, p.space.name, arch)}
+    tracking.log_export(run, trial_id, model_dir, png, wandb_home(p.store, p.dev))
 
 
 def export_best(grid, space, base: dict, metric: str, out: Path) -> list[tuple[Path, str]]:

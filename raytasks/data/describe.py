@@ -39,10 +39,18 @@ def percent_table(metas: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def significant(v: float, digits: int = 2) -> int:
+    """Decimals that keep `digits` significant digits of 0 < v < 1: 0.001 -> 4 (0.0010)."""
+    return digits - 1 - int(np.floor(np.log10(v)))
+
+
 def percent(count: int, total: int) -> str:
-    """A share in percent with the digits it needs: 50 of 18,126 is 0.28%, not 0.0%."""
+    """A share in percent with the digits it needs: 2 significant digits below 1% (50 of
+    18,126 is 0.28%, not 0.0%; 1 of 100,000 is 0.0010%), 1 decimal above."""
     v = 100 * count / max(total, 1)
-    return "0%" if count == 0 else f"{v:.2f}%" if v < 1 else f"{v:.1f}%"
+    if count and round(v, significant(v)) < 1:
+        return f"{v:.{significant(v)}f}%"
+    return "0%" if count == 0 else f"{v:.1f}%"
 
 
 def plot_examples(processed: Path, scheme: str, out: Path, per_class: int = 12,

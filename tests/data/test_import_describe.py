@@ -87,7 +87,7 @@ def test_import_refuses_bad_files(tmp_path, beats, defect, needle):
 
 
 def test_describe_prints_percentages_and_plots(processed, tmp_path):
-    res = CliRunner().invoke(main, ["data", "describe", "--data", str(processed), "--out",
+    res = CliRunner().invoke(main, ["data", "describe", "--processed", str(processed), "--out",
                                     str(tmp_path / "plots")])
     assert res.exit_code == 0, res.output
     assert "intra" in res.output and "inter" in res.output and "%" in res.output
@@ -96,9 +96,9 @@ def test_describe_prints_percentages_and_plots(processed, tmp_path):
         for split in ("train", "valid", "test"):
             y = read_shards(sorted((processed / scheme / split).glob("*.parquet")))["target"]
             cc = np.bincount(y.to_numpy(), minlength=5)
-            # a share under 1% keeps two decimals (2 of 4,488 is 0.04%, not 0.0%)
-            pct = [f"{100 * v / cc.sum():.{2 if 100 * v < cc.sum() else 1}f}%" if v else "0%"
-                   for v in cc]
+            # a share under 1% keeps 2 significant digits (2 of 4,488 is 0.045%, not 0.0%)
+            pct = [("0%" if not v else f"{100 * v / cc.sum():#.2g}%" if 100 * v < 0.995 * cc.sum()
+                    else f"{100 * v / cc.sum():.1f}%") for v in cc]
             cells = "".join(f"{v:>10} {p:>6} " for v, p in zip(cc, pct))
             assert f"{scheme:<10}{split:<7}{cc.sum():>8}  {cells}".rstrip() in res.output, (
                 scheme, split, res.output)
@@ -106,3 +106,13 @@ def test_describe_prints_percentages_and_plots(processed, tmp_path):
     assert pngs == ["beats_inter.png", "beats_intra.png", "class_balance.png"]
     for p in (tmp_path / "plots").glob("*.png"):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000
+
+
+def test_tiny_shares_keep_two_significant_digits():
+    from raytasks.data.describe import percent
+    from raytasks.evaluate import share
+
+    assert [percent(n, 100_000) for n in (0, 1, 28, 999, 1000, 5432)] == [
+        "0%", "0.0010%", "0.028%", "1.0%", "1.0%", "5.4%"]
+    assert [share(v) for v in (0, 5e-5, 0.001, 0.0028, 0.00999, 0.0123, 0.5)] == [
+        "0", "0.000050", "0.0010", "0.0028", "0.01", "0.01", "0.50"]
