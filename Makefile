@@ -40,7 +40,7 @@ describe: data  ## class counts per split + plots in results/data/
 
 run: .venv/.installed  ## evaluate every model in models/ -> results/output.csv (DATA=file: on that file)
 ifdef DATA
-	$(RT) evaluate --data "$(DATA)"
+	$(RT) evaluate --file "$(DATA)"
 else
 	$(RT) data build --scheme intra
 	$(RT) evaluate --split valid

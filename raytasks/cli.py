@@ -34,6 +34,24 @@ def one_line(e: Exception) -> str:
     return " ".join(str(e).split())
 
 
+def old_spelling(flag: str, dest: str, **kwargs):
+    """The flag's old name (e.g. --data) as a hidden option merged into `dest`: it keeps
+    working, and --help shows one meaning per name."""
+    import functools
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def merged(*args, **values):
+            old = values.pop(f"old_{dest}")
+            if old:  # a repeatable option adds to the new one's values
+                values[dest] = (*values[dest], *old) if kwargs.get("multiple") else old
+            return fn(*args, **values)
+
+        return click.option(flag, f"old_{dest}", hidden=True, **kwargs)(merged)
+
+    return decorate
+
+
 class Group(click.Group):
     """Turns the project's expected errors (and unwritable paths) into one line, exit 1."""
 
@@ -138,7 +156,8 @@ def data_import(train, valid, test, name, out):
 
 @data.command("describe", epilog=examples("raytasks data describe",
                                           "raytasks data describe --processed /tmp/shards"))
-@click.option("--processed", "--data", "processed", type=click.Path(file_okay=False),
+@old_spelling("--data", "processed", type=click.Path(file_okay=False))
+@click.option("--processed", type=click.Path(file_okay=False),
               default=None, show_default="config.toml 'processed' (data/processed)",
               help="Shard root: <PROCESSED>/<scheme>/{train,valid,test}.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
@@ -205,7 +224,7 @@ def train_settings(config_file, model_opts, flags: dict) -> dict:
     model = dict(settings.get("model", {}))
     for opt in model_opts:
         if "=" not in opt:
-            raise click.BadParameter(f"{opt!r} is not KEY=VALUE", param_hint="--model")
+            raise click.BadParameter(f"{opt!r} is not KEY=VALUE", param_hint="-m/--model-field")
         key, value = opt.split("=", 1)
         model[key.strip()] = parse_value(value.strip())
     settings["model"] = model
@@ -242,9 +261,11 @@ def bool_settings() -> list[str]:
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True),
               help="TOML of training settings (top-level keys as the flags, [model] table "
                    "for the architecture); flags override it.")
-@click.option("-m", "--model-field", "--model", "model_opts", multiple=True, metavar="KEY=VALUE",
+@old_spelling("--model", "model_opts", multiple=True)
+@old_spelling("--data", "data")
+@click.option("-m", "--model-field", "model_opts", multiple=True, metavar="KEY=VALUE",
               help="Architecture config field, e.g. -m channels=[32,64] -m se=false.")
-@click.option("--scheme-dir", "--data", "data", default=None,
+@click.option("--scheme-dir", "data", default=None,
               show_default="<processed>/<scheme>", help="A built scheme's shard folder.")
 @click.option("--scheme", default=None, metavar="SCHEME", show_default="intra",
               help="Built scheme under the processed dir (intra, inter or an imported name).")
@@ -295,6 +316,7 @@ def train_cmd(config_file, model_opts, data, scheme, tag, export, **flags):
 @main.command("evaluate", epilog=examples(
     "raytasks evaluate", "raytasks evaluate --split test",
     "raytasks evaluate --model models/cnn1d-intra --file heart_big_valid.parq"))
+@old_spelling("--data", "data_file", type=click.Path(dir_okay=False))
 @click.option("--model", "models", multiple=True, type=click.Path(file_okay=False),
               show_default="every model in models/ trained on --scheme",
               help="An exported model dir (repeatable).")
@@ -302,7 +324,7 @@ def train_cmd(config_file, model_opts, data, scheme, tag, export, **flags):
               help="Split of the built scheme.")
 @click.option("--scheme", default=None, metavar="SCHEME", show_default="intra",
               help="Built scheme to evaluate on (intra, inter or an imported name).")
-@click.option("--file", "--data", "data_file", type=click.Path(dir_okay=False),
+@click.option("--file", "data_file", type=click.Path(dir_okay=False),
               help="Evaluate on a hackathon parquet or Kaggle CSV instead.")
 @click.option("--records", type=click.Path(file_okay=False),
               help="Evaluate on a directory of WFDB records with beat annotations instead "

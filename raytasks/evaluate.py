@@ -2,7 +2,7 @@
 
     raytasks evaluate                      # every model in models/ on intra valid (make run)
     raytasks evaluate --split test         # -> results/test/
-    raytasks evaluate --data heart_big_valid.parq
+    raytasks evaluate --file heart_big_valid.parq
     raytasks evaluate --records /path/to/wfdb/records
 
 Each model gives two rows: `<tag>` (plain argmax) and `<tag>@recall` (its stored per-class

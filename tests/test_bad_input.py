@@ -98,7 +98,7 @@ def test_ensemble_tag_cannot_escape_models(tmp_path, monkeypatch, tag):
 def test_train_refuses_a_dev_tag_that_is_not_a_name(tmp_path, monkeypatch, processed, dev):
     monkeypatch.setenv("RAYTASKS_RUNS", str(tmp_path / "runs"))
     (tmp_path / "config.toml").write_text(f"dev = {json.dumps(dev)}\n")
-    res = invoke(["train", "--data", processed / "intra", "--epochs", "1"])
+    res = invoke(["train", "--scheme-dir", processed / "intra", "--epochs", "1"])
     assert_refused(res, "dev tag", "config.toml")
     assert not (tmp_path / "runs").exists()
 
@@ -107,7 +107,7 @@ def test_train_refuses_a_dev_tag_that_is_not_a_name(tmp_path, monkeypatch, proce
 def test_train_tag_is_one_name(tmp_path, monkeypatch, processed, tag):
     monkeypatch.setenv("RAYTASKS_MODELS", str(tmp_path / "models"))
     monkeypatch.setenv("RAYTASKS_RUNS", str(tmp_path / "runs"))
-    res = invoke(["train", "--data", processed / "intra", "--epochs", "1", "--tag", tag])
+    res = invoke(["train", "--scheme-dir", processed / "intra", "--epochs", "1", "--tag", tag])
     assert_refused(res, "--tag")
     assert not (tmp_path / "models").exists() and not (tmp_path / "runs").exists()
 
@@ -268,7 +268,7 @@ def test_train_settings_checked_by_type_and_range(tmp_path, processed):
     for text, needle in (("epochs = -3\n", "epochs"), ('lr = "fast"\n', "lr"),
                          ("[model]\nhidden = -16\n", "hidden"), ("epochs = [\n", "TOML")):
         cfg.write_text('arch = "gru"\n' + text)
-        res = invoke(["train", "--config", cfg, "--data", processed / "intra"])
+        res = invoke(["train", "--config", cfg, "--scheme-dir", processed / "intra"])
         assert_refused(res, str(cfg), needle)
 
 
@@ -282,7 +282,7 @@ def test_import_and_evaluate_refuse_values_outside_a_normalised_beat(tmp_path, h
     frame.to_parquet(tmp_path / "bad.parq")
     res = invoke(["data", "import", "--train", tmp_path / "bad.parq", "--out", tmp_path / "o"])
     assert_refused(res, "bad.parq", "row 17")
-    res = invoke(["evaluate", "--data", tmp_path / "bad.parq", "--model", tmp_path / "m",
+    res = invoke(["evaluate", "--file", tmp_path / "bad.parq", "--model", tmp_path / "m",
                   "--out", tmp_path / "ev"])
     assert_refused(res, "bad.parq", "row 17")
     assert not (tmp_path / "o").exists() and not (tmp_path / "ev").exists()
@@ -295,13 +295,13 @@ def test_import_and_evaluate_refuse_values_outside_a_normalised_beat(tmp_path, h
 ])
 def test_bad_settings_file_is_one_line(tmp_path, processed, text, needle):
     (tmp_path / "config.toml").write_text(text)
-    res = invoke(["data", "describe", "--data", processed, "--out", tmp_path / "plots"])
+    res = invoke(["data", "describe", "--processed", processed, "--out", tmp_path / "plots"])
     assert_refused(res, needle)
     assert not (tmp_path / "plots").exists()
 
 
 def test_missing_raytasks_config_is_an_error(tmp_path, processed):
-    res = invoke(["data", "describe", "--data", processed, "--out", tmp_path / "plots"],
+    res = invoke(["data", "describe", "--processed", processed, "--out", tmp_path / "plots"],
                  env={"RAYTASKS_CONFIG": str(tmp_path / "typo.toml")})
     assert_refused(res, "RAYTASKS_CONFIG", "typo.toml")
 

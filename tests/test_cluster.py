@@ -293,12 +293,22 @@ def check_team_walk(alice: Path, followed: str, mine: Path, port: int) -> None:
     for r in trials:
         assert re.fullmatch(r"cnn1d-[0-9a-f]{8}", r["name"]) and r["group"] == job, r
         assert sorted(r["tags"]) == ["alice", "cnn1d"], r  # dev, space = arch: no repeats
+        # every setting the trial trained with (defaults too) and the search's own
         assert r["config"] >= {"experiment", "dev", "space", "scheme", "metric", "max_epochs",
-                               "seed", "lr", "model.kernel", "trial_id"}, r["config"]
+                               "grace", "samples", "workers", "seed", "lr", "loss", "balance",
+                               "batch_size", "epochs", "rr", "model.kernel", "trial_id"
+                               }, r["config"]
     assert sum("alice-cnn1d" in a for r in runs for a in r["artifacts"]) == 1, runs
+    export = [r for r in runs if "valid/confusion" in r["logged"]]
+    assert len(export) == 1 and export[0]["name"] in {r["name"] for r in trials}, runs
+    assert sorted(export[0]["tags"]) == ["alice", "cnn1d"], export
 
     rc, out = said(alice, f"python -c {shlex.quote(FAILED)} http://127.0.0.1:{port} {job} "
                           f"127.0.0.1:{port + 10000}")
     state = json.loads(out.strip().splitlines()[-1])
     assert state["failed"] == [], state
+    # what stays dead on a healthy search is lifecycle: trials, W&B queues and logging
+    # actors ended by Tune, the job's supervisor (README "Dashboard")
+    lifecycle = {"ImplicitFunc", "_QueueActor", "QuietLoggingActor", "JobSupervisor"}
+    assert {cls for cls, _ in state["dead"]} <= lifecycle, state["dead"]
     assert state["job_name"].startswith("alice: tune --space cnn1d"), state

@@ -191,7 +191,7 @@ def test_data_reads_hackathon_parquet(env, processed, models_dir, tmp_path):
     hack = frame[FEATURES].astype("float64")
     hack["target"] = frame["target"].astype("float64")
     hack.to_parquet(tmp_path / "heart_big_valid.parq")
-    res = run("--data", str(tmp_path / "heart_big_valid.parq"))
+    res = run("--file", str(tmp_path / "heart_big_valid.parq"))
     assert res.exit_code == 0, res.output
     rows = pd.read_csv(env / "external" / "output.csv")
     assert rows.columns.tolist() == COLUMNS and len(rows) == 2
@@ -201,7 +201,7 @@ def test_data_reads_hackathon_parquet(env, processed, models_dir, tmp_path):
                       hack["target"].to_numpy(np.int64))
     # a parquet with the wrong schema is refused
     hack.drop(columns=["target"]).to_parquet(tmp_path / "bad.parq")
-    res = run("--data", str(tmp_path / "bad.parq"))
+    res = run("--file", str(tmp_path / "bad.parq"))
     assert res.exit_code != 0 and "bad.parq" in res.output
 
 
@@ -309,7 +309,7 @@ def test_hackathon_file_evaluates_readable_shipped_models_and_lists_the_rest(
     shipped = Path(__file__).resolve().parents[1] / "models"
     monkeypatch.setenv("RAYTASKS_MODELS", str(shipped))
     data = hackathon_file(processed, tmp_path / "heart_big_valid.parq", n=300)
-    res = run("--data", str(data))
+    res = run("--file", str(data))
     assert res.exit_code == 0, res.exception or res.output
     infos = {d.name: json.loads((d / "model.json").read_text())
              for d in sorted(shipped.glob("*/model.json")) for d in [d.parent]}

@@ -34,7 +34,7 @@ def test_help_lists_every_target_with_a_description():
 
 @pytest.mark.parametrize("target,args,expected", [
     ("run", [], ["raytasks data build --scheme intra", "raytasks evaluate --split valid"]),
-    ("run", ["DATA=heart.parq"], ['raytasks evaluate --data "heart.parq"']),
+    ("run", ["DATA=heart.parq"], ['raytasks evaluate --file "heart.parq"']),
     ("data", [], ["raytasks data build --scheme all"]),
     ("test", [], ["-m pytest -q tests"]),
     ("lint", [], ["ruff check raytasks tests bench"]),
@@ -64,3 +64,15 @@ def test_target_without_its_argument_says_how(target, var):
 def test_lint_passes():
     res = make("lint", dry=False)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_help_lists_the_variables_the_targets_read():
+    text = (ROOT / "Makefile").read_text()
+    internal = {"PY", "RT", "SHELL", "MAKE", "MAKEFLAGS", "MAKEFILE_LIST"}
+    read = set(re.findall(r"\$\(([A-Z_]+)\)", text)) - internal
+    assert read >= {"SPACE", "ARGS", "JOB", "DATA", "NODES"}, read
+    res = make("help", dry=False)
+    variables = res.stdout.split("variables")[1].split("examples:")[0]
+    listed = set(re.findall(r"^  ([A-Z_]+)=", variables, re.M))
+    assert listed >= read | {"RAYTASKS_DEV", "MITDB_DIR", "WANDB_MODE"}, (listed, read)
+    assert "make submit SPACE=cnn1d" in res.stdout.split("examples:")[1]

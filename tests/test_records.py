@@ -107,5 +107,5 @@ def test_boost_exports_a_model_evaluate_reads_and_files_skip(processed, tmp_path
     # a hackathon file identifies no recording: the model is skipped, saying why
     frame = pd.DataFrame(x[:, :187], columns=FEATURES).assign(target=y.astype(float))
     frame.to_parquet(tmp_path / "heart_big_valid.parq")
-    res = CliRunner().invoke(main, ["evaluate", "--data", str(tmp_path / "heart_big_valid.parq")])
+    res = CliRunner().invoke(main, ["evaluate", "--file", str(tmp_path / "heart_big_valid.parq")])
     assert res.exit_code == 1 and "skipped boost-tiny" in res.output, res.output

@@ -140,7 +140,7 @@ def test_rr_model_reads_rr_features_and_refuses_data_without_them(ray_cluster, p
         reports[-1]["Accuracy"])
     beats = pd.DataFrame(x[:, :187], columns=FEATURES).assign(target=y)
     beats.to_parquet(tmp_path / "heart_big_valid.parq")
-    res = CliRunner().invoke(main, ["evaluate", "--model", str(out), "--data",
+    res = CliRunner().invoke(main, ["evaluate", "--model", str(out), "--file",
                                     str(tmp_path / "heart_big_valid.parq"),
                                     "--out", str(tmp_path / "external")])
     assert res.exit_code == 1 and "reads RR-interval features" in res.output, res.output
@@ -177,13 +177,15 @@ def test_cli_train_exports_model(ray_cluster, processed, tmp_path, monkeypatch):
     monkeypatch.setenv("RAYTASKS_RUNS", str(tmp_path / "runs"))
     cfg_file = tmp_path / "train.toml"
     cfg_file.write_text('arch = "gru"\nepochs = 1\nbatch_size = 256\n[model]\nhidden = 8\n')
+    # the old spellings (--data, --model KEY=VALUE, --rr false) still work, hidden in --help
     res = CliRunner().invoke(main, ["train", "--config", str(cfg_file), "--data",
-                                    str(processed / "intra"), "-m", "bidirectional=false",
+                                    str(processed / "intra"), "--model", "bidirectional=false",
+                                    "-m", "hidden=6", "--rr", "false",
                                     "--cpus-per-worker", "1", "--tag", "cli-gru"])
     assert res.exit_code == 0, res.output
     info = json.loads((tmp_path / "models" / "cli-gru" / "model.json").read_text())
     assert info["arch"] == "gru"
-    assert info["model"]["hidden"] == 8 and info["model"]["bidirectional"] is False
+    assert info["model"]["hidden"] == 6 and info["model"]["bidirectional"] is False
     assert info["train"]["cpus_per_worker"] == 1.0
     assert "F2scoremacro" in res.output
 
@@ -193,7 +195,7 @@ def test_gpu_flag_without_a_gpu_fails_in_one_line(ray_cluster, processed, tmp_pa
     if ray_cluster.cluster_resources().get("GPU", 0):
         pytest.skip("this cluster has a GPU")
     monkeypatch.setenv("RAYTASKS_RUNS", str(tmp_path / "runs"))
-    res = CliRunner().invoke(main, ["train", "--arch", "cnn1d", "--data",
+    res = CliRunner().invoke(main, ["train", "--arch", "cnn1d", "--scheme-dir",
                                     str(processed / "intra"), "--gpu", "--no-export"])
     assert res.exit_code == 1 and isinstance(res.exception, SystemExit), res.exception
     assert "--gpu: no GPU available (the Ray cluster has 0" in res.output
