@@ -72,7 +72,7 @@ def test_help_lists_the_variables_the_targets_read():
     read = set(re.findall(r"\$\(([A-Z_]+)\)", text)) - internal
     assert read >= {"SPACE", "ARGS", "JOB", "DATA", "NODES"}, read
     res = make("help", dry=False)
-    variables = res.stdout.split("variables")[1].split("examples:")[0]
+    variables = res.stdout.split("\nvariables (")[1].split("examples:")[0]
     listed = set(re.findall(r"^  ([A-Z_]+)=", variables, re.M))
     assert listed >= read | {"RAYTASKS_DEV", "MITDB_DIR", "WANDB_MODE"}, (listed, read)
     assert "make submit SPACE=cnn1d" in res.stdout.split("examples:")[1]
