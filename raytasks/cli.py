@@ -372,17 +372,18 @@ def evaluate_cmd(models, split, scheme, data_file, records, out, cache):
 
 
 @main.command("boost", epilog=examples("raytasks boost --scheme inter --folds 5"))
-@click.option("--scheme", default="inter", help="Built scheme to train on "
+@click.option("--scheme", default="inter", metavar="SCHEME", help="Built scheme to train on "
               "(its train + valid splits; the test split is never read).")
 @click.option("--groups", default="beat,rr,pace,template",
               help="Record feature groups (raytasks.records.GROUPS), comma-separated.")
 @click.option("--step", type=int, default=3, help="Every STEP-th sample.")
 @click.option("--folds", type=int, default=5,
               help="Leave-records-out CV folds (figures and the recall-first offsets).")
-@click.option("--max-iter", type=int, default=300)
-@click.option("--learning-rate", type=float, default=0.1)
-@click.option("--l2", type=float, default=0.0)
-@click.option("--min-leaf", type=int, default=20)
+@click.option("--max-iter", type=int, default=300,
+              help="Boosting iterations (each adds a tree per class).")
+@click.option("--learning-rate", type=float, default=0.1, help="Shrinkage of each tree.")
+@click.option("--l2", type=float, default=0.0, help="L2 regularisation of the leaf values.")
+@click.option("--min-leaf", type=int, default=20, help="Fewest beats in a leaf.")
 @click.option("--early-stopping/--no-early-stopping", default=False,
               help="scikit-learn's: stop when 10% of the beats held out stop improving.")
 @click.option("--record-power", type=float, default=0.0,

@@ -290,13 +290,20 @@ def reporter(p: Plan):
     metrics = {"training_iteration": "epochs", metric: metric, "valid_loss": "valid_loss"}
     metrics |= {f"TP_{c}": f"recall_{s}" for c, s in enumerate(CLASS_SHORT)
                 if f"TP_{c}" != metric}
-    searched = dict.fromkeys(k for a in p.space.archs.values()
-                             for k in [*a.space, *(f"model.{m}" for m in a.model)])
     params = {"trial/arch": "arch"} | {f"trial/{k}": k.removeprefix("model.")
-                                       for k in list(searched)[:6]}
+                                       for k in table_keys(p.space)}
     return CLIReporter(metric_columns=metrics, parameter_columns=params, metric=metric,
                        mode=MODE, sort_by_metric=True, max_column_length=16,
                        max_report_frequency=10 if sys.stdout.isatty() else 30)
+
+
+def table_keys(space, width: int = 6) -> list[str]:
+    """The searched settings the live table shows: those most architectures search first
+    (for `all`: lr, balance, loss... before one net's fields), at most `width`."""
+    searched = [k for a in space.archs.values()
+                for k in [*a.space, *(f"model.{m}" for m in a.model)]]
+    counts = {k: searched.count(k) for k in searched}  # first-seen order breaks ties
+    return sorted(counts, key=lambda k: -counts[k])[:width]
 
 
 def run_config(p: Plan, base: dict):

@@ -93,3 +93,16 @@ def test_tune_refuses_placeholder_dev(monkeypatch, tmp_path):
     monkeypatch.setenv("RAYTASKS_CONFIG", str(tmp_path / "none.toml"))
     res = CliRunner().invoke(main, ["tune", "--space", "gru"])
     assert res.exit_code != 0 and "set your dev tag" in res.output
+
+
+def test_live_table_shows_the_settings_most_architectures_search():
+    from raytasks.tune import table_keys
+
+    space = load_space("all")
+    searched = {n: {*a.space, *(f"model.{m}" for m in a.model)} for n, a in space.archs.items()}
+    shared = {k: sum(k in s for s in searched.values()) for s in searched.values() for k in s}
+    keys = table_keys(space)
+    assert len(keys) == 6 and "lr" in keys and "balance" in keys
+    assert min(shared[k] for k in keys) >= max(v for k, v in shared.items() if k not in keys)
+    one = load_space("cnn1d").archs["cnn1d"]
+    assert table_keys(load_space("cnn1d")) == list(one.space)[:6]  # a single net: file order
