@@ -370,3 +370,46 @@ def test_calibrate_refits_offsets_on_the_model_s_scheme(env, processed, models_d
     # fitted on this model's predictions of intra's valid split (not some other data)
     np.testing.assert_allclose(info["offsets"], fit_offsets(logits, y, target_recall=0.6))
     assert f"tiny-copy: offsets {info['offsets'][0]:+.2f}" in res.output
+
+
+def test_progress_line_prints_a_model_s_rows_as_it_finishes():
+    from raytasks.evaluate import progress_line
+    from raytasks.metrics import OBJECTIVE, RECALL_NAMES
+
+    def point(f2, recalls):
+        return {"metrics": {OBJECTIVE: f2, **dict(zip(RECALL_NAMES, recalls))}}
+
+    r = {"points": {"cnn1d-intra": point(0.81234, [0.99, 0.5, 0.9, 0.25, 1.0]),
+                    "cnn1d-intra@recall": point(0.85, [0.98, 0.7, 0.91, 0.5, 1.0])}}
+    assert progress_line(2, 5, r, 3.14159) == (
+        f"[2/5] cnn1d-intra {OBJECTIVE} 0.8123 recall 0.99/0.50/0.90/0.25/1.00; "
+        f"cnn1d-intra@recall {OBJECTIVE} 0.8500 recall 0.98/0.70/0.91/0.50/1.00 (3.1 s)")
+
+
+def test_confusion_titles_name_the_split_and_scheme(processed, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from raytasks.evaluate import load_eval_data, plot_confusion
+
+    class KeepFigure:  # pyplot, keeping the figure to read its titles back
+        def subplots(self, *args, **kwargs):
+            self.fig, axes = plt.subplots(*args, **kwargs)
+            return self.fig, axes
+
+        def close(self, fig):
+            plt.close(fig)
+
+    _, y, desc, _ = load_eval_data(processed, "inter", "test")
+    cm = np.diag(np.bincount(y, minlength=5)).astype(float)
+    cm[0, 1], cm[0, 0] = 1, 1999  # 1 of 2,000 N beats read as S: 0.00050, not 0.00
+    keep = KeepFigure()
+    plot_confusion(keep, [("m", {"cm": cm})], tmp_path / "c.png", desc)
+    titles = [ax.get_title() for ax in keep.fig.axes]
+    assert titles == [f"m: counts on {desc}", f"m: row-normalised (recall) on {desc}"]
+    assert desc.startswith("inter/test ")
+    texts = {t.get_text() for t in keep.fig.axes[1].texts}
+    assert "0.00050" in texts and "1.00" in texts
+    assert (tmp_path / "c.png").stat().st_size > 10_000
