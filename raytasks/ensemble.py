@@ -13,7 +13,7 @@ from pathlib import Path
 
 from raytasks import saved
 from raytasks.data import DataError
-from raytasks.metrics import OBJECTIVE, compute_metrics, fit_offsets
+from raytasks.metrics import compute_metrics, fit_offsets
 
 
 def build_ensemble(member_dirs: list[Path], out_dir: Path, processed: Path) -> dict:
@@ -35,15 +35,8 @@ def build_ensemble(member_dirs: list[Path], out_dir: Path, processed: Path) -> d
     model = saved.Ensemble([m for m, _ in loaded])
     x, y = saved.valid_split(processed, scheme, model)
     logits = saved.predict_logits(model, x)
-    info = saved.stamp({
-        "tag": Path(out_dir).name, "arch": "ensemble", "members": tags, "model": {},
-        "train": {"members": {t: i["arch"] for t, i in zip(tags, infos)}},
-        "data": infos[0].get("data", {}), "epoch": None,
-        "params": sum(i.get("params", 0) for i in infos),
-        "valid_metrics": {k: float(v) for k, v in
-                          compute_metrics(y, logits.argmax(axis=1)).items()},
-        "offsets": fit_offsets(logits, y).tolist(),
-        "offsets_fit": {"on": "valid", "scheme": scheme, "objective": OBJECTIVE},
-        "source": "ensemble of " + ", ".join(str(d) for d in member_dirs)})
+    metrics = {k: float(v) for k, v in compute_metrics(y, logits.argmax(axis=1)).items()}
+    info = saved.ensemble_info(Path(out_dir).name, member_dirs, infos, scheme, metrics,
+                               fit_offsets(logits, y))
     saved.save(out_dir, info, members=member_dirs)
     return saved.read_info(out_dir)

@@ -334,9 +334,9 @@ def calibrate(model_dir: Path, processed: Path, target_recall: float | None = No
     scheme = saved.scheme_of(info) or "intra"
     x, y = saved.valid_split(processed, scheme, model)
     offsets = fit_offsets(saved.predict_logits(model, x), y, target_recall=target_recall)
-    info["offsets"] = offsets.tolist()
-    info["offsets_fit"] = {"on": "valid", "scheme": scheme,
-                           "objective": (f"macro precision with sick-class recall >= "
-                                         f"{target_recall}" if target_recall else OBJECTIVE)}
+    info = saved.with_offsets(info, offsets, {
+        "on": "valid", "scheme": scheme,
+        "objective": (f"macro precision with sick-class recall >= {target_recall}"
+                      if target_recall else OBJECTIVE)})
     saved.write_info(model_dir, info)
     return info

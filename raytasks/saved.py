@@ -37,6 +37,8 @@ INFO_FIELDS = {
     "members": "(ensemble) the member tags under members/",
     "train": "the training settings it ran with",
     "valid_metrics": "metrics on the valid split at export",
+    "valid_is": "(trees) what valid_metrics were measured on, when not the valid split",
+    "cv_field": "(trees) the field's figures of the record-level cross-validation",
     "epoch": "best epoch (None: not an epoch-trained model)",
     "data": "the data build it was trained on (build.json: scheme, params, ...)",
     "params": "parameter count",
@@ -85,7 +87,11 @@ def read_info(model_dir: Path) -> dict:
 
 
 def write_info(model_dir: Path, info: dict) -> Path:
-    """model_dir/model.json, stamped with the schema version (the one writer; atomic)."""
+    """model_dir/model.json, stamped with the schema version (the one writer; atomic).
+    A key outside INFO_FIELDS is refused: a new field is added to the schema first."""
+    unknown = sorted(set(info) - set(INFO_FIELDS))
+    if unknown:
+        raise ValueError(f"model.json fields not in saved.INFO_FIELDS: {unknown}")
     info = {"schema": SCHEMA} | {k: v for k, v in info.items() if k != "schema"}
     return write_text(Path(model_dir) / INFO, json.dumps(info, indent=2))
 
@@ -107,7 +113,50 @@ def offsets_of(info: dict) -> np.ndarray:
 
 def stamp(info: dict) -> dict:
     """info with who wrote it and when."""
+    import torch
+
     return info | {"torch": torch.__version__, "exported": utc_stamp()}
+
+
+def with_offsets(info: dict, offsets, fit: dict) -> dict:
+    """info with refitted recall-first offsets and how they were fitted (on, scheme,
+    objective): what `raytasks calibrate` rewrites."""
+    return info | {"offsets": [float(o) for o in offsets], "offsets_fit": fit}
+
+
+def ensemble_info(tag: str, member_dirs: list[Path], infos: list[dict], scheme: str,
+                  valid_metrics: dict, offsets) -> dict:
+    """An ensemble's model.json: its members (copied under members/), their common data
+    build, the ensemble's valid metrics and offsets fitted on that scheme's valid split."""
+    from raytasks.metrics import OBJECTIVE
+
+    tags = [Path(d).name for d in member_dirs]
+    return stamp({
+        "tag": tag, "arch": "ensemble", "members": tags, "model": {},
+        "train": {"members": {t: i["arch"] for t, i in zip(tags, infos)}},
+        "data": infos[0].get("data", {}), "epoch": None,
+        "params": sum(i.get("params", 0) for i in infos),
+        "valid_metrics": valid_metrics, "offsets": [float(o) for o in offsets],
+        "offsets_fit": {"on": "valid", "scheme": scheme, "objective": OBJECTIVE},
+        "source": "ensemble of " + ", ".join(str(d) for d in member_dirs)})
+
+
+def trees_info(tag: str, model, groups: dict, settings: dict, scheme: str,
+               cv_metrics: dict, cv_field: dict, offsets, source: str) -> dict:
+    """A `raytasks boost` model's model.json: the trees' config, the record-feature groups
+    it reads, and figures/offsets from its record-level cross-validation (empty: no CV)."""
+    from raytasks.metrics import OBJECTIVE
+
+    return stamp({
+        "tag": tag, "arch": "trees", "model": vars(model.cfg), "rr": True,
+        "record_features": groups, "train": {"hgb": settings},
+        "data": {"scheme": scheme, "splits": ["train", "valid"]}, "epoch": None,
+        "params": int(sum(b.numel() for b in model.buffers())),
+        "valid_metrics": cv_metrics, "valid_is": "leave-records-out cross-validation",
+        "cv_field": cv_field, "offsets": [float(o) for o in offsets],
+        "offsets_fit": {"on": "out-of-fold logits of the record-level cross-validation",
+                        "scheme": scheme, "objective": OBJECTIVE},
+        "source": source})
 
 
 # ---------------------------------------------------------------- folders

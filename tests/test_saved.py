@@ -20,6 +20,7 @@ def test_every_shipped_model_loads_as_version_1():
         raw = json.loads((d / "model.json").read_text())
         info = saved.read_info(d)
         assert info == raw and "schema" not in raw  # read as is: version 1
+        assert set(raw) <= set(saved.INFO_FIELDS), d  # every field it carries is known
         model, _ = saved.load_model(d)
         assert saved.scheme_of(info) in ("intra", "inter")
         x = np.random.default_rng(0).random((3, model.input_width), dtype=np.float32)
@@ -44,3 +45,12 @@ def test_newer_schema_and_non_model_json_are_refused(tmp_path):
     (d / "model.json").write_text("{")
     with pytest.raises(DataError, match="not valid JSON"):
         saved.load_model(d)
+
+
+def test_write_info_refuses_fields_outside_the_schema(tmp_path):
+    d = tmp_path / "m"
+    shutil.copytree(SHIPPED[0], d)
+    before = (d / "model.json").read_bytes()
+    with pytest.raises(ValueError, match="not in saved.INFO_FIELDS.*'note'"):
+        saved.write_info(d, saved.read_info(d) | {"note": "typo"})
+    assert (d / "model.json").read_bytes() == before
