@@ -7,23 +7,30 @@
 `write_info` is the only code that writes a model.json and `read_info` the only code that
 reads one; `save` writes a whole folder (staged, swapped in whole: never half a model),
 `load_model` rebuilds any saved model (a network, a `trees` record-feature model, an
-ensemble) and `predict_logits` runs it. Training (`export_checkpoint`), `raytasks boost`,
-`raytasks ensemble` and `raytasks calibrate` all save through here. Nothing here needs Ray.
+ensemble: raytasks.nets.ensemble) and `predict_logits` runs it. Training
+(`export_checkpoint`), `raytasks boost`, `raytasks ensemble` and `raytasks calibrate` all
+save through here. Nothing here needs Ray, and torch is imported only where a model is
+built, saved or run.
 
 model.json's fields are INFO_FIELDS; its format version is SCHEMA (files written before
 it was recorded are version 1; version 2 adds `schema` and always records the scheme in
 `offsets_fit`). Shipped version-1 files load unchanged.
 """
 
+from __future__ import annotations
+
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from raytasks.constants import BEAT_LEN, NUM_CLASSES, utc_stamp
 from raytasks.data import DataError, scheme_path
 from raytasks.paths import staged_dir, write_text
+
+if TYPE_CHECKING:  # torch is imported where a model is built or run: reading model.json
+    import torch  # (what to evaluate, a model's scheme) needs neither it nor its start-up
 
 SCHEMA = 2
 INFO, WEIGHTS = "model.json", "model.pt"
@@ -48,23 +55,6 @@ INFO_FIELDS = {
     "torch": "torch version that wrote it",
     "exported": "UTC stamp",
 }
-CPU = torch.device("cpu")
-
-
-class Ensemble(torch.nn.Module):
-    """Members' class probabilities averaged (returned as log-probabilities, so argmax and
-    the offsets work as for any model)."""
-
-    def __init__(self, members):
-        super().__init__()
-        self.members = torch.nn.ModuleList(members)
-        # members may differ in what they read (beat only, beat + RR features)
-        self.input_width = max(m.input_width for m in members)
-
-    def forward(self, x):
-        probs = torch.stack([m(x[:, :m.input_width]).softmax(dim=-1)
-                             for m in self.members]).mean(dim=0)
-        return probs.clamp_min(1e-12).log()
 
 
 # ---------------------------------------------------------------- model.json
@@ -167,6 +157,8 @@ def save(out_dir: Path, info: dict, weights: dict | None = None, members=()) -> 
     out_dir as it was."""
     import shutil
 
+    import torch
+
     out_dir = Path(out_dir)
     with staged_dir(out_dir) as tmp:
         if weights is not None:
@@ -182,6 +174,8 @@ def save(out_dir: Path, info: dict, weights: dict | None = None, members=()) -> 
 def load_model(model_dir: Path) -> tuple[torch.nn.Module, dict]:
     """Rebuild a saved model: (module in eval mode, its model.json). The module's
     `input_width` says how many columns of x (beat, then RR features) it reads."""
+    from raytasks.nets.ensemble import Ensemble
+
     model_dir = Path(model_dir)
     try:
         info = read_info(model_dir)
@@ -202,6 +196,8 @@ def load_model(model_dir: Path) -> tuple[torch.nn.Module, dict]:
 
 
 def _load_network(model_dir: Path, info: dict) -> torch.nn.Module:
+    import torch
+
     from raytasks.nets import create_model, input_width
 
     # a record-features model (raytasks.records) reads beat + RR, then features of them
@@ -213,13 +209,16 @@ def _load_network(model_dir: Path, info: dict) -> torch.nn.Module:
     return model
 
 
-@torch.inference_mode()
 def predict_logits(model: torch.nn.Module, x: np.ndarray, batch: int = 4096,
-                   device: torch.device = CPU) -> np.ndarray:
+                   device: torch.device | None = None) -> np.ndarray:
+    """Logits of x (rows: beat, then the RR features the model reads), on device (CPU)."""
+    import torch
+
     model.eval()
     # a copy per batch: x may be a read-only Arrow buffer (from_numpy warns on those)
-    out = [model(torch.tensor(x[i:i + batch]).to(device)).float().cpu().numpy()
-           for i in range(0, len(x), batch)]
+    with torch.inference_mode():
+        out = [model(torch.tensor(x[i:i + batch]).to(device or "cpu")).float().cpu().numpy()
+               for i in range(0, len(x), batch)]
     return np.concatenate(out) if out else np.zeros((0, NUM_CLASSES), dtype=np.float32)
 
 
@@ -238,6 +237,8 @@ def export_checkpoint(checkpoint, metrics: dict, settings, data, out_dir: Path,
     """A training checkpoint (raytasks.train's state.pt) -> a saved model in out_dir:
     the weights, and in model.json the architecture, the training settings, the valid
     metrics, the data build, and the recall-first offsets fitted on the valid split."""
+    import torch
+
     from raytasks.data.stream import load_split
     from raytasks.metrics import OBJECTIVE, fit_offsets
     from raytasks.nets import create_model, model_config, num_params

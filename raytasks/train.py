@@ -23,8 +23,10 @@ from raytasks.constants import BEAT_LEN, FS
 from raytasks.data.stream import BalancedStream, load_split
 from raytasks.metrics import compute_metrics
 from raytasks.nets import create_model
-from raytasks.saved import CPU, predict_logits
+from raytasks.saved import predict_logits
 from raytasks.settings import TrainConfigError, TrainData, TrainSettings, as_settings, derive
+
+CPU = torch.device("cpu")
 
 # ---------------------------------------------------------------- pieces of the loop
 

@@ -326,13 +326,14 @@ def test_hackathon_file_evaluates_readable_shipped_models_and_lists_the_rest(
 
 
 def test_evaluation_imports_no_ray():
-    """Evaluating needs no cluster: importing evaluate (and the saved-model module it reads
-    models with) must not import Ray."""
+    """Evaluating needs no cluster: importing evaluate, predict (and the saved-model module
+    they read models with) must not import Ray, nor torch (imported where a model is
+    built or run: `raytasks evaluate --help` or a refusal need neither)."""
     import subprocess
     import sys
 
-    code = ("import sys, raytasks.evaluate, raytasks.saved, raytasks.ensemble; "
-            "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))")
+    code = ("import sys, raytasks.evaluate, raytasks.saved, raytasks.ensemble, raytasks.predict; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'torch')))")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, env=env)
