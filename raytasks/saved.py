@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from raytasks.constants import BEAT_LEN, NUM_CLASSES, utc_stamp
+from raytasks.constants import BEAT_LEN, NUM_CLASSES, utc_iso
 from raytasks.data import DataError, scheme_path
 from raytasks.paths import staged_dir, write_text
 
@@ -105,7 +105,7 @@ def stamp(info: dict) -> dict:
     """info with who wrote it and when."""
     import torch
 
-    return info | {"torch": torch.__version__, "exported": utc_stamp()}
+    return info | {"torch": torch.__version__, "exported": utc_iso()}
 
 
 def with_offsets(info: dict, offsets, fit: dict) -> dict:

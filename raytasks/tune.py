@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from raytasks import config
-from raytasks.constants import utc_stamp
+from raytasks.constants import utc_iso, utc_stamp
 from raytasks.data import CLASS_SHORT, NUM_CLASSES, DataError
 from raytasks.metrics import METRIC_NAMES, OBJECTIVE, RECALL_NAMES
 from raytasks.paths import PathError, check_name
@@ -145,7 +145,7 @@ def leaderboard_rows(grid, dev: str, experiment: str, space, metric: str) -> pd.
             "best_epoch": int(best["epoch"]),
             **{m: float(best[m]) for m in METRIC_NAMES + RECALL_NAMES if m in best},
             "config": json.dumps(settings, default=list),
-            "finished": utc_stamp(),
+            "finished": utc_iso(),
         })
     return pd.DataFrame(rows, columns=LEADERBOARD_COLUMNS)
 
@@ -425,7 +425,7 @@ def publish(rows: pd.DataFrame, store: Storage, dev: str, name: str, space_name:
     job, the team leaderboard (every dev's rows) is also refreshed in the local results/."""
     info = {"dev": dev, "experiment": name, "space": space_name, "models": models,
             "trials": len(rows), "storage": store.uri,
-            "finished": utc_stamp()}
+            "finished": utc_iso()}
     with tempfile.TemporaryDirectory() as tmp:
         plot = Path(tmp) / "leaderboard.png"
         if not rows.empty:

@@ -54,3 +54,19 @@ def test_write_info_refuses_fields_outside_the_schema(tmp_path):
     with pytest.raises(ValueError, match="not in saved.INFO_FIELDS.*'note'"):
         saved.write_info(d, saved.read_info(d) | {"note": "typo"})
     assert (d / "model.json").read_bytes() == before
+
+
+def test_times_in_files_are_iso_and_in_names_compact():
+    """model.json `exported` (and build.json, leaderboard, job.json) read as ISO 8601 UTC, as
+    the shipped models do; run names use the colon-free form."""
+    import re
+    from datetime import UTC, datetime
+
+    from raytasks.constants import utc_stamp
+
+    iso = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+    assert all(iso.fullmatch(saved.read_info(d)["exported"]) for d in SHIPPED)
+    exported = saved.stamp({})["exported"]
+    when = datetime.strptime(exported, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert abs((datetime.now(UTC) - when).total_seconds()) < 60
+    assert re.fullmatch(r"\d{8}T\d{6}Z", utc_stamp())
