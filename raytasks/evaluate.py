@@ -269,7 +269,9 @@ def model_result(model_dir: Path, x, y, data_desc: str, store: Path, key: str,
                            key.encode())
     if not (entry / "result.json").exists():
         r = evaluate_model(model_dir, x, y, data_desc, context)  # may Skip: nothing cached
-        with staged_dir(entry) as tmp:  # content-addressed: a concurrent twin is identical
+        # content-addressed: a twin a concurrent run cached meanwhile is kept (it may be
+        # being read); ours is dropped
+        with staged_dir(entry, keep_existing=True) as tmp:
             plot_model(r, tmp)
             (tmp / "report.md").write_text(report_md(r, data_desc, len(y)))
             keep = {k: r[k] for k in ("tag", "beats_per_s", "size_bytes")} | {"points": {
