@@ -209,7 +209,7 @@ def train_cmd(config_file, model_opts, data, scheme, tag, no_export, **flags):
     Every setting is a flag, or a key in --config FILE.toml. The best epoch by --metric
     is exported to models/<tag>/ with everything needed to evaluate it.
     """
-    from raytasks import train
+    from raytasks import ray_connect, train
     from raytasks.settings import TrainConfigError, TrainSettings
 
     cfg = config.load(scheme=scheme)
@@ -223,7 +223,7 @@ def train_cmd(config_file, model_opts, data, scheme, tag, no_export, **flags):
     scheme_name = Path(settings.data).name
     tag = paths.check_name(tag or f"{settings.arch}-{scheme_name}", "--tag")
     dev = cfg["dev"] if cfg["dev"] != config.PLACEHOLDER_DEV else "local"
-    train.init_ray()
+    ray_connect.init_ray()
     try:
         best, metrics, result = train.fit(settings, f"{tag}-{constants.utc_stamp()}",
                                           config.dev_runs(cfg, dev) / "train")

@@ -9,7 +9,6 @@ checkpoints (runs/) -> models/<tag>/.
 """
 
 import math
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -308,10 +307,3 @@ def export(checkpoint, metrics: dict, settings: TrainSettings | dict, out_dir: P
     """The checkpoint -> a saved model in out_dir (raytasks.saved.export_checkpoint)."""
     s = as_settings(settings)
     return saved.export_checkpoint(checkpoint, metrics, s, derive(s), out_dir, source)
-
-
-def init_ray():
-    """Connect to RAY_ADDRESS when set (e.g. under `ray job submit`), else start locally."""
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True,
-                 configure_logging=False)

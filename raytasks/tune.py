@@ -308,7 +308,7 @@ def run(space_name, archs, samples, max_epochs, grace, time_budget, concurrency,
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
 
-    from raytasks.train import init_ray
+    from raytasks.ray_connect import init_ray
 
     init_ray()
     total = ray.cluster_resources().get("CPU", 0)
