@@ -313,7 +313,7 @@ def evaluate_cmd(models, split, scheme, data_file, records, out, no_cache):
 def boost_cmd(scheme, groups, step, folds, max_iter, learning_rate, l2, min_leaf,
               early_stopping, record_power, tag):
     """Patient-adaptive gradient boosting (record features), chosen by record-level CV."""
-    from raytasks import boost
+    from raytasks import boost, saved
 
     cfg = config.load(scheme=scheme)
     settings = boost.HGB | {"max_iter": max_iter, "learning_rate": learning_rate,
@@ -324,7 +324,7 @@ def boost_cmd(scheme, groups, step, folds, max_iter, learning_rate, l2, min_leaf
     out = config.model_dir(cfg, tag or f"boost-{scheme}")
     info = boost.train_and_export(config.where(cfg, "processed"), scheme, params, settings,
                                   out, folds, log=click.echo)
-    click.echo(f"exported {out} ({(out / 'model.pt').stat().st_size / 1e6:.2f} MB, "
+    click.echo(f"exported {out} ({(out / saved.WEIGHTS).stat().st_size / 1e6:.2f} MB, "
                f"{info['params']} tree values)")
 
 

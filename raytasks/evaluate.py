@@ -117,7 +117,7 @@ def evaluate_model(model_dir: Path, x: np.ndarray, y: np.ndarray, data_desc: str
     seconds = time.perf_counter() - t0
     offsets = saved.offsets_of(info)
     out = {"tag": model_dir.name, "info": info, "beats_per_s": len(x) / max(seconds, 1e-9),
-           "size_bytes": sum(f.stat().st_size for f in model_dir.rglob("model.pt")),
+           "size_bytes": sum(f.stat().st_size for f in model_dir.rglob(saved.WEIGHTS)),
            "points": {}, "n_records": None if context is None else context["record"].nunique()}
     for name, off in ((model_dir.name, np.zeros(NUM_CLASSES)),
                       (f"{model_dir.name}@recall", offsets)):
