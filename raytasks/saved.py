@@ -87,9 +87,10 @@ def write_info(model_dir: Path, info: dict) -> Path:
 
 
 def scheme_of(info: dict) -> str | None:
-    """The scheme a model was trained (and its offsets fitted) on; None when unknown."""
-    return (info.get("data") or {}).get("scheme") or (info.get("offsets_fit") or {}).get(
-        "scheme")
+    """The scheme a model was trained on (its data build's); None when unknown. Not
+    `offsets_fit.scheme`: calibrate records "intra" there for a model of unknown scheme, and
+    evaluate must not start skipping such a model under `--scheme inter`."""
+    return (info.get("data") or {}).get("scheme")
 
 
 def reads_rr(info: dict) -> bool:

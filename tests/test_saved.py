@@ -70,3 +70,12 @@ def test_times_in_files_are_iso_and_in_names_compact():
     when = datetime.strptime(exported, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     assert abs((datetime.now(UTC) - when).total_seconds()) < 60
     assert re.fullmatch(r"\d{8}T\d{6}Z", utc_stamp())
+
+
+def test_a_model_s_scheme_is_its_data_build_s():
+    """What evaluate skips and calibrate refits on: data.scheme only (a calibrated model
+    without one records intra in offsets_fit but is of unknown scheme)."""
+    assert saved.scheme_of({"arch": "cnn1d", "data": {"scheme": "inter"},
+                            "offsets_fit": {"scheme": "intra"}}) == "inter"
+    assert saved.scheme_of({"arch": "cnn1d", "offsets_fit": {"scheme": "intra"}}) is None
+    assert saved.scheme_of({"arch": "cnn1d", "data": None}) is None
