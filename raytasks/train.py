@@ -117,7 +117,6 @@ def save_state(path: Path, model, opt, sched, epoch: int, metrics: dict, start_e
                 "start_epoch": start_epoch}, path / "state.pt")
 
 
-
 # ---------------------------------------------------------------- the epoch loop
 
 def restore(s: TrainSettings, data: TrainData, world: int, device: torch.device, checkpoint):
