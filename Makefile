@@ -7,8 +7,23 @@ export RAY_USAGE_STATS_ENABLED := 0
 .PHONY: run test data describe lint bench clean help cluster-up cluster-down submit jobs logs stop pull leaderboard
 NODES ?= 1
 
-help:  ## list the targets
+help:  ## list the targets and the variables they read
+	@echo "targets:"
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
+	@echo "variables (make VAR=value target, or export them):"
+	@grep -E '^# VAR ' $(MAKEFILE_LIST) | sed -E 's/^# VAR /  /'
+	@echo "examples:"
+	@echo "  make submit SPACE=cnn1d ARGS=\"--samples 2 --max-epochs 2\""
+	@echo "  make logs JOB=<submission id> ARGS=\"--follow\""
+
+# VAR SPACE=<name>       submit: search space, searchspaces/<SPACE>.toml (gru, cnn1d, all, ...)
+# VAR ARGS="..."         submit: flags for the search (raytasks tune -h); logs: --tail N / --follow
+# VAR JOB=<id>           logs, stop, pull: a submission id (make jobs), or an experiment for pull
+# VAR DATA=<file>        run: evaluate on this hackathon parquet / Kaggle CSV instead
+# VAR NODES=1            cluster-up: raylets on this machine (2 acts as a 2-node cluster)
+# VAR RAYTASKS_DEV=<tag> your dev tag (else config.toml 'dev'); also RAYTASKS_PORT, RAYTASKS_STORAGE
+# VAR MITDB_DIR=<dir>    data: raw MIT-BIH records (else config.toml 'records', else download)
+# VAR WANDB_MODE=online  tune/submit: log to W&B online (default offline unless WANDB_API_KEY)
 
 # the venv is stale when pyproject.toml is newer than it
 .venv/.installed: pyproject.toml
@@ -55,7 +70,7 @@ jobs: .venv/.installed  ## your jobs on the cluster and their status
 
 logs: .venv/.installed  ## make logs JOB=<submission id>
 	@test -n "$(JOB)" || { echo "usage: make logs JOB=<submission id>"; exit 2; }
-	$(RT) logs $(JOB)
+	$(RT) logs $(JOB) $(ARGS)
 
 stop: .venv/.installed  ## make stop JOB=<submission id>
 	@test -n "$(JOB)" || { echo "usage: make stop JOB=<submission id>"; exit 2; }

@@ -8,14 +8,23 @@ from raytasks import config, constants, paths
 from raytasks.data import DataError
 
 DEBUG = False  # --debug: let the traceback of an expected error through
+# one grammar for every command: -h, defaults shown as [default: ...], booleans as flags
+SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True}
+
+
+def examples(*lines: str) -> str:
+    """An --help epilog: 'Examples:' and the command lines, kept as written (\b)."""
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def user_errors() -> tuple:
     """The errors bad input raises: each message already names the file or setting."""
     from raytasks.settings import TrainConfigError
     from raytasks.spaces import SpaceError
+    from raytasks.tune import SearchError
 
-    return (DataError, config.ConfigError, paths.PathError, SpaceError, TrainConfigError)
+    return (DataError, config.ConfigError, paths.PathError, SpaceError, TrainConfigError,
+            SearchError)
 
 
 def one_line(e: Exception) -> str:
@@ -44,7 +53,9 @@ class Group(click.Group):
             raise click.ClickException(one_line(e)) from None
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, context_settings=SETTINGS, epilog=examples(
+    "raytasks data build --scheme all", "raytasks train --arch cnn1d --epochs 5",
+    "raytasks tune --space cnn1d --samples 4", "raytasks evaluate"))
 @click.option("--debug", is_flag=True, help="Show the full traceback of an error.")
 def main(debug):
     """raytasks: train, tune and ship MIT-BIH heartbeat classifiers on Ray.
@@ -56,24 +67,27 @@ def main(debug):
     DEBUG = debug
 
 
-@main.group(cls=Group)
+@main.group(cls=Group, epilog=examples("raytasks data build --scheme all",
+                                       "raytasks data describe"))
 def data():
     """Build, import and describe the beat shards."""
 
 
-@data.command("build")
+@data.command("build", epilog=examples(
+    "raytasks data build --scheme all", "raytasks data build --records ~/mitdb --out /tmp/shards"))
 @click.option("--records", type=click.Path(file_okay=False), default=None,
-              help="Raw MIT-BIH directory (.dat/.hea/.atr). Default: MITDB_DIR, config.toml "
-                   "'records', else download from PhysioNet into data/raw/mitdb.")
+              show_default="MITDB_DIR, config.toml 'records', else a PhysioNet download",
+              help="Raw MIT-BIH directory (.dat/.hea/.atr).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Output root; shards go to OUT/<scheme>/{train,valid,test}. "
-                   "Default: data/processed.")
+              show_default="config.toml 'processed' (data/processed)",
+              help="Output root; shards go to OUT/<scheme>/{train,valid,test}.")
 @click.option("--scheme", type=click.Choice(["intra", "inter", "all"]), default="intra",
-              show_default=True, help="intra: beat-level stratified split (Kaggle-like); "
+              help="intra: beat-level stratified split (Kaggle-like); "
                                       "inter: patient-level DS1/DS2 (de Chazal 2004).")
 @click.option("--seed", type=int, default=None,
-              help=f"Split/shuffle seed (default {constants.SPLIT_SEED}).")
-@click.option("--shard-rows", type=click.IntRange(1), default=4000, show_default=True,
+              show_default=f"config.toml 'seed' ({constants.SPLIT_SEED})",
+              help="Split/shuffle seed.")
+@click.option("--shard-rows", type=click.IntRange(1), default=4000,
               help="Rows per parquet shard.")
 @click.option("--force", is_flag=True, help="Rebuild even when the shards are current.")
 def data_build(records, out, scheme, seed, shard_rows, force):
@@ -94,17 +108,18 @@ def data_build(records, out, scheme, seed, shard_rows, force):
         click.echo(f"warning: {warning} (few or unusual records?)", err=True)
 
 
-@data.command("import")
+@data.command("import", epilog=examples(
+    "raytasks data import --train heart_big_train.parq --valid heart_big_valid.parq"))
 @click.option("--train", "train", type=click.Path(dir_okay=False), required=True,
               help="heart_big_train.parq or mitbih_train.csv")
 @click.option("--valid", type=click.Path(dir_okay=False), default=None,
-              help="heart_big_valid.parq (default: a stratified 20% of train)")
+              show_default="a stratified 20% of train", help="heart_big_valid.parq")
 @click.option("--test", type=click.Path(dir_okay=False), default=None,
               help="mitbih_test.csv or another held-out file")
-@click.option("--name", default="hackathon", show_default=True,
+@click.option("--name", default="hackathon",
               help="Scheme name: shards go to OUT/<name>/{train,valid,test}.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Output root (default: data/processed).")
+              show_default="config.toml 'processed' (data/processed)", help="Output root.")
 def data_import(train, valid, test, name, out):
     """Turn hackathon parquet or Kaggle CSV files into the same shard layout."""
     from raytasks.data.imports import import_files
@@ -121,11 +136,13 @@ def data_import(train, valid, test, name, out):
     click.echo(counts_table({name: meta}))
 
 
-@data.command("describe")
-@click.option("--data", "processed", type=click.Path(file_okay=False), default=None,
-              help="Shard root (default: data/processed).")
+@data.command("describe", epilog=examples("raytasks data describe",
+                                          "raytasks data describe --processed /tmp/shards"))
+@click.option("--processed", "--data", "processed", type=click.Path(file_okay=False),
+              default=None, show_default="config.toml 'processed' (data/processed)",
+              help="Shard root: <PROCESSED>/<scheme>/{train,valid,test}.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Where the plots go (default: results/data).")
+              show_default="results/data", help="Where the plots go.")
 def data_describe(processed, out):
     """Class counts and percentages per split and scheme; example-beat and balance plots."""
     from raytasks.data.describe import describe
@@ -149,7 +166,8 @@ def parse_value(text: str):
 
 
 def train_options(fn):
-    """One flag per field of raytasks.settings.TrainSettings (its help, choices, default)."""
+    """One flag per field of raytasks.settings.TrainSettings (its help, choices, default);
+    booleans are --x/--no-x."""
     from raytasks.settings import FIELDS, choices, defaults
 
     default = defaults()
@@ -157,14 +175,16 @@ def train_options(fn):
         key, help = f.name, f.metadata["help"]
         if key in ("model", "data"):
             continue
-        if key == "gpu":  # a plain flag: --gpu
-            fn = click.option("--gpu", key, is_flag=True, default=None, help=help)(fn)
+        # the real default is shown; only flags typed on the command line override --config
+        flag = f"--{key.replace('_', '-')}"
+        if isinstance(default[key], bool):  # --rr/--no-rr
+            fn = click.option(f"{flag}/--no-{flag[2:]}", key, default=default[key],
+                              help=help)(fn)
             continue
         # a choice list (the metric's is long: checked by the settings, not listed here)
         listed = f.metadata["choices"] not in (None, "metric")
         kind = click.Choice(choices(key)) if listed else type(default[key])
-        fn = click.option(f"--{key.replace('_', '-')}", key, type=kind, default=None,
-                          help=f"{help} [default: {default[key]}]")(fn)
+        fn = click.option(flag, key, type=kind, default=default[key], help=help)(fn)
     return fn
 
 
@@ -192,18 +212,47 @@ def train_settings(config_file, model_opts, flags: dict) -> dict:
     return settings
 
 
-@main.command("train", context_settings={"show_default": True})
+class OldBooleans(click.Command):
+    """Accepts the old `--rr true` / `--gpu false` spelling of the --x/--no-x flags."""
+
+    def parse_args(self, ctx, args):
+        out, i = [], 0
+        flags = {f"--{k.replace('_', '-')}" for k in bool_settings()}
+        while i < len(args):
+            word = args[i]
+            value = args[i + 1].lower() if i + 1 < len(args) else ""
+            if word in flags and value in ("true", "false"):
+                out.append(word if value == "true" else f"--no-{word[2:]}")
+                i += 2
+                continue
+            out.append(word)
+            i += 1
+        return super().parse_args(ctx, out)
+
+
+def bool_settings() -> list[str]:
+    from raytasks.settings import defaults
+
+    return [k for k, v in defaults().items() if isinstance(v, bool)]
+
+
+@main.command("train", cls=OldBooleans, epilog=examples(
+    "raytasks train --arch cnn1d --epochs 5 --rr",
+    "raytasks train --config my.toml -m channels=[32,64] --tag mine"))
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True),
               help="TOML of training settings (top-level keys as the flags, [model] table "
                    "for the architecture); flags override it.")
-@click.option("-m", "--model", "model_opts", multiple=True, metavar="KEY=VALUE",
+@click.option("-m", "--model-field", "--model", "model_opts", multiple=True, metavar="KEY=VALUE",
               help="Architecture config field, e.g. -m channels=[32,64] -m se=false.")
-@click.option("--data", default=None, help="Built scheme dir (default: <processed>/<scheme>).")
-@click.option("--scheme", default=None, help="Scheme under the processed dir (default intra).")
-@click.option("--tag", default=None, help="Export to models/<tag> (default <arch>-<scheme>).")
-@click.option("--no-export", is_flag=True, help="Train and checkpoint only.")
+@click.option("--scheme-dir", "--data", "data", default=None,
+              show_default="<processed>/<scheme>", help="A built scheme's shard folder.")
+@click.option("--scheme", default=None, metavar="SCHEME", show_default="intra",
+              help="Built scheme under the processed dir (intra, inter or an imported name).")
+@click.option("--tag", default=None, show_default="<arch>-<scheme>",
+              help="Export to models/<TAG>.")
+@click.option("--export/--no-export", default=True, help="Export the best epoch to models/.")
 @train_options
-def train_cmd(config_file, model_opts, data, scheme, tag, no_export, **flags):
+def train_cmd(config_file, model_opts, data, scheme, tag, export, **flags):
     """Train one architecture with Ray Train (TorchTrainer), export the best checkpoint.
 
     Every setting is a flag, or a key in --config FILE.toml. The best epoch by --metric
@@ -213,7 +262,10 @@ def train_cmd(config_file, model_opts, data, scheme, tag, no_export, **flags):
     from raytasks.settings import TrainConfigError, TrainSettings
 
     cfg = config.load(scheme=scheme)
-    settings = train_settings(config_file, model_opts, flags)
+    ctx = click.get_current_context()
+    typed = {k: v for k, v in flags.items()
+             if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
+    settings = train_settings(config_file, model_opts, typed)
     settings["data"] = data or settings.get("data") or str(config.scheme_dir(cfg))
     try:
         settings = TrainSettings.from_dict(settings)
@@ -234,37 +286,41 @@ def train_cmd(config_file, model_opts, data, scheme, tag, no_export, **flags):
     click.echo("per-class recall: " + "  ".join(
         f"{c}={metrics[f'TP_{c}']:.3f}" for c in range(constants.NUM_CLASSES)))
     click.echo(f"run: {result.path}")
-    if not no_export:
+    if export:
         out = train.export(best, metrics, settings, config.model_dir(cfg, tag),
                            source=str(result.path))
         click.echo(f"exported: {out}")
 
 
-@main.command("evaluate")
+@main.command("evaluate", epilog=examples(
+    "raytasks evaluate", "raytasks evaluate --split test",
+    "raytasks evaluate --model models/cnn1d-intra --file heart_big_valid.parq"))
 @click.option("--model", "models", multiple=True, type=click.Path(file_okay=False),
-              help="An exported model dir (repeatable). Default: every model in models/ "
-                   "trained on --scheme.")
+              show_default="every model in models/ trained on --scheme",
+              help="An exported model dir (repeatable).")
 @click.option("--split", type=click.Choice(["valid", "test"]), default="valid",
-              show_default=True)
-@click.option("--scheme", default=None, help="Built scheme to evaluate on (default intra).")
-@click.option("--data", "data_file", type=click.Path(dir_okay=False),
+              help="Split of the built scheme.")
+@click.option("--scheme", default=None, metavar="SCHEME", show_default="intra",
+              help="Built scheme to evaluate on (intra, inter or an imported name).")
+@click.option("--file", "--data", "data_file", type=click.Path(dir_okay=False),
               help="Evaluate on a hackathon parquet or Kaggle CSV instead.")
 @click.option("--records", type=click.Path(file_okay=False),
               help="Evaluate on a directory of WFDB records with beat annotations instead "
                    "(preprocessed exactly as in training).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Where output.csv and plots go. Default: results/ for valid, "
-                   "results/test/ for test, results/external/ for --data/--records; with "
-                   "--model, the selected/ folder inside that (the shipped table stays).")
-@click.option("--no-cache", is_flag=True,
-              help="Recompute every model (default: reuse rows of unchanged models and data, "
-                   "kept in <processed>/.cache/evaluate, keyed by content hashes).")
-def evaluate_cmd(models, split, scheme, data_file, records, out, no_cache):
+              show_default="results/, results/test/ or results/external/ (+ selected/ "
+                           "with --model)",
+              help="Where output.csv and plots go: by split, or external for --file/--records; "
+                   "with --model, the selected/ folder inside that (the shipped table stays).")
+@click.option("--cache/--no-cache", default=True,
+              help="Reuse rows of unchanged models and data (kept in <processed>/.cache/"
+                   "evaluate, keyed by content hashes); --no-cache recomputes every model.")
+def evaluate_cmd(models, split, scheme, data_file, records, out, cache):
     """Evaluate models into OUT/output.csv, OUT/<tag>/{confusion,recall}.png, report.md."""
     from raytasks.evaluate import evaluate, find_models, load_eval_data, table
 
     if data_file and records:
-        raise click.UsageError("give --data or --records, not both")
+        raise click.UsageError("give --file or --records, not both")
     cfg = config.load(scheme=scheme)
     results = config.where(cfg, "results")
     if out is None:
@@ -286,30 +342,30 @@ def evaluate_cmd(models, split, scheme, data_file, records, out, no_cache):
                                            f"'{cfg['scheme']}'")
     x, y, desc, context = load_eval_data(config.where(cfg, "processed"), cfg["scheme"],
                                          split, data_file, records)
-    cache = None if no_cache else config.where(cfg, "processed") / ".cache" / "evaluate"
+    cache = config.where(cfg, "processed") / ".cache" / "evaluate" if cache else None
+    click.echo(f"{desc}: {len(y)} beats; {len(dirs)} model(s), each printed as it finishes")
     rows = evaluate(dirs, x, y, desc, Path(out), context, cache=cache)
-    click.echo(f"{desc}: {len(y)} beats")
     click.echo(table(rows))
     click.echo(f"wrote {Path(out) / 'output.csv'}")
 
 
-@main.command("boost")
-@click.option("--scheme", default="inter", show_default=True, help="Built scheme to train on "
+@main.command("boost", epilog=examples("raytasks boost --scheme inter --folds 5"))
+@click.option("--scheme", default="inter", help="Built scheme to train on "
               "(its train + valid splits; the test split is never read).")
-@click.option("--groups", default="beat,rr,pace,template", show_default=True,
+@click.option("--groups", default="beat,rr,pace,template",
               help="Record feature groups (raytasks.records.GROUPS), comma-separated.")
-@click.option("--step", type=int, default=3, show_default=True, help="Every STEP-th sample.")
-@click.option("--folds", type=int, default=5, show_default=True,
+@click.option("--step", type=int, default=3, help="Every STEP-th sample.")
+@click.option("--folds", type=int, default=5,
               help="Leave-records-out CV folds (figures and the recall-first offsets).")
-@click.option("--max-iter", type=int, default=300, show_default=True)
-@click.option("--learning-rate", type=float, default=0.1, show_default=True)
-@click.option("--l2", type=float, default=0.0, show_default=True)
-@click.option("--min-leaf", type=int, default=20, show_default=True)
-@click.option("--early-stopping/--no-early-stopping", default=False, show_default=True,
+@click.option("--max-iter", type=int, default=300)
+@click.option("--learning-rate", type=float, default=0.1)
+@click.option("--l2", type=float, default=0.0)
+@click.option("--min-leaf", type=int, default=20)
+@click.option("--early-stopping/--no-early-stopping", default=False,
               help="scikit-learn's: stop when 10% of the beats held out stop improving.")
-@click.option("--record-power", type=float, default=0.0, show_default=True,
+@click.option("--record-power", type=float, default=0.0,
               help="Record weights ~ (record's beats)^-P: 0 off, 1 every patient equal.")
-@click.option("--tag", default=None, help="models/<tag>/ (default boost-<scheme>).")
+@click.option("--tag", default=None, show_default="boost-<scheme>", help="models/<TAG>/.")
 def boost_cmd(scheme, groups, step, folds, max_iter, learning_rate, l2, min_leaf,
               early_stopping, record_power, tag):
     """Patient-adaptive gradient boosting (record features), chosen by record-level CV."""
@@ -328,10 +384,13 @@ def boost_cmd(scheme, groups, step, folds, max_iter, learning_rate, l2, min_leaf
                f"{info['params']} tree values)")
 
 
-@main.command("calibrate")
+@main.command("calibrate", epilog=examples(
+    "raytasks calibrate --model models/cnn1d-intra",
+    "raytasks calibrate --model models/cnn1d-intra --target-recall 0.9"))
 @click.option("--model", "models", multiple=True, type=click.Path(file_okay=False),
               required=True, help="An exported model dir (repeatable).")
 @click.option("--target-recall", type=click.FloatRange(0, 1), default=None,
+              show_default="none: maximise macro F2",
               help="Instead of maximising macro F2: reach this recall on every sick class "
                    "with the best macro precision.")
 def calibrate_cmd(models, target_recall):
@@ -345,7 +404,8 @@ def calibrate_cmd(models, target_recall):
             f"{v:+.2f}" for v in info["offsets"]) + f" ({info['offsets_fit']['objective']})")
 
 
-@main.command("ensemble")
+@main.command("ensemble", epilog=examples(
+    "raytasks ensemble cnn1d-intra resnet1d-intra --tag duo"))
 @click.argument("members", nargs=-1, required=True)
 @click.option("--tag", required=True, help="Write the ensemble to models/<TAG>/.")
 def ensemble_cmd(members, tag):
@@ -369,21 +429,23 @@ def ensemble_cmd(members, tag):
                f"macro recall {m['Recallmacro']:.4f}")
 
 
-@main.command("predict")
+@main.command("predict", epilog=examples(
+    "raytasks predict --records ~/mitdb/100.hea", "raytasks predict --records ~/mitdb --score"))
 @click.option("--records", required=True, type=click.Path(),
               help="A recording (WFDB .hea/.dat, .edf, .csv) or a directory of them.")
 @click.option("--model", "model", type=click.Path(file_okay=False), default=None,
-              help="Model dir (default: the shipped model with the best valid macro F2 "
-                   "that reads RR features).")
+              show_default="the shipped RR model with the best valid macro F2",
+              help="Model dir.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Output dir (default: results/predict/).")
-@click.option("--fs", "fs", type=float, default=None, help="Sampling rate (Hz) of CSV files.")
-@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
+              show_default="results/predict/", help="Output dir.")
+@click.option("--fs", "fs", type=float, default=None, show_default="required for CSV",
+              help="Sampling rate (Hz) of CSV files.")
+@click.option("--workers", type=click.IntRange(1, 64), default=2,
               help="Ray Data tasks at a time (detection, then classification).")
-@click.option("--chunk-s", type=click.FloatRange(10), default=3600, show_default=True,
+@click.option("--chunk-s", type=click.FloatRange(10), default=3600,
               help="Recordings longer than this are cut into chunks of this many seconds.")
 @click.option("--peaks", "mode", type=click.Choice(["detect", "atr"]), default="detect",
-              show_default=True, help="atr: classify at the reference beat positions "
+              help="atr: classify at the reference beat positions "
                                       "(.atr) instead of detected ones (to measure what "
                                       "detection costs).")
 @click.option("--score", "do_score", is_flag=True,
@@ -416,11 +478,11 @@ def score_and_print(records: Path, predictions: Path) -> None:
     click.echo(f"wrote {predictions / 'score.csv'}, {predictions / 'score.txt'}")
 
 
-@main.command("score")
+@main.command("score", epilog=examples("raytasks score --records ~/mitdb"))
 @click.option("--records", required=True, type=click.Path(file_okay=False),
               help="WFDB records with reference beat annotations (.atr).")
 @click.option("--predictions", type=click.Path(file_okay=False), default=None,
-              help="Output of raytasks predict (default: results/predict/).")
+              show_default="results/predict/", help="Output of raytasks predict.")
 def score_cmd(records, predictions):
     """EC57-style beat-by-beat scoring (150 ms matching): QRS Se/+P, per-class Se/+P/F1 and
     confusion of matched beats, per record and total -> PREDICTIONS/score.{csv,txt}."""
@@ -429,15 +491,18 @@ def score_cmd(records, predictions):
     score_and_print(Path(records), pred)
 
 
-@main.group(cls=Group)
+@main.group(cls=Group, epilog=examples("raytasks cluster up --nodes 2",
+                                       'eval "$(raytasks cluster env)"', "raytasks cluster down"))
 def cluster():
     """A local Ray head (dashboard + job server on 127.0.0.1:<port>) and extra raylets."""
 
 
-@cluster.command("up")
-@click.option("--nodes", type=click.IntRange(1, 8), default=1, show_default=True,
+@cluster.command("up", epilog=examples("raytasks cluster up",
+                                      "raytasks cluster up --nodes 2 --cpus 2"))
+@click.option("--nodes", type=click.IntRange(1, 8), default=1,
               help="Raylets on this machine (2 acts as a 2-node cluster).")
-@click.option("--cpus", type=int, default=None, help="CPUs each node offers (default: all).")
+@click.option("--cpus", type=click.IntRange(1), default=None, show_default="all",
+              help="CPUs each node offers.")
 def cluster_up(nodes, cpus):
     """Start the team's head on this machine (port from config.toml / RAYTASKS_PORT)."""
     from raytasks import cluster as rc
@@ -452,7 +517,7 @@ def cluster_up(nodes, cpus):
     click.echo(rc.shell_env(cfg))
 
 
-@cluster.command("env")
+@cluster.command("env", epilog=examples('eval "$(raytasks cluster env)"'))
 def cluster_env():
     """Shell exports for the raw Ray CLI: eval "$(raytasks cluster env)"."""
     from raytasks import cluster as rc
@@ -460,7 +525,7 @@ def cluster_env():
     click.echo(rc.shell_env(config.load()))
 
 
-@cluster.command("down")
+@cluster.command("down", epilog=examples("raytasks cluster down"))
 def cluster_down():
     """Stop the processes this port's `cluster up` started (nothing else)."""
     from raytasks import cluster as rc
@@ -471,14 +536,18 @@ def cluster_down():
                if n else "no cluster started by `raytasks cluster up` on this port")
 
 
-@main.command("submit", context_settings={"ignore_unknown_options": True})
+@main.command("submit", context_settings={"ignore_unknown_options": True}, epilog=examples(
+    "raytasks submit --space cnn1d -- --samples 2 --max-epochs 2",
+    "raytasks submit --space all --follow -- --archs gru,cnn1d --samples 20 --export"))
 @click.option("--space", required=True, help="Search space to run (searchspaces/<SPACE>.toml).")
-@click.option("--dev", default=None, help="Your dev tag (default: config.toml).")
-@click.option("--storage", default=None, help="Team storage (default: config.toml; relative "
-                                              "= the cluster's).")
+@click.option("--dev", default=None, show_default="config.toml / RAYTASKS_DEV",
+              help="Your dev tag.")
+@click.option("--storage", default=None, show_default="config.toml; relative = the cluster's",
+              help="Team storage.")
 @click.option("--wait", is_flag=True, help="Wait until the job ends.")
+@click.option("-f", "--follow", is_flag=True, help="Print the job's log until it ends.")
 @click.argument("tune_args", nargs=-1, type=click.UNPROCESSED)
-def submit_cmd(space, dev, storage, wait, tune_args):
+def submit_cmd(space, dev, storage, wait, follow, tune_args):
     """`ray job submit` a search as you: python -m raytasks.tune --space SPACE TUNE_ARGS."""
     from raytasks import cluster as rc
 
@@ -487,14 +556,17 @@ def submit_cmd(space, dev, storage, wait, tune_args):
     click.echo(f"submitted {job} to {rc.job_address(cfg)}")
     click.echo(f"follow: raytasks logs {job}   status: raytasks jobs   "
                f"dashboard: {rc.job_address(cfg)}   afterwards: raytasks pull {job}")
-    if wait:
+    if follow:
+        status = rc.follow(rc.client(cfg), job, None, lambda text: click.echo(text, nl=False))
+    if wait and not follow:
         status = rc.wait_for(rc.client(cfg), job)
+    if wait or follow:
         click.echo(f"{job}: {status}")
         if status != "SUCCEEDED":
             raise click.ClickException(f"{job} ended {status}; see raytasks logs {job}")
 
 
-@main.command("jobs")
+@main.command("jobs", epilog=examples("raytasks jobs", "raytasks jobs --all"))
 @click.option("--all", "everyone", is_flag=True, help="Every dev's jobs, with their owner.")
 def jobs_cmd(everyone):
     """Your jobs on the cluster (raytasks submit or raw ray job submit) and their status."""
@@ -503,18 +575,26 @@ def jobs_cmd(everyone):
     click.echo(rc.job_table(rc.list_jobs(config.load(), everyone)))
 
 
-@main.command("logs")
+@main.command("logs", epilog=examples("raytasks logs alice-gru-20250101T120000Z --tail 40",
+                                      "raytasks logs alice-gru-20250101T120000Z --follow"))
 @click.argument("job")
+@click.option("--tail", "lines", type=click.IntRange(0), default=None, show_default="all",
+              help="Only the last N lines (with --follow: then the new ones).")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until the job ends.")
 @click.option("--force", is_flag=True, help="Read another dev's job too.")
-def logs_cmd(job, force):
-    """One of your jobs' logs so far."""
+def logs_cmd(job, lines, follow, force):
+    """One of your jobs' logs (JOB: its submission id, from `raytasks jobs`)."""
     from raytasks import cluster as rc
 
     jobs, _ = rc.own_job(config.load(), job, force, "reading")
-    click.echo(jobs.get_job_logs(job))
+    if not follow:
+        click.echo(rc.tail(jobs.get_job_logs(job), lines), nl=False)
+        return
+    status = rc.follow(jobs, job, lines, lambda text: click.echo(text, nl=False))
+    click.echo(f"{job}: {status}")
 
 
-@main.command("stop")
+@main.command("stop", epilog=examples("raytasks stop alice-gru-20250101T120000Z"))
 @click.argument("job")
 @click.option("--force", is_flag=True, help="Stop another dev's job too (says whose).")
 def stop_cmd(job, force):
@@ -528,7 +608,7 @@ def stop_cmd(job, force):
     click.echo(f"{whose}{job}: {'stop requested' if stopped else 'not running'}")
 
 
-@main.command("pull")
+@main.command("pull", epilog=examples("raytasks pull alice-gru-20250101T120000Z"))
 @click.argument("name")
 def pull_cmd(name):
     """Copy a finished search (submission id or experiment) from storage: its exported
@@ -544,13 +624,14 @@ def pull_cmd(name):
         click.echo("no exported model (search without --export)")
 
 
-@main.command("leaderboard")
-@click.option("--top", type=int, default=15, show_default=True, help="Rows to print.")
+@main.command("leaderboard", epilog=examples("raytasks leaderboard --top 5"))
+@click.option("--top", type=int, default=15, help="Rows to print.")
 def leaderboard_cmd(top):
     """The team leaderboard: every dev's rows in storage merged into results/leaderboard.csv
     (+ leaderboard.png); prints the best trials."""
+    from raytasks.leaderboard import board_table
+    from raytasks.leaderboard import sync as sync_leaderboard
     from raytasks.storage import Storage, team_rows
-    from raytasks.tune import board_table, sync_leaderboard
 
     cfg = config.load()
     store = Storage.from_setting(cfg["storage"])

@@ -5,6 +5,7 @@
     ray job submit --working-dir . -- python -m raytasks.tune --space gru
     raytasks submit --space gru [-- tune args]   # the same, with a readable submission id
     raytasks jobs | logs JOB | stop JOB # your own jobs (--force for someone else's)
+    raytasks logs JOB --follow --tail 50  # the last 50 lines, then new ones until it ends
     raytasks pull JOB|EXPERIMENT        # a finished search -> models/ and results/
     raytasks cluster down               # make cluster-down
 
@@ -353,10 +354,39 @@ def submit(cfg: dict, space: str, args: list[str]) -> str:
     entrypoint = " ".join(["python", "-m", "raytasks.tune", "--space", space,
                            *map(shlex.quote, args)])
     jobs.submit_job(entrypoint=entrypoint, submission_id=submission_id,
-                    metadata={"dev": dev, "space": space},
+                    metadata={"dev": dev, "space": space,  # job_name: the dashboard's Name
+                              "job_name": job_name(dev, space, args)},
                     runtime_env={"working_dir": str(config.ROOT), "excludes": EXCLUDES,
                                  "env_vars": env_vars})
     return submission_id
+
+
+def job_name(dev: str, space: str, args: list[str]) -> str:
+    return " ".join([f"{dev}: tune --space {space}", *args])[:120]
+
+
+def tail(text: str, lines: int | None) -> str:
+    """The last `lines` lines of text (all of it for None)."""
+    if lines is None:
+        return text
+    return "".join(text.splitlines(keepends=True)[-lines:]) if lines > 0 else ""
+
+
+def follow(jobs, submission_id: str, lines: int | None, echo, every: float = 2.0) -> str:
+    """Print a job's log (its last `lines` lines first), then what it adds, until it ends;
+    returns its final status."""
+    from ray.job_submission import JobStatus
+
+    seen = jobs.get_job_logs(submission_id)
+    echo(tail(seen, lines))
+    while True:
+        status = jobs.get_job_status(submission_id)  # before reading: no line is missed
+        logs = jobs.get_job_logs(submission_id)
+        echo(logs[len(seen):])
+        seen = logs
+        if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+            return str(status)
+        time.sleep(every)
 
 
 def wait_for(jobs, submission_id: str, timeout: float = 3600) -> str:
@@ -455,7 +485,7 @@ def pull(cfg: dict, name: str) -> tuple[dict, list[Path], Path]:
     job.json) -> results/<experiment>/, its rows merged into results/leaderboard.csv."""
     import pandas as pd
 
-    from raytasks.tune import sync_leaderboard
+    from raytasks.leaderboard import sync as sync_leaderboard
 
     store = Storage.from_setting(cfg["storage"])
     dev, exp = find_experiment(cfg, store, name)

@@ -128,41 +128,65 @@ def evaluate_model(model_dir: Path, x: np.ndarray, y: np.ndarray, data_desc: str
     return out
 
 
-def plot_model(res: dict, out_dir: Path) -> None:
-    """confusion.png (counts and row-normalised, both operating points) and recall.png."""
+def plot_model(res: dict, out_dir: Path, where: str = "") -> None:
+    """confusion.png (counts and row-normalised, both operating points) and recall.png,
+    their titles naming the data they were computed on (`where`: scheme/split or file)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     points = list(res["points"].items())
-    plot_confusion(plt, points, out_dir / "confusion.png")
-    plot_recall(plt, points, res["tag"], out_dir / "recall.png")
+    plot_confusion(plt, points, out_dir / "confusion.png", where)
+    plot_recall(plt, points, res["tag"], out_dir / "recall.png", where)
 
 
-def plot_confusion(plt, points: list, path: Path) -> None:
+def short_desc(data_desc: str) -> str:
+    """'intra/valid (/path/...)' -> 'intra/valid': what a plot title names."""
+    return data_desc.split(" (")[0]
+
+
+def share(v: float) -> str:
+    """A share with the precision it needs: 50 of 18,126 is 0.003, not 0.00."""
+    return "0" if v == 0 else f"{v:.3f}" if v < 0.01 else f"{v:.2f}"
+
+
+def plot_confusion_png(model_dir: Path, x, y, where: str) -> Path:
+    """A model's confusion.png on (x, y), next to the model (for W&B after an export)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    res = evaluate_model(model_dir, x, y, where)
+    path = Path(tempfile.mkdtemp(prefix="confusion-")) / "confusion.png"
+    plot_confusion(plt, list(res["points"].items()), path, where)
+    return path
+
+
+def plot_confusion(plt, points: list, path: Path, where: str = "") -> None:
     fig, axes = plt.subplots(len(points), 2, figsize=(10, 4.3 * len(points)), squeeze=False)
     for row, (name, p) in enumerate(points):
         cm = p["cm"]
         norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-        for ax, mat, title, fmt in ((axes[row, 0], cm, "counts", "{:.0f}"),
-                                    (axes[row, 1], norm, "row-normalised (recall)", "{:.2f}")):
+        for ax, mat, title, fmt in ((axes[row, 0], cm, "counts", "{:.0f}".format),
+                                    (axes[row, 1], norm, "row-normalised (recall)", share)):
             ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
             for i in range(NUM_CLASSES):
                 for j in range(NUM_CLASSES):
-                    ax.text(j, i, fmt.format(mat[i, j]), ha="center", va="center",
+                    ax.text(j, i, fmt(mat[i, j]), ha="center", va="center",
                             color="white" if norm[i, j] > 0.6 else "black", fontsize=9)
             ax.set_xticks(range(NUM_CLASSES), CLASS_SHORT)
             ax.set_yticks(range(NUM_CLASSES), CLASS_SHORT)
             ax.set_xlabel("predicted")
             ax.set_ylabel("true")
-            ax.set_title(f"{name}: {title}")
+            ax.set_title(f"{name}: {title}" + (f" on {where}" if where else ""))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def plot_recall(plt, points: list, tag: str, path: Path) -> None:
+def plot_recall(plt, points: list, tag: str, path: Path, where: str = "") -> None:
     fig, ax = plt.subplots(figsize=(9, 4))
     width = 0.2
     for k, (name, p) in enumerate(points):
@@ -177,7 +201,7 @@ def plot_recall(plt, points: list, tag: str, path: Path) -> None:
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("per class")
     ax.legend(fontsize=8, loc="lower left")
-    ax.set_title(f"{tag}: per-class recall and precision")
+    ax.set_title(f"{tag}: per-class recall and precision" + (f" on {where}" if where else ""))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -206,8 +230,11 @@ def report_md(res: dict, data_desc: str, n_beats: int) -> str:
         "", "## Recall-first operating point", "",
         f"`@recall` adds per-class offsets to the logits ({offsets}), fitted on the "
         f"{info.get('offsets_fit', {}).get('on', 'valid')} split to maximise macro F-beta "
-        "(beta = 2). Reported on the same valid split, these figures are optimistic: "
-        "see `raytasks evaluate --split test` for held-out figures.",
+        "(beta = 2). " + ("Reported on the same valid split, these figures are optimistic: "
+                          "see `raytasks evaluate --split test` for held-out figures."
+                          if short_desc(data_desc).endswith("/valid") else
+                          f"The figures above are on {short_desc(data_desc)}, which the "
+                          f"offsets never saw."),
         "", "## Provenance", "",
         f"- architecture `{info['arch']}`, {info.get('params', '?')} parameters, "
         f"{res['size_bytes'] / 1e6:.2f} MB; inference {res['beats_per_s']:.0f} beats/s here",
@@ -272,7 +299,7 @@ def model_result(model_dir: Path, x, y, data_desc: str, store: Path, key: str,
         # content-addressed: a twin a concurrent run cached meanwhile is kept (it may be
         # being read); ours is dropped
         with staged_dir(entry, keep_existing=True) as tmp:
-            plot_model(r, tmp)
+            plot_model(r, tmp, short_desc(data_desc))
             (tmp / "report.md").write_text(report_md(r, data_desc, len(y)))
             keep = {k: r[k] for k in ("tag", "beats_per_s", "size_bytes")} | {"points": {
                 n: {"metrics": p["metrics"]} for n, p in r["points"].items()}}
@@ -298,11 +325,15 @@ def evaluate(model_dirs: list[Path], x, y, data_desc: str, out: Path, context=No
         key = data_key(x, y, data_desc, context)
         # any failure: nothing written to out
         results, skipped = [], []
-        for d in model_dirs:
+        for i, d in enumerate(model_dirs, 1):
+            t0 = time.perf_counter()
             try:
                 results.append(model_result(d, x, y, data_desc, store, key, context))
             except Skip as e:
                 skipped.append(f"skipped {Path(d).name}: {e}")
+                continue
+            print(progress_line(i, len(model_dirs), results[-1], time.perf_counter() - t0),
+                  flush=True)
         if not results:
             raise DataError("no model can read this data: " + "; ".join(skipped))
         results.sort(key=lambda r: -max(p["metrics"][OBJECTIVE] for p in r["points"].values()))
@@ -315,6 +346,14 @@ def evaluate(model_dirs: list[Path], x, y, data_desc: str, out: Path, context=No
     for r in results:
         print(f"{r['tag']}: {r['beats_per_s']:.0f} beats/s, {r['size_bytes'] / 1e6:.2f} MB")
     return rows
+
+
+def progress_line(i: int, n: int, r: dict, seconds: float) -> str:
+    """[i/n] a model's rows as soon as it is done: plain and @recall objective, recalls."""
+    parts = [f"{name} {OBJECTIVE} {p['metrics'][OBJECTIVE]:.4f} recall "
+             + "/".join(f"{p['metrics'][c]:.2f}" for c in RECALL_NAMES)
+             for name, p in r["points"].items()]
+    return f"[{i}/{n}] {'; '.join(parts)} ({seconds:.1f} s)"
 
 
 def write_results(results: list[dict], rows: pd.DataFrame, out: Path) -> None:

@@ -192,8 +192,10 @@ def train_loop(s: TrainSettings, data: TrainData, *, rank: int, world: int, chec
         if rank != 0:
             report(metrics, None)
             continue
-        pred = predict_logits(model, valid_x, device=device).argmax(axis=1)
-        metrics.update(compute_metrics(valid_y, pred))
+        logits = predict_logits(model, valid_x, device=device)
+        metrics.update(compute_metrics(valid_y, logits.argmax(axis=1)))
+        metrics["valid_loss"] = F.cross_entropy(torch.from_numpy(logits),
+                                                torch.as_tensor(valid_y).long()).item()
         with tempfile.TemporaryDirectory() as d:
             save_state(Path(d), model, opt, sched, epoch, metrics, start)
             report(metrics, d)
@@ -211,7 +213,8 @@ def train_loop_per_worker(config: dict):
     device = train_device(s, train_worker=True)
 
     def batches(epoch):  # this rank's equal share of the epoch, from the object store
-        return stream.batches(epoch, s.batch_size, rank, world, device, s.prefetch)
+        share = stream.batches(epoch, s.batch_size, rank, world, device, s.prefetch)
+        return share if rank else progress(share, s, data, epoch, world, "rank 0")
 
     def report(metrics, state_dir):
         ckpt = ray.train.Checkpoint.from_directory(state_dir) if state_dir else None
@@ -287,18 +290,37 @@ def fit(settings: TrainSettings | dict, name: str, storage: Path, callbacks=(),
     return best, metrics, result
 
 
-def fit_local(settings: TrainSettings | dict, report, checkpoint=None):
-    """The same loop in this process (no TorchTrainer): one Tune trial per CPU slot."""
+def fit_local(settings: TrainSettings | dict, report, checkpoint=None, label: str = "train"):
+    """The same loop in this process (no TorchTrainer): one Tune trial per CPU slot;
+    `label` starts its progress lines (a Tune trial's: <arch>-<trial id>)."""
     s = as_settings(settings)
     data = derive(s)
     device = train_device(s)
     stream = BalancedStream.materialize(data.train_files, s.balance, s.seed, rr=s.rr)
 
     def batches(epoch):
-        return stream.batches(epoch, s.batch_size, device=device, prefetch=s.prefetch)
+        every = stream.batches(epoch, s.batch_size, device=device, prefetch=s.prefetch)
+        return progress(every, s, data, epoch, 1, label)
 
     train_loop(s, data, rank=0, world=1, checkpoint=checkpoint, batches=batches,
                report=report, device=device)
+
+
+def progress(batches, s: TrainSettings, data: TrainData, epoch: int, world: int, label: str,
+             min_s: float = 5.0):
+    """An epoch's batches, with a line at every 25% once the epoch has run min_s seconds:
+    a job log shows where a long epoch is (with an ETA); a short epoch prints nothing."""
+    total = max(1, math.ceil(data.train_rows / world / s.batch_size))
+    t0, mark = time.perf_counter(), 0.25
+    for i, batch in enumerate(batches, 1):
+        yield batch
+        if i / total < mark or i >= total:
+            continue
+        mark = (int(i / total * 4) + 1) / 4
+        took = time.perf_counter() - t0
+        if took >= min_s:
+            print(f"{label} epoch {epoch + 1}/{s.epochs}: {i / total:.0%} of {total} "
+                  f"batches in {took:.0f} s, ETA {took * (total - i) / i:.0f} s", flush=True)
 
 
 def export(checkpoint, metrics: dict, settings: TrainSettings | dict, out_dir: Path,

@@ -4,6 +4,7 @@ end-to-end run on a real 2-node cluster (two raylets on this machine) with two d
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -56,6 +57,10 @@ def test_settings_checked_before_anything(monkeypatch, tmp_path):
     assert res.exit_code != 0 and "make cluster-up" in res.output and "ssh -N -L" in res.output
 
 
+# the issue's walk: a 2-trial, 2-epoch search submitted with W&B on (offline: no key in a job)
+TEAM_SUBMIT = ("raytasks submit --space cnn1d --follow -- --samples 2 --max-epochs 2 --grace 1 "
+               "--export")
+LOG_BUDGET = 150  # lines of that job's log
 README_SUBMIT = ('eval "$(raytasks cluster env)" && ray job submit --working-dir . -- '
                  'python -m raytasks.tune --space cnn1d --samples 1 --max-epochs 1 --grace 1 '
                  '--no-wandb')
@@ -91,6 +96,60 @@ def said(where: Path, command: str, timeout=300) -> tuple[int, str]:
     proc = shell(where, f'eval "$(raytasks cluster env)" && {command}')
     out, _ = proc.communicate(timeout=timeout)
     return proc.returncode, out
+
+
+def wandb_records(path: Path) -> list:
+    """The protobuf records of an offline W&B run file (LevelDB-log framing: 32 KiB blocks of
+    records with a 7-byte header: CRC, length, type FULL/FIRST/MIDDLE/LAST)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data, out, part = path.read_bytes(), [], b""
+    pos, block = 7, 32768  # the file header: ':W&B', 2 magic bytes, a version byte
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # the rest of a block too short for a header: padding
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+        part += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # FULL or LAST: a whole record
+            record = pb.Record()
+            record.ParseFromString(part)
+            out.append(record)
+            part = b""
+    return out
+
+
+def wandb_run(run_dir: Path) -> dict:
+    """name, group, tags, config keys and logged keys of an offline W&B run."""
+    out = {"config": set(), "logged": set(), "artifacts": []}
+    for r in wandb_records(next(run_dir.glob("*.wandb"))):
+        kind = r.WhichOneof("record_type")
+        if kind == "run":
+            out |= {"name": r.run.display_name, "group": r.run.run_group, "tags": list(r.run.tags)}
+            out["config"] |= {i.key for i in r.run.config.update}
+        elif kind == "history":
+            out["logged"] |= {i.key or "/".join(i.nested_key) for i in r.history.item}
+        elif kind == "artifact":
+            out["artifacts"].append(r.artifact.name)
+    return out
+
+
+FAILED = """
+import json, sys, ray
+from ray.job_submission import JobSubmissionClient
+from ray.util.state import list_actors, list_tasks
+job = JobSubmissionClient(sys.argv[1]).get_job_info(sys.argv[2])
+ray.init(address=sys.argv[3], log_to_driver=False, configure_logging=False)
+mine = [("job_id", "=", job.job_id)]
+failed = list_tasks(filters=mine + [("state", "=", "FAILED")], raise_on_missing_output=False)
+dead = list_actors(filters=mine + [("state", "=", "DEAD")], detail=True,
+                   raise_on_missing_output=False)
+print(json.dumps({"failed": [t.name for t in failed], "job_name": job.metadata.get("job_name"),
+                  "dead": [(a.class_name, (a.death_cause or {}).get("actor_died_error_context",
+                                                                     {}).get("reason"))
+                           for a in dead]}))
+"""
 
 
 def listening(pids) -> set[str]:
@@ -135,7 +194,7 @@ def test_team_on_one_head_end_to_end(processed, tmp_path):
                          processed=str(processed))
         bob = checkout(tmp_path, "bob", dev="bob", port=port)  # the cluster's storage and data
         newbie = checkout(tmp_path, "newbie", port=port)  # placeholder tag
-        subs = {"alice": shell(alice, README_SUBMIT + " --export"),
+        subs = {"alice": shell(alice, f'eval "$(raytasks cluster env)" && {TEAM_SUBMIT}'),
                 "bob": shell(bob, README_SUBMIT + " --workers 2 --placement SPREAD"),
                 "newbie": shell(newbie, README_SUBMIT)}
         outs = {dev: p.communicate(timeout=480)[0] for dev, p in subs.items()}
@@ -147,14 +206,14 @@ def test_team_on_one_head_end_to_end(processed, tmp_path):
         assert sorted(p.name for p in storage.iterdir()) == ["alice", "bob"]
         for dev in ("alice", "bob"):
             assert len(list((storage / dev / "runs").glob(f"{dev}-cnn1d-*"))) == 1
-        results = list((storage / "bob" / "runs").glob("bob-cnn1d-*/trial_fn_*/result.json"))
+        results = list((storage / "bob" / "runs").glob("bob-cnn1d-*/*/result.json"))
         reported = [json.loads(line) for f in results for line in f.read_text().splitlines()]
         assert reported and all(r["worker_nodes"] == 2 for r in reported)  # SPREAD: 2 nodes
 
+        check_team_walk(alice, outs["alice"], storage / "alice", port)
         rc, table = said(alice, "raytasks jobs --all")
         assert rc == 0, table
-        ids = {line.split()[1]: line.split()[0] for line in table.splitlines()
-               if line.startswith("raysubmit_")}
+        ids = {line.split()[1]: line.split()[0] for line in table.splitlines()[1:]}
         assert set(ids) == {"alice", "bob", "?"}, table  # found by the tag they ran under
         rc, mine = said(alice, "raytasks jobs")
         assert ids["alice"] in mine and ids["bob"] not in mine and "SUCCEEDED" in mine, mine
@@ -167,7 +226,7 @@ def test_team_on_one_head_end_to_end(processed, tmp_path):
         rc, out = said(alice, "raytasks leaderboard")
         assert rc == 0, out
         board = pd.read_csv(alice / "results" / "leaderboard.csv")
-        assert sorted(board["dev"]) == ["alice", "bob"]
+        assert sorted(board["dev"]) == ["alice", "alice", "bob"]  # alice's 2 trials, bob's 1
         assert all(e.startswith(f"{d}-cnn1d-") for d, e in zip(board["dev"], board["experiment"]))
         rc, out = said(alice, f"raytasks pull {ids['alice']}")
         assert rc == 0 and (alice / "models" / "alice-cnn1d" / "model.pt").exists(), out
@@ -209,3 +268,37 @@ def test_team_on_one_head_end_to_end(processed, tmp_path):
     left = [p.pid for p in psutil.process_iter(["cmdline"])
             if any(f"raytasks-{n}" in " ".join(p.info["cmdline"] or []) for n in (port, other))]
     assert not left, f"Ray processes left behind: {left}"
+
+
+def check_team_walk(alice: Path, followed: str, mine: Path, port: int) -> None:
+    """What a teammate reads of a 2-trial, 2-epoch search: a short log with Tune's table
+    showing the objective, recalls and settings; W&B runs named and configured for
+    comparing; no failed task; the job named; submission id = experiment = runs folder."""
+    job = re.search(r"submitted (\S+) to", followed).group(1)
+    assert f"{job}: SUCCEEDED" in followed, followed[-3000:]
+    rc, log = said(alice, f"raytasks logs {job}")
+    assert rc == 0 and len(log.splitlines()) < LOG_BUDGET, f"{len(log.splitlines())} lines"
+    for noise in ("Traceback", "wandb:", "core_worker", "Checkpoint successfully"):
+        assert noise not in log, (noise, log)
+    header = [line for line in log.splitlines() if "| Trial name" in line][-1]  # results in
+    for column in ("arch", "lr", "F2scoremacro", "valid_loss", "recall_S", "recall_F"):
+        assert f" {column} " in header, header
+    assert [p.name for p in (mine / "runs").iterdir()] == [job]  # one name for all three
+    rc, last = said(alice, f"raytasks logs {job} --tail 3")
+    assert rc == 0 and last.splitlines() == log.splitlines()[-3:], last
+
+    runs = [wandb_run(d) for d in sorted((mine / "wandb").glob("offline-run-*"))]
+    trials = [r for r in runs if r["logged"] >= {"train/loss", "valid/loss", "valid/TP_1"}]
+    assert len(trials) == 2, runs
+    for r in trials:
+        assert re.fullmatch(r"cnn1d-[0-9a-f]{8}", r["name"]) and r["group"] == job, r
+        assert sorted(r["tags"]) == ["alice", "cnn1d"], r  # dev, space = arch: no repeats
+        assert r["config"] >= {"experiment", "dev", "space", "scheme", "metric", "max_epochs",
+                               "seed", "lr", "model.kernel", "trial_id"}, r["config"]
+    assert sum("alice-cnn1d" in a for r in runs for a in r["artifacts"]) == 1, runs
+
+    rc, out = said(alice, f"python -c {shlex.quote(FAILED)} http://127.0.0.1:{port} {job} "
+                          f"127.0.0.1:{port + 10000}")
+    state = json.loads(out.strip().splitlines()[-1])
+    assert state["failed"] == [], state
+    assert state["job_name"].startswith("alice: tune --space cnn1d"), state

@@ -16,8 +16,9 @@ import pytest
 
 from raytasks import cluster as rc
 from raytasks import config
+from raytasks.leaderboard import COLUMNS as LEADERBOARD_COLUMNS
+from raytasks.leaderboard import sync as sync_leaderboard
 from raytasks.storage import Storage, for_job, merge_rows, team_rows, write_results
-from raytasks.tune import LEADERBOARD_COLUMNS, sync_leaderboard
 
 
 def make_store(kind: str, tmp_path: Path) -> Storage:

@@ -35,15 +35,14 @@ def test_tiny_search_asha_hyperopt_leaderboard_wandb_export(ray_cluster, tune_en
     import pyarrow.fs as pafs
 
     from raytasks.storage import Storage
-    from raytasks.tune import run
+    from raytasks.tune import SearchRequest, run
 
     (tune_env / "team").mkdir()
     store = Storage(pafs.SubTreeFileSystem(str(tune_env / "team"), pafs.LocalFileSystem()),
                     "shared")
-    grid, rows = run("all", "gru,cnn1d", samples=4, max_epochs=3, grace=1, time_budget=None,
-                     concurrency=2, cpus_per_trial=0.5, workers=1, metric="F2scoremacro",
-                     scheme=None, seed=0, dev=None, resume=False, experiment=None, export=True,
-                     no_wandb=False, store=store)
+    request = SearchRequest("all", archs=["gru", "cnn1d"], samples=4, max_epochs=3, grace=1,
+                            metric="F2scoremacro", export=True)
+    grid = run(request, store=store).grid
     assert len(grid) == 4 and not grid.errors
     iterations = [r.metrics["training_iteration"] for r in grid]
     assert min(iterations) < 3, f"ASHA stopped no trial early: {iterations}"
@@ -65,7 +64,8 @@ def test_tiny_search_asha_hyperopt_leaderboard_wandb_export(ray_cluster, tune_en
     assert sorted(job["models"]) == ["alice-all", "alice-all-cnn1d", "alice-all-gru"]
     assert (mine / "models" / "alice-all" / "model.pt").exists()
     runs = list((tune_env / "wandb").glob("offline-run-*"))
-    assert len(runs) == 4, runs  # one W&B run per trial
+    # one W&B run per trial, and the exported best's run resumed for its artifact and plot
+    assert len(runs) == 5, runs
     # the exported best trial evaluates like any trained model
     model_dir = tune_env / "models" / "alice-all"
     info = json.loads((model_dir / "model.json").read_text())
@@ -85,10 +85,9 @@ def test_tiny_search_asha_hyperopt_leaderboard_wandb_export(ray_cluster, tune_en
 
     # --export-only exports the same from the finished search without training anything
     monkeypatch.setenv("RAYTASKS_MODELS", str(tune_env / "models-again"))
-    _, written = run("all", "gru,cnn1d", samples=4, max_epochs=9, grace=1, time_budget=None,
-                     concurrency=2, cpus_per_trial=0.5, workers=1, metric="F2scoremacro",
-                     scheme=None, seed=0, dev=None, resume=False, experiment=None,
-                     export=False, no_wandb=True, export_only=True, store=store)
+    again_request = SearchRequest("all", archs=["gru", "cnn1d"], samples=4, max_epochs=9,
+                                  grace=1, metric="F2scoremacro", wandb=False, export_only=True)
+    written = run(again_request, store=store).exported
     assert sorted(p.name for p in written) == ["alice-all", "alice-all-cnn1d", "alice-all-gru"]
     again = json.loads((written[0] / "model.json").read_text())
     assert again["valid_metrics"] == info["valid_metrics"]

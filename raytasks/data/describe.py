@@ -34,9 +34,15 @@ def percent_table(metas: dict[str, dict]) -> str:
     for scheme, meta in metas.items():
         for split, info in meta["splits"].items():
             cc = np.asarray(info["class_counts"])
-            cells = "".join(f"{v:>10} {100 * v / max(cc.sum(), 1):5.1f}% " for v in cc)
+            cells = "".join(f"{v:>10} {percent(v, cc.sum()):>6} " for v in cc)
             lines.append(f"{scheme:<10}{split:<7}{cc.sum():>8}  {cells}")
     return "\n".join(lines)
+
+
+def percent(count: int, total: int) -> str:
+    """A share in percent with the digits it needs: 50 of 18,126 is 0.28%, not 0.0%."""
+    v = 100 * count / max(total, 1)
+    return "0%" if count == 0 else f"{v:.2f}%" if v < 1 else f"{v:.1f}%"
 
 
 def plot_examples(processed: Path, scheme: str, out: Path, per_class: int = 12,
@@ -82,8 +88,13 @@ def plot_balance(metas: dict[str, dict], out: Path) -> Path:
         width = 0.8 / len(splits)
         for i, split in enumerate(splits):
             cc = np.asarray(meta["splits"][split]["class_counts"])
-            ax.bar(np.arange(NUM_CLASSES) + i * width, np.maximum(cc, 0.8), width, label=split)
+            # a class with no beats draws no bar (log scale: 0 has no height), only a 0
+            xs = np.arange(NUM_CLASSES) + i * width
+            ax.bar(xs[cc > 0], cc[cc > 0], width, label=split, color=f"C{i}")
+            for x_ in xs[cc == 0]:
+                ax.text(x_, 1, "0", ha="center", va="bottom", fontsize=8, color=f"C{i}")
         ax.set_yscale("log")
+        ax.set_ylim(bottom=0.8)
         ax.set_xticks(np.arange(NUM_CLASSES) + 0.4 - width / 2, CLASS_SHORT)
         ax.set_title(f"class balance — {scheme}")
         ax.set_ylabel("beats (log)")

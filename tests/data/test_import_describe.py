@@ -96,7 +96,10 @@ def test_describe_prints_percentages_and_plots(processed, tmp_path):
         for split in ("train", "valid", "test"):
             y = read_shards(sorted((processed / scheme / split).glob("*.parquet")))["target"]
             cc = np.bincount(y.to_numpy(), minlength=5)
-            cells = "".join(f"{v:>10} {100 * v / cc.sum():5.1f}% " for v in cc)
+            # a share under 1% keeps two decimals (2 of 4,488 is 0.04%, not 0.0%)
+            pct = [f"{100 * v / cc.sum():.{2 if 100 * v < cc.sum() else 1}f}%" if v else "0%"
+                   for v in cc]
+            cells = "".join(f"{v:>10} {p:>6} " for v, p in zip(cc, pct))
             assert f"{scheme:<10}{split:<7}{cc.sum():>8}  {cells}".rstrip() in res.output, (
                 scheme, split, res.output)
     pngs = sorted(p.name for p in (tmp_path / "plots").glob("*.png"))

@@ -1,0 +1,147 @@
+"""Leaderboard rows of searches: one per trial, merged across a team, printed and plotted.
+
+A row holds a trial's best epoch (by its search's metric) with every metric, the search's
+max epochs (a trial with fewer epochs was cut by ASHA) and its settings as JSON. Rankings
+use the search's own metric (the objective, macro F2, unless the search chose another).
+"""
+
+import fcntl
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from raytasks.constants import utc_iso
+from raytasks.data import CLASS_SHORT, NUM_CLASSES
+from raytasks.metrics import METRIC_NAMES, OBJECTIVE, RECALL_NAMES
+from raytasks.spaces import trial_settings
+from raytasks.storage import merge_rows
+
+COLUMNS = (["dev", "experiment", "trial_id", "arch", "epochs", "max_epochs", "best_epoch",
+            "metric"] + METRIC_NAMES + RECALL_NAMES + ["config", "finished"])
+TABLE = ["arch", "epochs", "F1scoremacro", "Recallmacro", OBJECTIVE, "TP_1", "TP_3"]
+
+
+def rows_of(grid, dev: str, experiment: str, space, metric: str, max_epochs: int):
+    """One row per trial that reported: its best epoch's metrics and its settings."""
+    rows = []
+    for result in grid:
+        df = result.metrics_dataframe
+        if df is None or df.empty or metric not in df:
+            continue
+        best = df.loc[df[metric].idxmax()]
+        settings = trial_settings(space, result.config)
+        rows.append({
+            "dev": dev, "experiment": experiment, "trial_id": best.get("trial_id"),
+            "arch": settings["arch"], "epochs": int(df["training_iteration"].max()),
+            "max_epochs": max_epochs, "best_epoch": int(best["epoch"]), "metric": metric,
+            **{m: float(best[m]) for m in METRIC_NAMES + RECALL_NAMES if m in best},
+            "config": json.dumps(settings, default=list),
+            "finished": utc_iso(),
+        })
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def ranking_metric(board: pd.DataFrame) -> str:
+    """The searches' own metric when they share one, else the objective."""
+    metrics = set(board["metric"].dropna()) if "metric" in board else set()
+    return metrics.pop() if len(metrics) == 1 and metrics <= set(board) else OBJECTIVE
+
+
+def cut(board: pd.DataFrame) -> pd.Series:
+    """Trials ASHA stopped before their search's max epochs (unknown max: not cut)."""
+    if "max_epochs" not in board:
+        return pd.Series(False, index=board.index)
+    return board["epochs"] < pd.to_numeric(board["max_epochs"], errors="coerce").fillna(0)
+
+
+def sync(rows: pd.DataFrame, results: Path) -> pd.DataFrame:
+    """Merge rows into results/leaderboard.csv (one row per experiment and trial; rows
+    already there stay) and redraw leaderboard.png. Under a file lock, written atomically:
+    several searches on this machine may finish at once."""
+    path = results / "leaderboard.csv"
+    results.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        old = pd.read_csv(path) if path.exists() and path.stat().st_size else pd.DataFrame()
+        board = merge_rows(old, rows)
+        if board.empty:
+            return board
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        board.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+        plot(path, results / "leaderboard.png")
+    return board
+
+
+def best_per_arch(board: pd.DataFrame, metric: str) -> pd.DataFrame:
+    return board.loc[board.groupby("arch")[metric].idxmax()].sort_values(metric,
+                                                                         ascending=False)
+
+
+def plot(path: Path, out: Path, split: str = "valid") -> None:
+    """Per architecture: its best full and best cut trial by the ranking metric (cut ones
+    hatched), and the best full trials' per-class recall; the title names dev(s) and split."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    board = pd.read_csv(path)
+    metric = ranking_metric(board)
+    board = board.assign(cut=cut(board).to_numpy())
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 4.5), gridspec_kw={"width_ratios": [1, 2]})
+    bars = pd.concat([best_per_arch(board[board["cut"] == c], metric) for c in (False, True)
+                      if (board["cut"] == c).any()]).sort_values(metric, ascending=False)
+    labels = [f"{r.arch} ({r.dev}){' cut' if r.cut else ''}" for r in bars.itertuples()]
+    ax1.barh(labels, bars[metric], color=["tab:gray" if c else "tab:blue" for c in bars["cut"]],
+             hatch=None)
+    for y, r in enumerate(bars.itertuples()):
+        ax1.text(getattr(r, metric), y, f" {getattr(r, metric):.3f} ({r.epochs} ep)",
+                 va="center", fontsize=8)
+    ax1.invert_yaxis()
+    ax1.set_xlim(0, 1.15)
+    ax1.set_xlabel(f"best {metric} ({split}); gray: cut early by ASHA")
+    full = bars[~bars["cut"]] if (~bars["cut"]).any() else bars
+    width = 0.8 / max(len(full), 1)
+    for i, r in enumerate(full.itertuples()):
+        ax2.bar(np.arange(NUM_CLASSES) + i * width,
+                [getattr(r, f"TP_{c}") for c in range(NUM_CLASSES)], width,
+                label=f"{r.arch} ({r.dev})")
+    ax2.set_xticks(np.arange(NUM_CLASSES) + 0.4 - width / 2, CLASS_SHORT)
+    ax2.set_ylim(0, 1.3)  # headroom: the legend sits above the bars, hiding none
+    ax2.set_ylabel(f"recall of that trial ({split})")
+    ax2.legend(fontsize=8, ncol=4, loc="upper left")
+    fig.suptitle(title(board, metric, split))
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def title(board: pd.DataFrame, metric: str, split: str) -> str:
+    searches, devs = board["experiment"].nunique(), sorted(board["dev"].astype(str).unique())
+    return (f"leaderboard by {metric} on {split}: {len(board)} trials "
+            f"({int(board['cut'].sum())} cut early), {searches} "
+            f"search{'es' * (searches != 1)}, dev{'s' * (len(devs) != 1)} {', '.join(devs)}")
+
+
+def best_table(rows: pd.DataFrame, metric: str) -> str:
+    """The best trial of each architecture, by the search's metric."""
+    if rows.empty:
+        return "no trial reported a result"
+    cols = ["trial_id"] + TABLE + ([metric] if metric not in TABLE else [])
+    return best_per_arch(rows, metric)[cols].to_string(index=False,
+                                                       float_format=lambda v: f"{v:.4f}")
+
+
+def board_table(board: pd.DataFrame, top: int) -> str:
+    if board.empty:
+        return "no leaderboard rows yet"
+    metric = ranking_metric(board)
+    best = board.assign(cut=np.where(cut(board), "cut", "")).sort_values(
+        metric, ascending=False).head(top)
+    cols = ["dev", "experiment"] + TABLE + ([metric] if metric not in TABLE else []) + ["cut"]
+    return (f"ranked by {metric}\n"
+            + best[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
