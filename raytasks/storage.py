@@ -184,13 +184,17 @@ def run_dev(cfg: dict, local: bool = False) -> str:
     if local and dev == config.PLACEHOLDER_DEV:
         return "local"
     if not dev or dev == config.PLACEHOLDER_DEV:
-        raise config.ConfigError(
-            "set your dev tag first: `dev = \"alice\"` in config.toml, "
-            "or RAYTASKS_DEV=alice, or --dev alice")
-    try:
-        return check_name(dev, "dev tag")
-    except PathError as e:
-        raise config.ConfigError(str(e)) from None
+        problem = ("set your dev tag first: `dev = \"alice\"` in config.toml, "
+                   "or RAYTASKS_DEV=alice, or --dev alice")
+    else:
+        try:
+            return check_name(dev, "dev tag")
+        except PathError as e:
+            problem = str(e)
+    if in_job():  # a job's settings come from the checkout it was submitted from
+        problem += (" in the config.toml of the checkout you submit from "
+                    "(ray job submit --working-dir . -- ...)")
+    raise config.ConfigError(problem)
 
 
 def local_runs(cfg: dict) -> Path:

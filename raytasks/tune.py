@@ -190,7 +190,7 @@ def plan(req: SearchRequest, store: Storage | None = None) -> Plan:
     """Check everything about the request that can be checked before Ray starts."""
     space = load_space(req.space, req.archs)
     cfg = for_job(config.load(dev=req.dev, scheme=req.scheme, storage=req.storage))
-    dev = require_dev(cfg)
+    dev = run_dev(cfg)  # a job's message says where its settings come from
     if req.metric not in METRIC_NAMES + RECALL_NAMES:
         raise SearchError(f"--metric: unknown metric {req.metric!r}; one of "
                           f"{', '.join(METRIC_NAMES + RECALL_NAMES)}")
@@ -203,16 +203,6 @@ def plan(req: SearchRequest, store: Storage | None = None) -> Plan:
     store = store or Storage.from_setting(cfg["storage"])
     name = experiment_name(store.dev(dev), space.name, req.experiment, req.existing)
     return Plan(req, space, cfg, dev, store, name, data_dir)
-
-
-def require_dev(cfg: dict) -> str:
-    try:
-        return run_dev(cfg)
-    except config.ConfigError as e:
-        if in_job():  # say where the job's settings come from
-            raise config.ConfigError(f"{e} in the config.toml of the checkout you submit from "
-                                     f"(ray job submit --working-dir . -- ...)") from None
-        raise
 
 
 def latest_experiment(area: DevArea, space_name: str) -> str:

@@ -138,6 +138,9 @@ def test_whose_run_it_is_placeholder_rule(tmp_path, monkeypatch):
     alice = config.load(dev="alice", runs=str(tmp_path / "runs"))
     assert run_dev(alice) == run_dev(alice, local=True) == "alice"
     assert local_runs(alice) == tmp_path / "runs" / "alice"
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")  # in a job: says which config
+    with pytest.raises(config.ConfigError, match="set your dev tag.*checkout you submit from"):
+        run_dev(untagged)
 
 
 def test_only_storage_py_spells_a_dev_s_storage_path():
