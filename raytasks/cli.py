@@ -260,6 +260,7 @@ def train_cmd(config_file, model_opts, data, scheme, tag, export, **flags):
     """
     from raytasks import ray_connect, train
     from raytasks.settings import TrainConfigError, TrainSettings
+    from raytasks.storage import local_runs
 
     cfg = config.load(scheme=scheme)
     ctx = click.get_current_context()
@@ -274,11 +275,10 @@ def train_cmd(config_file, model_opts, data, scheme, tag, export, **flags):
         raise click.ClickException(f"training settings ({where}): {e}") from None
     scheme_name = Path(settings.data).name
     tag = paths.check_name(tag or f"{settings.arch}-{scheme_name}", "--tag")
-    dev = cfg["dev"] if cfg["dev"] != config.PLACEHOLDER_DEV else "local"
     ray_connect.init_ray()
     try:
         best, metrics, result = train.fit(settings, f"{tag}-{constants.utc_stamp()}",
-                                          config.dev_runs(cfg, dev) / "train")
+                                          local_runs(cfg) / "train")
     except TrainConfigError as e:  # e.g. --gpu without a GPU
         raise click.ClickException(str(e)) from None
     click.echo(f"best epoch {metrics['epoch']}: " + "  ".join(

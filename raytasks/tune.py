@@ -55,7 +55,7 @@ from raytasks.spaces import (
     to_hyperopt,
     trial_settings,
 )
-from raytasks.storage import Storage, for_job, in_job, team_rows, write_results
+from raytasks.storage import DevArea, Storage, for_job, in_job, run_dev, team_rows, write_results
 
 MODE = "max"  # every metric in raytasks.metrics is better when larger
 
@@ -105,6 +105,10 @@ class Plan:
     store: Storage
     name: str  # the experiment: <dev>-<space>-<utc>
     data_dir: Path
+
+    @property
+    def area(self) -> DevArea:  # <storage>/<dev>/: this dev's runs, models, results
+        return self.store.dev(self.dev)
 
     @property
     def tag(self) -> str:  # exported models: <dev>-<space>[-<arch>]
@@ -186,7 +190,7 @@ def plan(req: SearchRequest, store: Storage | None = None) -> Plan:
     """Check everything about the request that can be checked before Ray starts."""
     space = load_space(req.space, req.archs)
     cfg = for_job(config.load(dev=req.dev, scheme=req.scheme, storage=req.storage))
-    dev = require_dev(cfg)
+    dev = run_dev(cfg)  # a job's message says where its settings come from
     if req.metric not in METRIC_NAMES + RECALL_NAMES:
         raise SearchError(f"--metric: unknown metric {req.metric!r}; one of "
                           f"{', '.join(METRIC_NAMES + RECALL_NAMES)}")
@@ -197,41 +201,30 @@ def plan(req: SearchRequest, store: Storage | None = None) -> Plan:
 
     split_files(data_dir, "train")
     store = store or Storage.from_setting(cfg["storage"])
-    name = experiment_name(store, dev, space.name, req.experiment, req.existing)
+    name = experiment_name(store.dev(dev), space.name, req.experiment, req.existing)
     return Plan(req, space, cfg, dev, store, name, data_dir)
 
 
-def require_dev(cfg: dict) -> str:
-    try:
-        return config.require_dev(cfg)
-    except config.ConfigError as e:
-        if in_job():  # say where the job's settings come from
-            raise config.ConfigError(f"{e} in the config.toml of the checkout you submit from "
-                                     f"(ray job submit --working-dir . -- ...)") from None
-        raise
-
-
-def latest_experiment(store: Storage, dev: str, space_name: str) -> str:
-    prefix = f"{dev}-{space_name}-"
-    names = [n for n in store.listdir(dev, "runs") if n.startswith(prefix)]
+def latest_experiment(area: DevArea, space_name: str) -> str:
+    prefix = f"{area.dev}-{space_name}-"
+    names = [n for n in area.listdir("runs") if n.startswith(prefix)]
     if not names:
-        raise SearchError(f"nothing to resume: no {prefix}* experiment in "
-                          f"{store.path(dev, 'runs')}")
+        raise SearchError(f"nothing to resume: no {prefix}* experiment in {area.runs()}")
     return names[-1]
 
 
-def experiment_name(store: Storage, dev: str, space_name: str, experiment, existing: bool):
+def experiment_name(area: DevArea, space_name: str, experiment, existing: bool):
     """A new <dev>-<space>-<utc> (or the submission id `raytasks submit` chose), or for
     --resume / --export-only the given or latest experiment of this dev and space."""
     if experiment is not None:  # an experiment of this dev: <storage>/<dev>/runs/<name>
         check_name(experiment, "--experiment")
     if not existing:
         return check_name(os.environ.get("RAYTASKS_EXPERIMENT") or (
-            f"{dev}-{space_name}-{utc_stamp()}"),
+            f"{area.dev}-{space_name}-{utc_stamp()}"),
             "experiment (from the space's file name)")
-    name = check_name(experiment or latest_experiment(store, dev, space_name), "--experiment")
-    if not store.exists(dev, "runs", name):
-        raise SearchError(f"--experiment: no experiment {name!r} in {store.path(dev, 'runs')}")
+    name = check_name(experiment or latest_experiment(area, space_name), "--experiment")
+    if not area.exists("runs", name):
+        raise SearchError(f"--experiment: no experiment {name!r} in {area.runs()}")
     return name
 
 
@@ -257,17 +250,16 @@ def check_cluster(req: SearchRequest) -> None:
 def search_settings(p: Plan) -> dict:
     """The trials' fixed settings are saved with the search, so that --resume and
     --export-only use (and record in model.json) what the trials ran with, not new flags."""
-    req, store = p.request, p.store
+    req, area = p.request, p.area
     base = {"data": str(p.data_dir), "epochs": req.max_epochs, "seed": req.seed,
             "workers": req.workers, "cpus_per_worker": req.cpus_per_trial,
             "metric": req.metric, "max_failures": 0, "placement": req.placement,
             "gpu": req.gpus_per_trial > 0, "gpus_per_worker": req.gpus_per_trial or 1.0}
-    if req.existing and store.exists(p.dev, "runs", p.name, "search.json"):
-        base = json.loads(store.read_bytes(p.dev, "runs", p.name, "search.json"))
+    if req.existing and area.exists("runs", p.name, "search.json"):
+        base = json.loads(area.read_bytes("runs", p.name, "search.json"))
     elif not req.existing:
-        store.write_bytes(json.dumps(base, indent=2).encode(), p.dev, "runs", p.name,
-                          "search.json")
-    return {**base, "_storage": store.path(p.dev, "runs", p.name)}
+        area.write_bytes(json.dumps(base, indent=2).encode(), "runs", p.name, "search.json")
+    return {**base, "_storage": area.runs(p.name)}
 
 
 def trainable(p: Plan, base: dict):
@@ -305,9 +297,9 @@ def run_config(p: Plan, base: dict):
     req = p.request
     callbacks = [] if not req.wandb else [tracking.callback(
         p.cfg["wandb_project"], wandb_settings(p, base),
-        lambda c: trial_settings(p.space, c), wandb_home(p.store, p.dev))]
+        lambda c: trial_settings(p.space, c), wandb_home(p.area))]
     return tune.RunConfig(
-        name=p.name, storage_path=p.store.path(p.dev, "runs"), storage_filesystem=p.store.fs,
+        name=p.name, storage_path=p.area.runs(), storage_filesystem=p.store.fs,
         callbacks=callbacks, progress_reporter=reporter(p), verbose=1,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2,
                                                 checkpoint_score_attribute=req.metric,
@@ -323,13 +315,13 @@ def wandb_settings(p: Plan, base: dict) -> dict:
             "grace": req.grace, "samples": req.samples, "concurrency": req.concurrency}
 
 
-def wandb_home(store: Storage, dev: str) -> Path:
+def wandb_home(area: DevArea) -> Path:
     """Where offline W&B runs go: WANDB_DIR, else this checkout; in a job (whose working dir
     is deleted afterwards) <storage>/<dev>/ when the storage is a folder."""
     if os.environ.get("WANDB_DIR"):
         return Path(os.environ["WANDB_DIR"])
-    if in_job() and store.local_path(dev):
-        return Path(store.local_path(dev))
+    if in_job() and area.local_path():
+        return Path(area.local_path())
     return config.ROOT
 
 
@@ -339,7 +331,7 @@ def search(p: Plan, base: dict):
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
 
-    req, where = p.request, p.store.path(p.dev, "runs", p.name)
+    req, where = p.request, p.area.runs(p.name)
     # Ray 2.60's default output cannot choose its table's columns; the legacy one can
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     # short epochs checkpoint often: Tune's 3-line advice about it is noise in a job log
@@ -378,7 +370,7 @@ def run(req: SearchRequest, store: Storage | None = None) -> SearchOutcome:
     if req.export_only:
         from ray import tune
 
-        grid = tune.Tuner.restore(p.store.path(p.dev, "runs", p.name), trainable(p, base),
+        grid = tune.Tuner.restore(p.area.runs(p.name), trainable(p, base),
                                   storage_filesystem=p.store.fs).get_results()
         return SearchOutcome(grid, None, export(p, grid, base))
     grid = search(p, base)
@@ -407,14 +399,13 @@ def export(p: Plan, grid, base: dict) -> list[Path]:
     with tempfile.TemporaryDirectory() as tmp:
         written = export_best(grid, p.space, base, p.request.metric, Path(tmp) / p.tag)
         for path, _ in written:
-            p.store.put_dir(path, p.dev, "models", path.name)
-            print(f"exported {path.name}: {p.store.path(p.dev, 'models', path.name)}",
-                  flush=True)
+            p.area.put_dir(path, "models", path.name)
+            print(f"exported {path.name}: {p.area.models(path.name)}", flush=True)
         if p.request.wandb and not p.request.export_only:
             log_best(p, *written[0])
     if p.local_models is None:
-        return [Path(p.store.path(p.dev, "models", path.name)) for path, _ in written]
-    return [p.store.get_dir(p.local_models / path.name, p.dev, "models", path.name)
+        return [Path(p.area.models(path.name)) for path, _ in written]
+    return [p.area.get_dir(p.local_models / path.name, "models", path.name)
             for path, _ in written]
 
 
@@ -425,7 +416,7 @@ def log_best(p: Plan, model_dir: Path, trial_id: str) -> None:
     x, y, _, _ = load_eval_data(config.where(p.cfg, "processed"), p.cfg["scheme"], "valid")
     png = plot_confusion_png(model_dir, x, y, f"{p.cfg['scheme']} valid")
     tracking.log_export(p.cfg["wandb_project"], p.name, trial_id, model_dir, png,
-                        wandb_home(p.store, p.dev))
+                        wandb_home(p.area))
 
 
 def export_best(grid, space, base: dict, metric: str, out: Path) -> list[tuple[Path, str]]:
@@ -475,8 +466,8 @@ def publish(p: Plan, rows, models: list[str]) -> None:
         if not rows.empty:
             rows.to_csv(Path(tmp) / "rows.csv", index=False)
             leaderboard.plot(Path(tmp) / "rows.csv", plot)
-        write_results(p.store, p.dev, p.name, rows, plot, info)
-    print(f"results: {p.store.path(p.dev, 'results', p.name)}", flush=True)
+        write_results(p.area, p.name, rows, plot, info)
+    print(f"results: {p.area.results(p.name)}", flush=True)
     if not in_job():
         results = config.where(p.cfg, "results")
         leaderboard.sync(team_rows(p.store), results)
