@@ -7,7 +7,6 @@ evaluation cache) and write into scratch results, leaving results/ alone. No Ray
     .venv/bin/python bench/make_run.py
 """
 
-import json
 import os
 import shutil
 import subprocess
@@ -16,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from raytasks import config
+from raytasks import config, saved
 
 COMMANDS = (["data", "build", "--scheme", "intra"], ["evaluate", "--split", "valid"])
 
@@ -45,8 +44,8 @@ def main():
         first = snapshot(Path(tmp) / "results")
         warm = make_run(env)
         same = snapshot(Path(tmp) / "results") == first
-    schemes = [json.loads(p.read_text()).get("data", {}).get("scheme")
-               for p in config.where(cfg, "models").glob("*/model.json")]
+    schemes = [saved.scheme_of(saved.read_info(p.parent))
+               for p in config.where(cfg, "models").glob(f"*/{saved.INFO}")]
     print(f"make run (data build + evaluate on intra valid: "
           f"{sum(s in (None, 'intra') for s in schemes)} models)")
     print(f"  cold (empty cache) : {cold:6.1f} s")

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from raytasks import saved
 from raytasks.data import NUM_CLASSES, scheme_path
-from raytasks.metrics import OBJECTIVE, compute_metrics, confusion, field_metrics, fit_offsets
+from raytasks.metrics import compute_metrics, confusion, field_metrics, fit_offsets
 
 # the floor: 300 iterations, class weights ~ count^-0.5
 HGB = {"max_iter": 300, "learning_rate": 0.1, "max_leaf_nodes": 31, "l2_regularization": 0.0,
@@ -80,18 +80,10 @@ def export(est, params: dict, settings: dict, out_dir: Path, oof: np.ndarray, y:
     model = from_sklearn(est)
     offsets = fit_offsets(oof, y) if oof is not None else np.zeros(NUM_CLASSES)
     pred = None if oof is None else oof.argmax(axis=1)  # no CV: no figures, no offsets
-    info = saved.stamp({
-        "tag": Path(out_dir).name, "arch": "trees", "model": vars(model.cfg), "rr": True,
-        "record_features": params, "train": {"hgb": settings},
-        "data": {"scheme": scheme, "splits": ["train", "valid"]}, "epoch": None,
-        "params": int(sum(b.numel() for b in model.buffers())),
-        "valid_metrics": {} if pred is None else compute_metrics(y, pred),
-        "valid_is": "leave-records-out cross-validation",
-        "cv_field": {} if pred is None else field_metrics(confusion(y, pred)),
-        "offsets": offsets.tolist(),
-        "offsets_fit": {"on": "out-of-fold logits of the record-level cross-validation",
-                        "scheme": scheme, "objective": OBJECTIVE},
-        "source": source})
+    info = saved.trees_info(
+        Path(out_dir).name, model, params, settings, scheme,
+        {} if pred is None else compute_metrics(y, pred),
+        {} if pred is None else field_metrics(confusion(y, pred)), offsets, source)
     saved.save(out_dir, info, model.state_dict())
     return info
 

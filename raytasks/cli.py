@@ -279,8 +279,9 @@ def train_cmd(config_file, model_opts, data, scheme, tag, export, **flags):
     Every setting is a flag, or a key in --config FILE.toml. The best epoch by --metric
     is exported to models/<tag>/ with everything needed to evaluate it.
     """
-    from raytasks import train
+    from raytasks import ray_connect, train
     from raytasks.settings import TrainConfigError, TrainSettings
+    from raytasks.storage import local_runs
 
     cfg = config.load(scheme=scheme)
     ctx = click.get_current_context()
@@ -295,11 +296,10 @@ def train_cmd(config_file, model_opts, data, scheme, tag, export, **flags):
         raise click.ClickException(f"training settings ({where}): {e}") from None
     scheme_name = Path(settings.data).name
     tag = paths.check_name(tag or f"{settings.arch}-{scheme_name}", "--tag")
-    dev = cfg["dev"] if cfg["dev"] != config.PLACEHOLDER_DEV else "local"
-    train.init_ray()
+    ray_connect.init_ray()
     try:
         best, metrics, result = train.fit(settings, f"{tag}-{constants.utc_stamp()}",
-                                          config.dev_runs(cfg, dev) / "train")
+                                          local_runs(cfg) / "train")
     except TrainConfigError as e:  # e.g. --gpu without a GPU
         raise click.ClickException(str(e)) from None
     click.echo(f"best epoch {metrics['epoch']}: " + "  ".join(
@@ -392,7 +392,7 @@ def evaluate_cmd(models, split, scheme, data_file, records, out, cache):
 def boost_cmd(scheme, groups, step, folds, max_iter, learning_rate, l2, min_leaf,
               early_stopping, record_power, tag):
     """Patient-adaptive gradient boosting (record features), chosen by record-level CV."""
-    from raytasks import boost
+    from raytasks import boost, saved
 
     cfg = config.load(scheme=scheme)
     settings = boost.HGB | {"max_iter": max_iter, "learning_rate": learning_rate,
@@ -403,7 +403,7 @@ def boost_cmd(scheme, groups, step, folds, max_iter, learning_rate, l2, min_leaf
     out = config.model_dir(cfg, tag or f"boost-{scheme}")
     info = boost.train_and_export(config.where(cfg, "processed"), scheme, params, settings,
                                   out, folds, log=click.echo)
-    click.echo(f"exported {out} ({(out / 'model.pt').stat().st_size / 1e6:.2f} MB, "
+    click.echo(f"exported {out} ({(out / saved.WEIGHTS).stat().st_size / 1e6:.2f} MB, "
                f"{info['params']} tree values)")
 
 

@@ -48,7 +48,7 @@ from pathlib import Path
 from raytasks import config
 from raytasks.constants import utc_stamp
 from raytasks.paths import write_text
-from raytasks.storage import Storage
+from raytasks.storage import Storage, run_dev
 
 TOKEN_PATH = Path.home() / ".ray" / "auth_token"
 EXCLUDES = ["/data/", "/runs/", ".venv", "/wandb/", ".git/", "/results/", "/models/",
@@ -335,7 +335,7 @@ def submit(cfg: dict, space: str, args: list[str]) -> str:
     storage / data settings in the runtime env; relative ones mean the cluster's."""
     from raytasks.spaces import load_space
 
-    dev = config.require_dev(cfg)
+    dev = run_dev(cfg)
     if any(a == "--dev" or a.startswith("--dev=") for a in args):
         raise ClusterError("give your tag to `raytasks submit --dev` (or config.toml), not to "
                            "the search's arguments")
@@ -425,7 +425,7 @@ def owner(jobs, job) -> str | None:
 
 def list_jobs(cfg: dict, everyone: bool = False) -> list[tuple]:
     """[(owner, job)] of this dev's jobs (of every submitted job with everyone=True)."""
-    dev = None if everyone else config.require_dev(cfg)
+    dev = None if everyone else run_dev(cfg)
     jobs = client(cfg)
     found = [(owner(jobs, j), j) for j in jobs.list_jobs() if j.submission_id]
     return [(o, j) for o, j in found if everyone or o == dev]
@@ -441,7 +441,7 @@ def job_info(jobs, submission_id: str, missing: str):
 
 def own_job(cfg: dict, submission_id: str, force: bool, action: str):
     """(client, owner) for a job this dev may act on; another dev's job is refused."""
-    dev = config.require_dev(cfg)
+    dev = run_dev(cfg)
     jobs = client(cfg)
     job = job_info(jobs, submission_id,
                    f"no job {submission_id!r} on {job_address(cfg)} (`raytasks jobs` lists yours)")
@@ -467,10 +467,10 @@ def job_table(found: list[tuple]) -> str:
 def find_experiment(cfg: dict, store: Storage, name: str) -> tuple[str, str]:
     """(dev, experiment) for an experiment name (this dev's first, then anyone's) or for a
     submission id (the experiment the job printed it runs)."""
-    dev = config.require_dev(cfg)
-    for who in [dev] + [d for d in store.listdir() if d != dev]:
-        if store.exists(who, "results", name) or store.exists(who, "runs", name):
-            return who, name
+    mine = store.dev(run_dev(cfg))
+    for area in [mine] + [a for a in store.devs() if a.dev != mine.dev]:
+        if area.exists("results", name) or area.exists("runs", name):
+            return area.dev, name
     jobs = client(cfg)
     job = job_info(jobs, name, f"{name!r} is neither an experiment in {store.uri} nor "
                                     f"a job on {job_address(cfg)}")
@@ -489,14 +489,15 @@ def pull(cfg: dict, name: str) -> tuple[dict, list[Path], Path]:
 
     store = Storage.from_setting(cfg["storage"])
     dev, exp = find_experiment(cfg, store, name)
-    if not store.exists(dev, "results", exp, "job.json"):
+    area = store.dev(dev)
+    if not area.exists("results", exp, "job.json"):
         raise ClusterError(f"{dev}'s search {exp} has not finished: no results in "
-                           f"{store.path(dev, 'results', exp)} yet")
-    info = json.loads(store.read_bytes(dev, "results", exp, "job.json"))
+                           f"{area.results(exp)} yet")
+    info = json.loads(area.read_bytes("results", exp, "job.json"))
     models = config.where(cfg, "models")
-    pulled = [store.get_dir(models / tag, dev, "models", tag) for tag in info["models"]]
+    pulled = [area.get_dir(models / tag, "models", tag) for tag in info["models"]]
     results = config.where(cfg, "results")
-    local = store.get_dir(results / exp, dev, "results", exp)
+    local = area.get_dir(results / exp, "results", exp)
     if (local / "leaderboard.csv").exists():
         sync_leaderboard(pd.read_csv(local / "leaderboard.csv"), results)
     return info, pulled, local

@@ -119,19 +119,6 @@ def check(cfg: dict, path: Path, where: str = "") -> None:
         raise ConfigError(f"{e} {where}") from None
 
 
-def require_dev(cfg: dict) -> str:
-    """The dev tag, refused while it is still the placeholder (shared runs need an owner)."""
-    dev = str(cfg["dev"]).strip()
-    if not dev or dev == PLACEHOLDER_DEV:
-        raise ConfigError(
-            "set your dev tag first: `dev = \"alice\"` in config.toml, "
-            "or RAYTASKS_DEV=alice, or --dev alice")
-    try:
-        return check_name(dev, "dev tag")
-    except PathError as e:
-        raise ConfigError(str(e)) from None
-
-
 def resolve(path: str | Path) -> Path:
     """Relative settings are relative to the project root, not the caller's cwd."""
     p = Path(path).expanduser()
@@ -140,7 +127,8 @@ def resolve(path: str | Path) -> Path:
 
 # ---------------------------------------------------------------- where things are
 # Every command finds its folders here (a setting resolved, a user's name checked to be one
-# path component); the team's shared storage has its own layout in raytasks.storage.
+# path component); the dev tag becomes a path in raytasks.storage (`run_dev`, `DevArea`,
+# `local_runs`), which also owns the team's shared storage.
 
 def where(cfg: dict, setting: str) -> Path:
     """A path setting (processed, models, results, runs, ...) as an absolute path."""
@@ -158,7 +146,3 @@ def model_dir(cfg: dict, tag: str) -> Path:
     """A saved model's folder: <models>/<tag>."""
     return child(where(cfg, "models"), tag, "--tag")
 
-
-def dev_runs(cfg: dict, dev: str) -> Path:
-    """This dev's local runs: <runs>/<dev> (the dev tag becomes a path here)."""
-    return child(where(cfg, "runs"), dev, "dev tag")

@@ -17,12 +17,22 @@ RR_FEATURES = ["rr_pre", "rr_post", "rr_local", "rr_record"]
 # the data build's seed (which beats go to which split, shard order): config.toml `seed`;
 # a training run's seed is a training setting (raytasks.settings.TrainSettings.seed)
 SPLIT_SEED = 42
-# UTC time stamps (run names, model.json `exported`, build.json `created`): one format,
-# usable as a path component
+# UTC times: in names (run names, submission ids) a path component without colons; in file
+# contents (model.json `exported`, build.json `created`, leaderboard `finished`, job.json)
+# ISO 8601
 STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
+ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
 def utc_stamp() -> str:
+    """Now, for a name: 20261129T111800Z."""
     import time
 
     return time.strftime(STAMP_FORMAT, time.gmtime())
+
+
+def utc_iso() -> str:
+    """Now, for a file's contents: 2026-11-29T11:18:00Z."""
+    import time
+
+    return time.strftime(ISO_FORMAT, time.gmtime())

@@ -2,7 +2,7 @@
 
     raytasks ensemble resnet1d-intra resnet1d-intra-18ep --tag ensemble-intra
 
-The ensemble averages its members' class probabilities (raytasks.saved.Ensemble: returned
+The ensemble averages its members' class probabilities (raytasks.nets.ensemble.Ensemble: returned
 as log-probabilities, so argmax and the recall-first offsets work as for any model). Its
 directory is self-contained (members/<tag>/ holds copies of each member), so it ships and
 evaluates like a single model; its offsets and valid metrics are fitted on the valid split
@@ -13,13 +13,15 @@ from pathlib import Path
 
 from raytasks import saved
 from raytasks.data import DataError
-from raytasks.metrics import OBJECTIVE, compute_metrics, fit_offsets
+from raytasks.metrics import compute_metrics, fit_offsets
 
 
 def build_ensemble(member_dirs: list[Path], out_dir: Path, processed: Path) -> dict:
     """Fit the ensemble's offsets on the valid split of its members' scheme, then save it
     (members copied in) to out_dir: replaced only at the end, so a bad member leaves an
     existing ensemble untouched."""
+    from raytasks.nets.ensemble import Ensemble
+
     member_dirs = [Path(d) for d in member_dirs]
     if len(member_dirs) < 2:
         raise DataError("an ensemble needs at least two models")
@@ -32,18 +34,11 @@ def build_ensemble(member_dirs: list[Path], out_dir: Path, processed: Path) -> d
     if len(schemes) != 1 or None in schemes:
         raise DataError(f"members were trained on different or unknown schemes: {schemes}")
     scheme = schemes.pop()
-    model = saved.Ensemble([m for m, _ in loaded])
+    model = Ensemble([m for m, _ in loaded])
     x, y = saved.valid_split(processed, scheme, model)
     logits = saved.predict_logits(model, x)
-    info = saved.stamp({
-        "tag": Path(out_dir).name, "arch": "ensemble", "members": tags, "model": {},
-        "train": {"members": {t: i["arch"] for t, i in zip(tags, infos)}},
-        "data": infos[0].get("data", {}), "epoch": None,
-        "params": sum(i.get("params", 0) for i in infos),
-        "valid_metrics": {k: float(v) for k, v in
-                          compute_metrics(y, logits.argmax(axis=1)).items()},
-        "offsets": fit_offsets(logits, y).tolist(),
-        "offsets_fit": {"on": "valid", "scheme": scheme, "objective": OBJECTIVE},
-        "source": "ensemble of " + ", ".join(str(d) for d in member_dirs)})
+    metrics = {k: float(v) for k, v in compute_metrics(y, logits.argmax(axis=1)).items()}
+    info = saved.ensemble_info(Path(out_dir).name, member_dirs, infos, scheme, metrics,
+                               fit_offsets(logits, y))
     saved.save(out_dir, info, members=member_dirs)
     return saved.read_info(out_dir)

@@ -117,7 +117,7 @@ def evaluate_model(model_dir: Path, x: np.ndarray, y: np.ndarray, data_desc: str
     seconds = time.perf_counter() - t0
     offsets = saved.offsets_of(info)
     out = {"tag": model_dir.name, "info": info, "beats_per_s": len(x) / max(seconds, 1e-9),
-           "size_bytes": sum(f.stat().st_size for f in model_dir.rglob("model.pt")),
+           "size_bytes": sum(f.stat().st_size for f in model_dir.rglob(saved.WEIGHTS)),
            "points": {}, "n_records": None if context is None else context["record"].nunique()}
     for name, off in ((model_dir.name, np.zeros(NUM_CLASSES)),
                       (f"{model_dir.name}@recall", offsets)):
@@ -301,7 +301,9 @@ def model_result(model_dir: Path, x, y, data_desc: str, store: Path, key: str,
                            key.encode())
     if not (entry / "result.json").exists():
         r = evaluate_model(model_dir, x, y, data_desc, context)  # may Skip: nothing cached
-        with staged_dir(entry) as tmp:  # content-addressed: a concurrent twin is identical
+        # content-addressed: a twin a concurrent run cached meanwhile is kept (it may be
+        # being read); ours is dropped
+        with staged_dir(entry, keep_existing=True) as tmp:
             plot_model(r, tmp, short_desc(data_desc))
             (tmp / "report.md").write_text(report_md(r, data_desc, len(y)))
             keep = {k: r[k] for k in ("tag", "beats_per_s", "size_bytes")} | {"points": {
@@ -378,9 +380,9 @@ def calibrate(model_dir: Path, processed: Path, target_recall: float | None = No
     scheme = saved.scheme_of(info) or "intra"
     x, y = saved.valid_split(processed, scheme, model)
     offsets = fit_offsets(saved.predict_logits(model, x), y, target_recall=target_recall)
-    info["offsets"] = offsets.tolist()
-    info["offsets_fit"] = {"on": "valid", "scheme": scheme,
-                           "objective": (f"macro precision with sick-class recall >= "
-                                         f"{target_recall}" if target_recall else OBJECTIVE)}
+    info = saved.with_offsets(info, offsets, {
+        "on": "valid", "scheme": scheme,
+        "objective": (f"macro precision with sick-class recall >= {target_recall}"
+                      if target_recall else OBJECTIVE)})
     saved.write_info(model_dir, info)
     return info

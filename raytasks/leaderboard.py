@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from raytasks.constants import utc_stamp
+from raytasks.constants import utc_iso
 from raytasks.data import CLASS_SHORT, NUM_CLASSES
 from raytasks.metrics import METRIC_NAMES, OBJECTIVE, RECALL_NAMES
 from raytasks.spaces import trial_settings
@@ -44,7 +44,7 @@ def rows_of(grid, dev: str, experiment: str, space, search: dict):
             "best_epoch": int(best["epoch"]), "metric": metric,
             **{m: float(best[m]) for m in METRIC_NAMES + RECALL_NAMES if m in best},
             "config": json.dumps(settings, default=list),
-            "finished": utc_stamp(),
+            "finished": utc_iso(),
         })
     return pd.DataFrame(rows, columns=COLUMNS)
 

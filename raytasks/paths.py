@@ -113,10 +113,22 @@ def _swap(tmp: Path, dest: Path) -> None:
         shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
 
 
+def _place(tmp: Path, dest: Path) -> None:
+    """Rename tmp to dest unless dest exists (then tmp is dropped and dest kept as it is)."""
+    try:
+        tmp.rename(dest)  # atomic, and refused when dest is a folder with files in it
+    except OSError:
+        if not dest.exists():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 @contextlib.contextmanager
-def staged_dir(dest: Path):
+def staged_dir(dest: Path, keep_existing: bool = False):
     """Yield an empty folder beside dest; on success it replaces dest whole, on any failure
-    it is removed and dest is untouched. Leftovers of killed runs are cleaned first."""
+    it is removed and dest is untouched. Leftovers of killed runs are cleaned first.
+    keep_existing: a dest that exists by then (a concurrent twin of a content-addressed
+    folder, which readers may be reading) is kept and this one dropped."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     clean_leftovers(dest.parent)
@@ -124,7 +136,7 @@ def staged_dir(dest: Path):
     try:
         yield tmp
         tmp.chmod(0o777 & ~_UMASK)  # mkdtemp's 0700 would hide shared outputs from the team
-        _swap(tmp, dest)
+        _place(tmp, dest) if keep_existing else _swap(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -460,7 +460,7 @@ def plan(paths: list[Path], fs_csv: float | None, chunk_s: float, mode: str) -> 
 def predict(paths: list[Path], model_dir: Path, out: Path, fs_csv: float | None = None,
             workers: int = 2, chunk_s: float = CHUNK_S, mode: str = "detect") -> pd.DataFrame:
     """Detect, classify and write every recording; returns the summary.csv frame."""
-    from raytasks.train import init_ray
+    from raytasks.ray_connect import init_ray
 
     _, info = saved.load_model(model_dir)  # a bad model fails here, before any work
     if info.get("record_features"):  # raytasks.records: needs whole-record features

@@ -7,23 +7,30 @@
 `write_info` is the only code that writes a model.json and `read_info` the only code that
 reads one; `save` writes a whole folder (staged, swapped in whole: never half a model),
 `load_model` rebuilds any saved model (a network, a `trees` record-feature model, an
-ensemble) and `predict_logits` runs it. Training (`export_checkpoint`), `raytasks boost`,
-`raytasks ensemble` and `raytasks calibrate` all save through here. Nothing here needs Ray.
+ensemble: raytasks.nets.ensemble) and `predict_logits` runs it. Training
+(`export_checkpoint`), `raytasks boost`, `raytasks ensemble` and `raytasks calibrate` all
+save through here. Nothing here needs Ray, and torch is imported only where a model is
+built, saved or run.
 
 model.json's fields are INFO_FIELDS; its format version is SCHEMA (files written before
 it was recorded are version 1; version 2 adds `schema` and always records the scheme in
 `offsets_fit`). Shipped version-1 files load unchanged.
 """
 
+from __future__ import annotations
+
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from raytasks.constants import BEAT_LEN, NUM_CLASSES, utc_stamp
+from raytasks.constants import BEAT_LEN, NUM_CLASSES, utc_iso
 from raytasks.data import DataError, scheme_path
 from raytasks.paths import staged_dir, write_text
+
+if TYPE_CHECKING:  # torch is imported where a model is built or run: reading model.json
+    import torch  # (what to evaluate, a model's scheme) needs neither it nor its start-up
 
 SCHEMA = 2
 INFO, WEIGHTS = "model.json", "model.pt"
@@ -37,6 +44,8 @@ INFO_FIELDS = {
     "members": "(ensemble) the member tags under members/",
     "train": "the training settings it ran with",
     "valid_metrics": "metrics on the valid split at export",
+    "valid_is": "(trees) what valid_metrics were measured on, when not the valid split",
+    "cv_field": "(trees) the field's figures of the record-level cross-validation",
     "epoch": "best epoch (None: not an epoch-trained model)",
     "data": "the data build it was trained on (build.json: scheme, params, ...)",
     "params": "parameter count",
@@ -46,23 +55,6 @@ INFO_FIELDS = {
     "torch": "torch version that wrote it",
     "exported": "UTC stamp",
 }
-CPU = torch.device("cpu")
-
-
-class Ensemble(torch.nn.Module):
-    """Members' class probabilities averaged (returned as log-probabilities, so argmax and
-    the offsets work as for any model)."""
-
-    def __init__(self, members):
-        super().__init__()
-        self.members = torch.nn.ModuleList(members)
-        # members may differ in what they read (beat only, beat + RR features)
-        self.input_width = max(m.input_width for m in members)
-
-    def forward(self, x):
-        probs = torch.stack([m(x[:, :m.input_width]).softmax(dim=-1)
-                             for m in self.members]).mean(dim=0)
-        return probs.clamp_min(1e-12).log()
 
 
 # ---------------------------------------------------------------- model.json
@@ -85,15 +77,20 @@ def read_info(model_dir: Path) -> dict:
 
 
 def write_info(model_dir: Path, info: dict) -> Path:
-    """model_dir/model.json, stamped with the schema version (the one writer; atomic)."""
+    """model_dir/model.json, stamped with the schema version (the one writer; atomic).
+    A key outside INFO_FIELDS is refused: a new field is added to the schema first."""
+    unknown = sorted(set(info) - set(INFO_FIELDS))
+    if unknown:
+        raise ValueError(f"model.json fields not in saved.INFO_FIELDS: {unknown}")
     info = {"schema": SCHEMA} | {k: v for k, v in info.items() if k != "schema"}
     return write_text(Path(model_dir) / INFO, json.dumps(info, indent=2))
 
 
 def scheme_of(info: dict) -> str | None:
-    """The scheme a model was trained (and its offsets fitted) on; None when unknown."""
-    return (info.get("data") or {}).get("scheme") or (info.get("offsets_fit") or {}).get(
-        "scheme")
+    """The scheme a model was trained on (its data build's); None when unknown. Not
+    `offsets_fit.scheme`: calibrate records "intra" there for a model of unknown scheme, and
+    evaluate must not start skipping such a model under `--scheme inter`."""
+    return (info.get("data") or {}).get("scheme")
 
 
 def reads_rr(info: dict) -> bool:
@@ -107,7 +104,50 @@ def offsets_of(info: dict) -> np.ndarray:
 
 def stamp(info: dict) -> dict:
     """info with who wrote it and when."""
-    return info | {"torch": torch.__version__, "exported": utc_stamp()}
+    import torch
+
+    return info | {"torch": torch.__version__, "exported": utc_iso()}
+
+
+def with_offsets(info: dict, offsets, fit: dict) -> dict:
+    """info with refitted recall-first offsets and how they were fitted (on, scheme,
+    objective): what `raytasks calibrate` rewrites."""
+    return info | {"offsets": [float(o) for o in offsets], "offsets_fit": fit}
+
+
+def ensemble_info(tag: str, member_dirs: list[Path], infos: list[dict], scheme: str,
+                  valid_metrics: dict, offsets) -> dict:
+    """An ensemble's model.json: its members (copied under members/), their common data
+    build, the ensemble's valid metrics and offsets fitted on that scheme's valid split."""
+    from raytasks.metrics import OBJECTIVE
+
+    tags = [Path(d).name for d in member_dirs]
+    return stamp({
+        "tag": tag, "arch": "ensemble", "members": tags, "model": {},
+        "train": {"members": {t: i["arch"] for t, i in zip(tags, infos)}},
+        "data": infos[0].get("data", {}), "epoch": None,
+        "params": sum(i.get("params", 0) for i in infos),
+        "valid_metrics": valid_metrics, "offsets": [float(o) for o in offsets],
+        "offsets_fit": {"on": "valid", "scheme": scheme, "objective": OBJECTIVE},
+        "source": "ensemble of " + ", ".join(str(d) for d in member_dirs)})
+
+
+def trees_info(tag: str, model, groups: dict, settings: dict, scheme: str,
+               cv_metrics: dict, cv_field: dict, offsets, source: str) -> dict:
+    """A `raytasks boost` model's model.json: the trees' config, the record-feature groups
+    it reads, and figures/offsets from its record-level cross-validation (empty: no CV)."""
+    from raytasks.metrics import OBJECTIVE
+
+    return stamp({
+        "tag": tag, "arch": "trees", "model": vars(model.cfg), "rr": True,
+        "record_features": groups, "train": {"hgb": settings},
+        "data": {"scheme": scheme, "splits": ["train", "valid"]}, "epoch": None,
+        "params": int(sum(b.numel() for b in model.buffers())),
+        "valid_metrics": cv_metrics, "valid_is": "leave-records-out cross-validation",
+        "cv_field": cv_field, "offsets": [float(o) for o in offsets],
+        "offsets_fit": {"on": "out-of-fold logits of the record-level cross-validation",
+                        "scheme": scheme, "objective": OBJECTIVE},
+        "source": source})
 
 
 # ---------------------------------------------------------------- folders
@@ -117,6 +157,8 @@ def save(out_dir: Path, info: dict, weights: dict | None = None, members=()) -> 
     models), model.json last. Staged beside out_dir and swapped in; any failure leaves
     out_dir as it was."""
     import shutil
+
+    import torch
 
     out_dir = Path(out_dir)
     with staged_dir(out_dir) as tmp:
@@ -133,6 +175,8 @@ def save(out_dir: Path, info: dict, weights: dict | None = None, members=()) -> 
 def load_model(model_dir: Path) -> tuple[torch.nn.Module, dict]:
     """Rebuild a saved model: (module in eval mode, its model.json). The module's
     `input_width` says how many columns of x (beat, then RR features) it reads."""
+    from raytasks.nets.ensemble import Ensemble
+
     model_dir = Path(model_dir)
     try:
         info = read_info(model_dir)
@@ -153,6 +197,8 @@ def load_model(model_dir: Path) -> tuple[torch.nn.Module, dict]:
 
 
 def _load_network(model_dir: Path, info: dict) -> torch.nn.Module:
+    import torch
+
     from raytasks.nets import create_model, input_width
 
     # a record-features model (raytasks.records) reads beat + RR, then features of them
@@ -164,13 +210,16 @@ def _load_network(model_dir: Path, info: dict) -> torch.nn.Module:
     return model
 
 
-@torch.inference_mode()
 def predict_logits(model: torch.nn.Module, x: np.ndarray, batch: int = 4096,
-                   device: torch.device = CPU) -> np.ndarray:
+                   device: torch.device | None = None) -> np.ndarray:
+    """Logits of x (rows: beat, then the RR features the model reads), on device (CPU)."""
+    import torch
+
     model.eval()
     # a copy per batch: x may be a read-only Arrow buffer (from_numpy warns on those)
-    out = [model(torch.tensor(x[i:i + batch]).to(device)).float().cpu().numpy()
-           for i in range(0, len(x), batch)]
+    with torch.inference_mode():
+        out = [model(torch.tensor(x[i:i + batch]).to(device or "cpu")).float().cpu().numpy()
+               for i in range(0, len(x), batch)]
     return np.concatenate(out) if out else np.zeros((0, NUM_CLASSES), dtype=np.float32)
 
 
@@ -189,6 +238,8 @@ def export_checkpoint(checkpoint, metrics: dict, settings, data, out_dir: Path,
     """A training checkpoint (raytasks.train's state.pt) -> a saved model in out_dir:
     the weights, and in model.json the architecture, the training settings, the valid
     metrics, the data build, and the recall-first offsets fitted on the valid split."""
+    import torch
+
     from raytasks.data.stream import load_split
     from raytasks.metrics import OBJECTIVE, fit_offsets
     from raytasks.nets import create_model, model_config, num_params

@@ -6,6 +6,7 @@ Every field is a `raytasks train` flag (cli.train_options generates them from FI
 of a `--config` TOML and of a search space's [fixed]/[space] tables (raytasks.spaces).
 """
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 
@@ -90,6 +91,8 @@ class TrainSettings:
         """Defaults with `values` applied and checked: unknown keys, each setting's type,
         choices and range, the architecture's fields (and that the model can be built)."""
         values = dict(values or {})
+        if isinstance(values.get("model"), dict):  # the caller's table stays the caller's
+            values["model"] = copy.deepcopy(values["model"])
         unknown = sorted(set(values) - set(NAMES))
         if unknown:
             raise TrainConfigError(f"unknown training setting(s) {unknown}")

@@ -8,6 +8,11 @@ One `storage` setting (config.toml / RAYTASKS_STORAGE / --storage): a local fold
     <storage>/<dev>/models/<tag>/                exported models (model.pt, model.json)
     <storage>/<dev>/results/<experiment>/        leaderboard.csv, leaderboard.png, job.json
 
+Where the dev tag becomes a path is this module, in one place each: `run_dev` decides whose
+a run is (the placeholder rule), `DevArea` (`store.dev(dev)`) is one dev's part of the
+storage, the only code that spells the layout above, and `local_runs` is a dev's local
+`raytasks train` runs, <runs>/<dev>/.
+
 Each search writes only its own files, so two jobs finishing at once cannot lose each
 other's rows; the team leaderboard is merged from every dev's files when it is read.
 """
@@ -22,7 +27,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 
 from raytasks import config
-from raytasks.paths import staged_dir
+from raytasks.paths import PathError, check_name, child, staged_dir
 
 
 class StorageError(config.ConfigError):
@@ -34,7 +39,9 @@ def is_uri(value: str) -> bool:
 
 
 class Storage:
-    """A root folder on a pyarrow filesystem; paths inside it are '/'-joined strings."""
+    """A root folder on a pyarrow filesystem; paths inside it are '/'-joined strings.
+    A dev's files are reached through `dev(tag)`; the methods taking raw parts are what it
+    uses (and what lists the devs)."""
 
     def __init__(self, fs: pafs.FileSystem, root: str, uri: str | None = None):
         self.fs, self.root, self.uri = fs, root.rstrip("/") or "/", uri or root
@@ -55,6 +62,15 @@ class Storage:
 
     def path(self, *parts: str) -> str:
         return "/".join([self.root.rstrip("/"), *parts]) if parts else self.root
+
+    def dev(self, dev: str) -> "DevArea":
+        """One dev's part of the storage (the dev tag checked to be one path component)."""
+        return DevArea(self, dev)
+
+    def devs(self) -> list["DevArea"]:
+        """Every dev's part, by the storage's top folders (names that are no dev tag, such
+        as an NFS `.snapshot`, are not a dev's)."""
+        return [DevArea(self, d) for d in self.listdir() if _is_tag(d)]
 
     def local_path(self, *parts: str) -> str | None:
         """The same place as a plain path when the filesystem is the local one, else None."""
@@ -100,6 +116,92 @@ class Storage:
         return local
 
 
+def _is_tag(name: str) -> bool:
+    try:
+        return bool(check_name(name))
+    except PathError:
+        return False
+
+
+# -- the dev tag: whose a run is, and where its files go -------------------------------------
+
+FOLDERS = ("runs", "models", "results")  # what each dev has in the storage
+
+
+class DevArea:
+    """<storage>/<dev>/: the only place the storage's per-dev layout is spelled. Callers
+    name a folder of FOLDERS and what is inside it (an experiment, a tag, a file)."""
+
+    def __init__(self, store: Storage, dev: str):
+        self.store, self.dev = store, check_name(dev, "dev tag")
+
+    def parts(self, folder: str, *parts: str) -> tuple[str, ...]:
+        """<dev>/<folder>/<parts> as the storage's path parts (folder: one of FOLDERS)."""
+        if folder not in FOLDERS:
+            raise ValueError(f"no folder {folder!r} in a dev's storage; one of {FOLDERS}")
+        return (self.dev, folder, *parts)
+
+    def path(self, folder: str, *parts: str) -> str:
+        return self.store.path(*self.parts(folder, *parts))
+
+    def runs(self, *parts: str) -> str:  # <experiment>/: trials, checkpoints, search.json
+        return self.path("runs", *parts)
+
+    def models(self, *parts: str) -> str:  # <tag>/: an exported model
+        return self.path("models", *parts)
+
+    def results(self, *parts: str) -> str:  # <experiment>/: leaderboard.csv/.png, job.json
+        return self.path("results", *parts)
+
+    def local_path(self) -> str | None:
+        """<storage>/<dev> as a plain path when the storage is a local folder, else None."""
+        return self.store.local_path(self.dev)
+
+    # the storage's own operations, on <dev>/<folder>/<parts>
+    def exists(self, folder: str, *parts: str) -> bool:
+        return self.store.exists(*self.parts(folder, *parts))
+
+    def listdir(self, folder: str, *parts: str) -> list[str]:
+        return self.store.listdir(*self.parts(folder, *parts))
+
+    def read_bytes(self, folder: str, *parts: str) -> bytes:
+        return self.store.read_bytes(*self.parts(folder, *parts))
+
+    def write_bytes(self, data: bytes, folder: str, *parts: str) -> None:
+        self.store.write_bytes(data, *self.parts(folder, *parts))
+
+    def put_dir(self, local: Path, folder: str, *parts: str) -> None:
+        self.store.put_dir(local, *self.parts(folder, *parts))
+
+    def get_dir(self, local: Path, folder: str, *parts: str) -> Path:
+        return self.store.get_dir(local, *self.parts(folder, *parts))
+
+
+def run_dev(cfg: dict, local: bool = False) -> str:
+    """The dev tag a run is filed under. Shared runs (searches, jobs, pull) need an owner:
+    the placeholder is refused. A local `raytasks train` may run untagged, as 'local'."""
+    dev = str(cfg["dev"]).strip()
+    if local and dev == config.PLACEHOLDER_DEV:
+        return "local"
+    if not dev or dev == config.PLACEHOLDER_DEV:
+        problem = ("set your dev tag first: `dev = \"alice\"` in config.toml, "
+                   "or RAYTASKS_DEV=alice, or --dev alice")
+    else:
+        try:
+            return check_name(dev, "dev tag")
+        except PathError as e:
+            problem = str(e)
+    if in_job():  # a job's settings come from the checkout it was submitted from
+        problem += (" in the config.toml of the checkout you submit from "
+                    "(ray job submit --working-dir . -- ...)")
+    raise config.ConfigError(problem)
+
+
+def local_runs(cfg: dict) -> Path:
+    """This checkout's `raytasks train` runs: <runs>/<dev> (<runs>/local when untagged)."""
+    return child(config.where(cfg, "runs"), run_dev(cfg, local=True), "dev tag")
+
+
 def in_job() -> bool:
     """True inside a Ray job's driver (`ray job submit`): Ray sets its job config there."""
     return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
@@ -122,24 +224,23 @@ def for_job(cfg: dict) -> dict:
 
 # -- leaderboard rows: one file per search, merged when read ---------------------------------
 
-def write_results(store: Storage, dev: str, experiment: str, rows: pd.DataFrame,
+def write_results(area: DevArea, experiment: str, rows: pd.DataFrame,
                   plot: Path | None, info: dict) -> None:
     buf = io.StringIO()
     rows.to_csv(buf, index=False)
-    store.write_bytes(buf.getvalue().encode(), dev, "results", experiment, "leaderboard.csv")
+    area.write_bytes(buf.getvalue().encode(), "results", experiment, "leaderboard.csv")
     if plot is not None and plot.exists():
-        store.write_bytes(plot.read_bytes(), dev, "results", experiment, "leaderboard.png")
-    store.write_bytes(json.dumps(info, indent=2).encode(), dev, "results", experiment,
-                      "job.json")
+        area.write_bytes(plot.read_bytes(), "results", experiment, "leaderboard.png")
+    area.write_bytes(json.dumps(info, indent=2).encode(), "results", experiment, "job.json")
 
 
 def team_rows(store: Storage) -> pd.DataFrame:
     """Every dev's leaderboard rows in the storage, one table."""
     frames = []
-    for dev in store.listdir():
-        for exp in store.listdir(dev, "results"):
-            if store.exists(dev, "results", exp, "leaderboard.csv"):
-                data = store.read_bytes(dev, "results", exp, "leaderboard.csv")
+    for area in store.devs():
+        for exp in area.listdir("results"):
+            if area.exists("results", exp, "leaderboard.csv"):
+                data = area.read_bytes("results", exp, "leaderboard.csv")
                 frames.append(pd.read_csv(io.BytesIO(data)))
     frames = [f for f in frames if not f.empty]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -9,7 +9,6 @@ checkpoints (runs/) -> models/<tag>/.
 """
 
 import math
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -23,8 +22,10 @@ from raytasks.constants import BEAT_LEN, FS
 from raytasks.data.stream import BalancedStream, load_split
 from raytasks.metrics import compute_metrics
 from raytasks.nets import create_model
-from raytasks.saved import CPU, predict_logits
+from raytasks.saved import predict_logits
 from raytasks.settings import TrainConfigError, TrainData, TrainSettings, as_settings, derive
+
+CPU = torch.device("cpu")
 
 # ---------------------------------------------------------------- pieces of the loop
 
@@ -114,7 +115,6 @@ def save_state(path: Path, model, opt, sched, epoch: int, metrics: dict, start_e
     torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(), "epoch": epoch, "metrics": metrics,
                 "start_epoch": start_epoch}, path / "state.pt")
-
 
 
 # ---------------------------------------------------------------- the epoch loop
@@ -328,10 +328,3 @@ def export(checkpoint, metrics: dict, settings: TrainSettings | dict, out_dir: P
     """The checkpoint -> a saved model in out_dir (raytasks.saved.export_checkpoint)."""
     s = as_settings(settings)
     return saved.export_checkpoint(checkpoint, metrics, s, derive(s), out_dir, source)
-
-
-def init_ray():
-    """Connect to RAY_ADDRESS when set (e.g. under `ray job submit`), else start locally."""
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True,
-                 configure_logging=False)

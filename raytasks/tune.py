@@ -42,7 +42,7 @@ from pathlib import Path
 import click
 
 from raytasks import config, leaderboard, tracking
-from raytasks.constants import utc_stamp
+from raytasks.constants import utc_iso, utc_stamp
 from raytasks.data import CLASS_SHORT, DataError
 from raytasks.metrics import METRIC_NAMES, OBJECTIVE, RECALL_NAMES
 from raytasks.paths import PathError, check_name
@@ -55,7 +55,7 @@ from raytasks.spaces import (
     to_hyperopt,
     trial_settings,
 )
-from raytasks.storage import Storage, for_job, in_job, team_rows, write_results
+from raytasks.storage import DevArea, Storage, for_job, in_job, run_dev, team_rows, write_results
 
 MODE = "max"  # every metric in raytasks.metrics is better when larger
 
@@ -105,6 +105,10 @@ class Plan:
     store: Storage
     name: str  # the experiment: <dev>-<space>-<utc>
     data_dir: Path
+
+    @property
+    def area(self) -> DevArea:  # <storage>/<dev>/: this dev's runs, models, results
+        return self.store.dev(self.dev)
 
     @property
     def tag(self) -> str:  # exported models: <dev>-<space>[-<arch>]
@@ -186,7 +190,7 @@ def plan(req: SearchRequest, store: Storage | None = None) -> Plan:
     """Check everything about the request that can be checked before Ray starts."""
     space = load_space(req.space, req.archs)
     cfg = for_job(config.load(dev=req.dev, scheme=req.scheme, storage=req.storage))
-    dev = require_dev(cfg)
+    dev = run_dev(cfg)  # a job's message says where its settings come from
     if req.metric not in METRIC_NAMES + RECALL_NAMES:
         raise SearchError(f"--metric: unknown metric {req.metric!r}; one of "
                           f"{', '.join(METRIC_NAMES + RECALL_NAMES)}")
@@ -197,41 +201,30 @@ def plan(req: SearchRequest, store: Storage | None = None) -> Plan:
 
     split_files(data_dir, "train")
     store = store or Storage.from_setting(cfg["storage"])
-    name = experiment_name(store, dev, space.name, req.experiment, req.existing)
+    name = experiment_name(store.dev(dev), space.name, req.experiment, req.existing)
     return Plan(req, space, cfg, dev, store, name, data_dir)
 
 
-def require_dev(cfg: dict) -> str:
-    try:
-        return config.require_dev(cfg)
-    except config.ConfigError as e:
-        if in_job():  # say where the job's settings come from
-            raise config.ConfigError(f"{e} in the config.toml of the checkout you submit from "
-                                     f"(ray job submit --working-dir . -- ...)") from None
-        raise
-
-
-def latest_experiment(store: Storage, dev: str, space_name: str) -> str:
-    prefix = f"{dev}-{space_name}-"
-    names = [n for n in store.listdir(dev, "runs") if n.startswith(prefix)]
+def latest_experiment(area: DevArea, space_name: str) -> str:
+    prefix = f"{area.dev}-{space_name}-"
+    names = [n for n in area.listdir("runs") if n.startswith(prefix)]
     if not names:
-        raise SearchError(f"nothing to resume: no {prefix}* experiment in "
-                          f"{store.path(dev, 'runs')}")
+        raise SearchError(f"nothing to resume: no {prefix}* experiment in {area.runs()}")
     return names[-1]
 
 
-def experiment_name(store: Storage, dev: str, space_name: str, experiment, existing: bool):
+def experiment_name(area: DevArea, space_name: str, experiment, existing: bool):
     """A new <dev>-<space>-<utc> (or the submission id `raytasks submit` chose), or for
     --resume / --export-only the given or latest experiment of this dev and space."""
     if experiment is not None:  # an experiment of this dev: <storage>/<dev>/runs/<name>
         check_name(experiment, "--experiment")
     if not existing:
         return check_name(os.environ.get("RAYTASKS_EXPERIMENT") or (
-            f"{dev}-{space_name}-{utc_stamp()}"),
+            f"{area.dev}-{space_name}-{utc_stamp()}"),
             "experiment (from the space's file name)")
-    name = check_name(experiment or latest_experiment(store, dev, space_name), "--experiment")
-    if not store.exists(dev, "runs", name):
-        raise SearchError(f"--experiment: no experiment {name!r} in {store.path(dev, 'runs')}")
+    name = check_name(experiment or latest_experiment(area, space_name), "--experiment")
+    if not area.exists("runs", name):
+        raise SearchError(f"--experiment: no experiment {name!r} in {area.runs()}")
     return name
 
 
@@ -257,17 +250,16 @@ def check_cluster(req: SearchRequest) -> None:
 def search_settings(p: Plan) -> dict:
     """The trials' fixed settings are saved with the search, so that --resume and
     --export-only use (and record in model.json) what the trials ran with, not new flags."""
-    req, store = p.request, p.store
+    req, area = p.request, p.area
     base = {"data": str(p.data_dir), "epochs": req.max_epochs, "seed": req.seed,
             "workers": req.workers, "cpus_per_worker": req.cpus_per_trial,
             "metric": req.metric, "max_failures": 0, "placement": req.placement,
             "gpu": req.gpus_per_trial > 0, "gpus_per_worker": req.gpus_per_trial or 1.0}
-    if req.existing and store.exists(p.dev, "runs", p.name, "search.json"):
-        base = json.loads(store.read_bytes(p.dev, "runs", p.name, "search.json"))
+    if req.existing and area.exists("runs", p.name, "search.json"):
+        base = json.loads(area.read_bytes("runs", p.name, "search.json"))
     elif not req.existing:
-        store.write_bytes(json.dumps(base, indent=2).encode(), p.dev, "runs", p.name,
-                          "search.json")
-    return {**base, "_storage": store.path(p.dev, "runs", p.name)}
+        area.write_bytes(json.dumps(base, indent=2).encode(), "runs", p.name, "search.json")
+    return {**base, "_storage": area.runs(p.name)}
 
 
 def trainable(p: Plan, base: dict):
@@ -312,9 +304,9 @@ def run_config(p: Plan, base: dict):
     req = p.request
     callbacks = [] if not req.wandb else [tracking.callback(
         p.cfg["wandb_project"], wandb_settings(p, base),
-        lambda c: asdict(run_settings(p.space, c, base)), wandb_home(p.store, p.dev))]
+        lambda c: asdict(run_settings(p.space, c, base)), wandb_home(p.area))]
     return tune.RunConfig(
-        name=p.name, storage_path=p.store.path(p.dev, "runs"), storage_filesystem=p.store.fs,
+        name=p.name, storage_path=p.area.runs(), storage_filesystem=p.store.fs,
         callbacks=callbacks, progress_reporter=reporter(p), verbose=1,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2,
                                                 checkpoint_score_attribute=req.metric,
@@ -330,13 +322,13 @@ def wandb_settings(p: Plan, base: dict) -> dict:
             "grace": req.grace, "samples": req.samples, "concurrency": req.concurrency}
 
 
-def wandb_home(store: Storage, dev: str) -> Path:
+def wandb_home(area: DevArea) -> Path:
     """Where offline W&B runs go: WANDB_DIR, else this checkout; in a job (whose working dir
     is deleted afterwards) <storage>/<dev>/ when the storage is a folder."""
     if os.environ.get("WANDB_DIR"):
         return Path(os.environ["WANDB_DIR"])
-    if in_job() and store.local_path(dev):
-        return Path(store.local_path(dev))
+    if in_job() and area.local_path():
+        return Path(area.local_path())
     return config.ROOT
 
 
@@ -346,7 +338,7 @@ def search(p: Plan, base: dict):
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
 
-    req, where = p.request, p.store.path(p.dev, "runs", p.name)
+    req, where = p.request, p.area.runs(p.name)
     # Ray 2.60's default output cannot choose its table's columns; the legacy one can
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     # short epochs checkpoint often: Tune's 3-line advice about it is noise in a job log
@@ -377,7 +369,7 @@ def run(req: SearchRequest, store: Storage | None = None) -> SearchOutcome:
     p = plan(req, store)
     # `raytasks jobs` finds a raw `ray job submit` by this line (the tag the job ran under)
     print(f"raytasks: dev {p.dev}, experiment {p.name}, storage {p.store.uri}", flush=True)
-    from raytasks.train import init_ray
+    from raytasks.ray_connect import init_ray
 
     init_ray()
     check_cluster(req)
@@ -385,7 +377,7 @@ def run(req: SearchRequest, store: Storage | None = None) -> SearchOutcome:
     if req.export_only:
         from ray import tune
 
-        grid = tune.Tuner.restore(p.store.path(p.dev, "runs", p.name), trainable(p, base),
+        grid = tune.Tuner.restore(p.area.runs(p.name), trainable(p, base),
                                   storage_filesystem=p.store.fs).get_results()
         return SearchOutcome(grid, None, export(p, grid, base))
     grid = search(p, base)
@@ -422,14 +414,13 @@ def export(p: Plan, grid, base: dict) -> list[Path]:
     with tempfile.TemporaryDirectory() as tmp:
         written = export_best(grid, p.space, base, saved_metric(p, base), Path(tmp) / p.tag)
         for path, _ in written:
-            p.store.put_dir(path, p.dev, "models", path.name)
-            print(f"exported {path.name}: {p.store.path(p.dev, 'models', path.name)}",
-                  flush=True)
+            p.area.put_dir(path, "models", path.name)
+            print(f"exported {path.name}: {p.area.models(path.name)}", flush=True)
         if p.request.wandb and not p.request.export_only:
             log_best(p, *written[0])
     if p.local_models is None:
-        return [Path(p.store.path(p.dev, "models", path.name)) for path, _ in written]
-    return [p.store.get_dir(p.local_models / path.name, p.dev, "models", path.name)
+        return [Path(p.area.models(path.name)) for path, _ in written]
+    return [p.area.get_dir(p.local_models / path.name, "models", path.name)
             for path, _ in written]
 
 
@@ -444,7 +435,7 @@ def log_best(p: Plan, model_dir: Path, trial_id: str) -> None:
     run = {"project": p.cfg["wandb_project"], "group": p.name,
            "name": tracking.run_name(arch, trial_id),
            "tags": tracking.run_tags(p.dev, p.space.name, arch)}
-    tracking.log_export(run, trial_id, model_dir, png, wandb_home(p.store, p.dev))
+    tracking.log_export(run, trial_id, model_dir, png, wandb_home(p.area))
 
 
 def export_best(grid, space, base: dict, metric: str, out: Path) -> list[tuple[Path, str]]:
@@ -488,14 +479,14 @@ def publish(p: Plan, rows, models: list[str]) -> None:
     job, the team leaderboard (every dev's rows) is also refreshed in the local results/."""
     info = {"dev": p.dev, "experiment": p.name, "space": p.space.name, "models": models,
             "trials": len(rows), "metric": p.request.metric, "storage": p.store.uri,
-            "finished": utc_stamp()}
+            "finished": utc_iso()}
     with tempfile.TemporaryDirectory() as tmp:
         plot = Path(tmp) / "leaderboard.png"
         if not rows.empty:
             rows.to_csv(Path(tmp) / "rows.csv", index=False)
             leaderboard.plot(Path(tmp) / "rows.csv", plot)
-        write_results(p.store, p.dev, p.name, rows, plot, info)
-    print(f"results: {p.store.path(p.dev, 'results', p.name)}", flush=True)
+        write_results(p.area, p.name, rows, plot, info)
+    print(f"results: {p.area.results(p.name)}", flush=True)
     if not in_job():
         results = config.where(p.cfg, "results")
         leaderboard.sync(team_rows(p.store), results)

@@ -43,12 +43,12 @@ def assert_refused(res, *needles):
 def no_ray(monkeypatch, tmp_path):
     """A refusal must come before any cluster: starting Ray here is a failure. Settings come
     from an empty config file, not the checkout's."""
-    from raytasks import train
+    from raytasks import ray_connect
 
     def refuse():
         raise AssertionError("Ray was started")
 
-    monkeypatch.setattr(train, "init_ray", refuse)
+    monkeypatch.setattr(ray_connect, "init_ray", refuse)
     (tmp_path / "config.toml").write_text("")
     monkeypatch.setenv("RAYTASKS_CONFIG", str(tmp_path / "config.toml"))
     for var in ("RAYTASKS_DEV", "RAYTASKS_PORT", "RAYTASKS_SCHEME", "RAYTASKS_PROCESSED"):

@@ -1,6 +1,7 @@
 import pytest
 
 from raytasks import config
+from raytasks.storage import run_dev
 
 
 def test_precedence_file_env_flags(tmp_path, monkeypatch):
@@ -22,10 +23,10 @@ def test_placeholder_dev_and_bad_values_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("RAYTASKS_CONFIG", str(tmp_path / "missing.toml"))
     monkeypatch.delenv("RAYTASKS_DEV", raising=False)
     with pytest.raises(config.ConfigError, match="set your dev tag"):
-        config.require_dev(config.load())
-    assert config.require_dev(config.load(dev="alice")) == "alice"
+        run_dev(config.load())
+    assert run_dev(config.load(dev="alice")) == "alice"
     with pytest.raises(config.ConfigError, match="letters"):
-        config.require_dev(config.load(dev="a/b"))
+        run_dev(config.load(dev="a/b"))
     monkeypatch.setenv("RAYTASKS_PORT", "eighty")
     with pytest.raises(config.ConfigError, match="port"):
         config.load()

@@ -39,8 +39,7 @@ def models_dir(ray_cluster, processed, tmp_path_factory):
     cfg = {"arch": "cnn1d", "model": {"channels": [8, 16]}, "data": str(processed / "intra"),
            "epochs": 2, "batch_size": 128, "balance": 0.5}
     train.fit_local(dict(cfg), report)
-    prepared = cfg  # validated by train.export
-    train.export(Checkpoint.from_directory(keep), reports[-1], prepared, root / "tiny-intra")
+    train.export(Checkpoint.from_directory(keep), reports[-1], cfg, root / "tiny-intra")
     return root
 
 
@@ -292,6 +291,33 @@ def test_warm_run_is_byte_identical_and_never_stale(env, processed, models_dir, 
     assert relabelled != changed and relabelled == fresh()
 
 
+def test_cache_keeps_an_entry_a_concurrent_run_wrote_meanwhile(processed, models_dir,
+                                                                 tmp_path, monkeypatch):
+    """Two runs missing the same entry: the one finishing second keeps the first one's
+    folder (a reader may be copying from it) instead of swapping it out, and reads it."""
+    from raytasks import evaluate
+
+    x, y, desc, context = evaluate.load_eval_data(processed, "intra", "valid")
+    store, model = tmp_path / "cache", models_dir / "tiny-intra"
+    first = evaluate.model_result(model, x, y, desc, store, "key", context)
+    twin = tmp_path / "twin"
+    shutil.copytree(first["files"], twin)
+    shutil.rmtree(first["files"])
+    computed = evaluate.evaluate_model
+
+    def racing(*args, **kwargs):  # the other run renames its entry in while we compute
+        r = computed(*args, **kwargs)
+        shutil.copytree(twin, first["files"])
+        (first["files"] / "result.json").write_text(
+            (twin / "result.json").read_text().replace('"tag"', '"twin": 1, "tag"'))
+        return r
+
+    monkeypatch.setattr(evaluate, "evaluate_model", racing)
+    again = evaluate.model_result(model, x, y, desc, store, "key", context)
+    assert again["files"] == first["files"] and again.get("twin") == 1  # the twin's, kept
+    assert [p.name for p in store.iterdir()] == [first["files"].name]  # ours dropped
+
+
 def hackathon_file(processed, path, n=None):
     """A hackathon-format parquet (187 float columns + target, nothing else) from built shards."""
     frame = read_shards(sorted((processed / "intra" / "test").glob("*.parquet")))
@@ -326,13 +352,14 @@ def test_hackathon_file_evaluates_readable_shipped_models_and_lists_the_rest(
 
 
 def test_evaluation_imports_no_ray():
-    """Evaluating needs no cluster: importing evaluate (and the saved-model module it reads
-    models with) must not import Ray."""
+    """Evaluating needs no cluster: importing evaluate, predict (and the saved-model module
+    they read models with) must not import Ray, nor torch (imported where a model is
+    built or run: `raytasks evaluate --help` or a refusal need neither)."""
     import subprocess
     import sys
 
-    code = ("import sys, raytasks.evaluate, raytasks.saved, raytasks.ensemble; "
-            "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))")
+    code = ("import sys, raytasks.evaluate, raytasks.saved, raytasks.ensemble, raytasks.predict; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'torch')))")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, env=env)

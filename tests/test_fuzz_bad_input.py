@@ -53,12 +53,12 @@ def toml_value(v) -> str:
 
 @pytest.fixture
 def quiet_env(monkeypatch, tmp_path):
-    from raytasks import train
+    from raytasks import ray_connect
 
     def refuse():
         raise AssertionError("Ray was started")
 
-    monkeypatch.setattr(train, "init_ray", refuse)
+    monkeypatch.setattr(ray_connect, "init_ray", refuse)
     for var in ("RAYTASKS_DEV", "RAYTASKS_PORT", "RAYTASKS_SCHEME", "RAYTASKS_PROCESSED"):
         monkeypatch.delenv(var, raising=False)
     (tmp_path / "config.toml").write_text("")

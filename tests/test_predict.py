@@ -75,7 +75,7 @@ def test_matcher_on_hand_made_cases():
 
 
 def test_beats_at_reference_peaks_are_the_training_beats(slice_dir):
-    """--peaks atr through predict's reader gives exactly build.record_beats' beats, and
+    """--peaks atr through predict's reader gives exactly data.beats.record_beats' beats, and
     chunking (aligned to the 10-s windows) leaves nearly all of them unchanged."""
     path = slice_dir / "118.hea"
     info = probe(path, None)

@@ -20,6 +20,7 @@ def test_every_shipped_model_loads_as_version_1():
         raw = json.loads((d / "model.json").read_text())
         info = saved.read_info(d)
         assert info == raw and "schema" not in raw  # read as is: version 1
+        assert set(raw) <= set(saved.INFO_FIELDS), d  # every field it carries is known
         model, _ = saved.load_model(d)
         assert saved.scheme_of(info) in ("intra", "inter")
         x = np.random.default_rng(0).random((3, model.input_width), dtype=np.float32)
@@ -44,3 +45,37 @@ def test_newer_schema_and_non_model_json_are_refused(tmp_path):
     (d / "model.json").write_text("{")
     with pytest.raises(DataError, match="not valid JSON"):
         saved.load_model(d)
+
+
+def test_write_info_refuses_fields_outside_the_schema(tmp_path):
+    d = tmp_path / "m"
+    shutil.copytree(SHIPPED[0], d)
+    before = (d / "model.json").read_bytes()
+    with pytest.raises(ValueError, match="not in saved.INFO_FIELDS.*'note'"):
+        saved.write_info(d, saved.read_info(d) | {"note": "typo"})
+    assert (d / "model.json").read_bytes() == before
+
+
+def test_times_in_files_are_iso_and_in_names_compact():
+    """model.json `exported` (and build.json, leaderboard, job.json) read as ISO 8601 UTC, as
+    the shipped models do; run names use the colon-free form."""
+    import re
+    from datetime import UTC, datetime
+
+    from raytasks.constants import utc_stamp
+
+    iso = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+    assert all(iso.fullmatch(saved.read_info(d)["exported"]) for d in SHIPPED)
+    exported = saved.stamp({})["exported"]
+    when = datetime.strptime(exported, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert abs((datetime.now(UTC) - when).total_seconds()) < 60
+    assert re.fullmatch(r"\d{8}T\d{6}Z", utc_stamp())
+
+
+def test_a_model_s_scheme_is_its_data_build_s():
+    """What evaluate skips and calibrate refits on: data.scheme only (a calibrated model
+    without one records intra in offsets_fit but is of unknown scheme)."""
+    assert saved.scheme_of({"arch": "cnn1d", "data": {"scheme": "inter"},
+                            "offsets_fit": {"scheme": "intra"}}) == "inter"
+    assert saved.scheme_of({"arch": "cnn1d", "offsets_fit": {"scheme": "intra"}}) is None
+    assert saved.scheme_of({"arch": "cnn1d", "data": None}) is None

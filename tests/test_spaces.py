@@ -75,12 +75,12 @@ def test_malformed_space_refused_naming_the_line(case, tmp_path, monkeypatch):
     monkeypatch.setenv("RAYTASKS_DEV", "tester")
     import ray
 
-    import raytasks.train
+    import raytasks.ray_connect
 
     def no_ray(*a, **k):
         raise AssertionError("Ray was started before the space was checked")
 
-    monkeypatch.setattr(raytasks.train, "init_ray", no_ray)
+    monkeypatch.setattr(raytasks.ray_connect, "init_ray", no_ray)
     monkeypatch.setattr(ray, "init", no_ray)
     res = CliRunner().invoke(main, ["tune", "--space", str(path)])
     assert res.exit_code != 0 and needle in res.output, res.output

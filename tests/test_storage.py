@@ -4,6 +4,7 @@ and settings hygiene (no Ray needed)."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -18,7 +19,17 @@ from raytasks import cluster as rc
 from raytasks import config
 from raytasks.leaderboard import COLUMNS as LEADERBOARD_COLUMNS
 from raytasks.leaderboard import sync as sync_leaderboard
-from raytasks.storage import Storage, for_job, merge_rows, team_rows, write_results
+from raytasks.paths import PathError
+from raytasks.storage import (
+    FOLDERS,
+    Storage,
+    for_job,
+    local_runs,
+    merge_rows,
+    run_dev,
+    team_rows,
+    write_results,
+)
 
 
 def make_store(kind: str, tmp_path: Path) -> Storage:
@@ -46,7 +57,7 @@ def test_searches_finishing_at_once_lose_no_row(kind, tmp_path):
     def finish(dev, i):
         start.wait()
         exp = f"{dev}-cnn1d-{i}"
-        write_results(store, dev, exp, rows_for(dev, exp, 3), None,
+        write_results(store.dev(dev), exp, rows_for(dev, exp, 3), None,
                       {"dev": dev, "experiment": exp, "models": [], "trials": 3})
         sync_leaderboard(team_rows(store), results)
 
@@ -79,16 +90,69 @@ def test_folders_round_trip(kind, tmp_path):
     (src / "model.json").write_text('{"tag": "alice-gru"}')
     (src / "sub").mkdir()
     (src / "sub" / "w.pt").write_bytes(b"\0" * 1000)
-    store.put_dir(src, "alice", "models", "alice-gru")
+    store.dev("alice").put_dir(src, "models", "alice-gru")
     (src / "model.json").write_text('{"tag": "alice-gru", "v": 2}')
-    store.put_dir(src, "alice", "models", "alice-gru")  # replaces
+    store.dev("alice").put_dir(src, "models", "alice-gru")  # replaces
     dest = tmp_path / "models" / "alice-gru"
     dest.mkdir(parents=True)
     (dest / "stale.txt").write_text("old")
-    store.get_dir(dest, "alice", "models", "alice-gru")
+    store.dev("alice").get_dir(dest, "models", "alice-gru")
     assert json.loads((dest / "model.json").read_text())["v"] == 2
     assert (dest / "sub" / "w.pt").stat().st_size == 1000 and not (dest / "stale.txt").exists()
     assert sorted(p.name for p in dest.parent.iterdir()) == ["alice-gru"]  # no staging left
+
+
+@pytest.mark.parametrize("kind", ["local", "subtree"])
+def test_the_dev_tag_becomes_a_storage_path_in_one_place(kind, tmp_path):
+    store = make_store(kind, tmp_path)
+    area = store.dev("alice")
+    assert FOLDERS == ("runs", "models", "results")
+    assert area.runs("alice-all-1") == f"{store.root}/alice/runs/alice-all-1"
+    assert area.models("alice-all") == f"{store.root}/alice/models/alice-all"
+    assert area.results("e", "job.json") == f"{store.root}/alice/results/e/job.json"
+    area.write_bytes(b"{}", "runs", "alice-all-1", "search.json")
+    on_disk = tmp_path / ("team" if kind == "local" else "base/team")
+    assert (on_disk / "alice" / "runs" / "alice-all-1" / "search.json").read_bytes() == b"{}"
+    assert area.listdir("runs") == ["alice-all-1"] and area.exists("runs", "alice-all-1")
+    assert not store.dev("bob").exists("runs", "alice-all-1")
+    assert (area.local_path() is None) == (kind == "subtree")
+    for bad in ("../bob", "a/b", ".snapshot", "-x", ""):
+        with pytest.raises(PathError, match="dev tag"):
+            store.dev(bad)
+    with pytest.raises(ValueError, match="no folder 'wandb'"):
+        area.path("wandb")
+    (on_disk / ".snapshot" / "results").mkdir(parents=True)  # an NFS folder is no dev's
+    assert [a.dev for a in store.devs()] == ["alice"]
+
+
+def test_whose_run_it_is_placeholder_rule(tmp_path, monkeypatch):
+    monkeypatch.delenv("RAYTASKS_DEV", raising=False)
+    (tmp_path / "empty.toml").write_text("")  # defaults: the placeholder dev tag
+    monkeypatch.setenv("RAYTASKS_CONFIG", str(tmp_path / "empty.toml"))
+    untagged = config.load(runs=str(tmp_path / "runs"))
+    assert untagged["dev"] == config.PLACEHOLDER_DEV
+    with pytest.raises(config.ConfigError, match="set your dev tag"):
+        run_dev(untagged)  # a search or a job needs an owner
+    assert run_dev(untagged, local=True) == "local"  # a local `raytasks train` does not
+    assert local_runs(untagged) == tmp_path / "runs" / "local"
+    alice = config.load(dev="alice", runs=str(tmp_path / "runs"))
+    assert run_dev(alice) == run_dev(alice, local=True) == "alice"
+    assert local_runs(alice) == tmp_path / "runs" / "alice"
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")  # in a job: says which config
+    with pytest.raises(config.ConfigError, match="set your dev tag.*checkout you submit from"):
+        run_dev(untagged)
+
+
+def test_only_storage_py_spells_a_dev_s_storage_path():
+    """tune/cluster/cli reach <storage>/<dev>/... through `store.dev(dev)` (DevArea), never
+    by handing a dev tag to the storage's raw-parts methods themselves."""
+    raw = re.compile(r"\bstore\.(path|exists|listdir|read_bytes|write_bytes|put_dir|get_dir|"
+                     r"local_path)\(")
+    package = Path(rc.__file__).parent
+    found = [f"{f.name}:{i}: {line.strip()}" for f in sorted(package.rglob("*.py"))
+             if f.name != "storage.py"
+             for i, line in enumerate(f.read_text().splitlines(), 1) if raw.search(line)]
+    assert found == []
 
 
 def test_pull_a_finished_search_by_experiment(tmp_path, monkeypatch):
@@ -97,10 +161,10 @@ def test_pull_a_finished_search_by_experiment(tmp_path, monkeypatch):
     model = tmp_path / "m"
     model.mkdir()
     (model / "model.json").write_text("{}")
-    store.put_dir(model, "alice", "models", "alice-cnn1d")
-    write_results(store, "alice", exp, rows_for("alice", exp, 2), None,
+    store.dev("alice").put_dir(model, "models", "alice-cnn1d")
+    write_results(store.dev("alice"), exp, rows_for("alice", exp, 2), None,
                   {"dev": "alice", "experiment": exp, "models": ["alice-cnn1d"], "trials": 2})
-    store.write_bytes(b"{}", "bob", "runs", "bob-gru-1", "search.json")  # still running
+    store.dev("bob").write_bytes(b"{}", "runs", "bob-gru-1", "search.json")  # still running
     cfg = config.load(dev="alice", storage=str(tmp_path / "team"),
                       models=str(tmp_path / "models"), results=str(tmp_path / "results"))
     info, models, local = rc.pull(cfg, exp)

@@ -206,3 +206,13 @@ def test_convolutional_options_take_effect():
         assert m(x).shape == (2, 5) and math.isfinite(m(x).sum().item())
     with pytest.raises(ValueError, match="divisible"):
         create_model("transformer", d_model=10, heads=3)
+
+
+def test_settings_own_their_model_table():
+    """from_dict copies the `model` table: the caller changing its dict afterwards (a tune
+    trial reusing a base config) does not change settings already made from it."""
+    table = {"channels": [8, 16]}
+    s = TrainSettings.from_dict({"arch": "cnn1d", "model": table})
+    table["channels"].append(32)
+    table["kernel"] = 3
+    assert s.model == {"channels": [8, 16]}

@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from raytasks.constants import utc_stamp
+from raytasks.constants import utc_iso
 from raytasks.data import BEAT, BEAT_LEN, CLASS_SHORT, FEATURES, NUM_CLASSES, RR_FEATURES
 from raytasks.paths import staged_dir
 
@@ -68,7 +68,7 @@ def write_dataset(splits: dict[str, pd.DataFrame], dest: Path, meta: dict, shard
             shards = write_split(frame, tmp / split, shard_rows, seed + i)
             meta["splits"][split] = {"rows": len(frame), "shards": shards,
                                      "class_counts": class_counts(frame)}
-        meta["created"] = utc_stamp()
+        meta["created"] = utc_iso()
         (tmp / "build.json").write_text(json.dumps(meta, indent=2))
     return meta
 

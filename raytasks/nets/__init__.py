@@ -12,15 +12,7 @@ import torch
 import torch.nn as nn
 
 from raytasks.data import BEAT_LEN, NUM_CLASSES, RR_FEATURES
-
-REGISTRY: dict[str, tuple[type, type]] = {}
-
-
-def register(name: str, config_cls: type):
-    def wrap(model_cls):
-        REGISTRY[name] = (model_cls, config_cls)
-        return model_cls
-    return wrap
+from raytasks.nets.registry import REGISTRY, register  # noqa: F401 (register: re-exported)
 
 
 def model_config(name: str, **cfg):

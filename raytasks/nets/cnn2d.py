@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch.nn as nn
 import torch.nn.functional as F
 
-from raytasks.nets import register
+from raytasks.nets.registry import register
 
 PADDED = 192
 

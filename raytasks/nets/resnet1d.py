@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
-from raytasks.nets import register
+from raytasks.nets.registry import register
 
 
 @dataclass

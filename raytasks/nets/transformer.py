@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from raytasks.nets import register
+from raytasks.nets.registry import register
 
 
 @dataclass

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from raytasks.data import NUM_CLASSES
-from raytasks.nets import register
+from raytasks.nets.registry import register
 
 ABSENT = -50.0  # the raw score of a class the trees never saw
 

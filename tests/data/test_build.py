@@ -254,8 +254,9 @@ def test_offline_download_fails_in_one_line(tmp_path, monkeypatch):
     assert not (tmp_path / "dl").exists()
 
 
-def test_build_of_an_older_build_version_is_rebuilt(tmp_path, mitdb):
+def test_build_of_an_older_build_version_is_rebuilt(tmp_path, mitdb, monkeypatch):
     """Shards of another BUILD_VERSION are rebuilt; current ones are left alone."""
+    from raytasks.data import build as build_module
     from raytasks.data.shards import BUILD_VERSION
 
     recs = copy_records(tmp_path / "r", ["100"])
@@ -263,8 +264,16 @@ def test_build_of_an_older_build_version_is_rebuilt(tmp_path, mitdb):
     build(recs, out, ("intra",), progress=False)
     first = snapshot(out)
     beats = read_shards(sorted((out / "intra").rglob("*.parquet")))
-    build(recs, out, ("intra",), progress=False)
-    assert snapshot(out) == first  # current: nothing rewritten
+    files = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.rglob("*")}
+    writer = build_module.write_dataset
+
+    def no_write(*args, **kwargs):
+        raise AssertionError("current shards were rewritten")
+
+    monkeypatch.setattr(build_module, "write_dataset", no_write)
+    build(recs, out, ("intra",), progress=False)  # current: the writer is never called
+    assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.rglob("*")} == files
+    monkeypatch.setattr(build_module, "write_dataset", writer)
     meta_path = out / "intra" / "build.json"
     meta = json.loads(meta_path.read_text())
     meta_path.write_text(json.dumps(meta | {"version": BUILD_VERSION - 1}))
