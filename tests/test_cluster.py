@@ -299,7 +299,8 @@ def check_team_walk(alice: Path, followed: str, mine: Path, port: int) -> None:
                                "batch_size", "epochs", "rr", "model.kernel", "trial_id"
                                }, r["config"]
     assert sum("alice-cnn1d" in a for r in runs for a in r["artifacts"]) == 1, runs
-    export = [r for r in runs if "valid/confusion" in r["logged"]]
+    # the exported best's run, resumed: its confusion image (logged as valid/confusion/*)
+    export = [r for r in runs if any(k.startswith("valid/confusion/") for k in r["logged"])]
     assert len(export) == 1 and export[0]["name"] in {r["name"] for r in trials}, runs
     assert sorted(export[0]["tags"]) == ["alice", "cnn1d"], export
 
@@ -310,5 +311,5 @@ def check_team_walk(alice: Path, followed: str, mine: Path, port: int) -> None:
     # what stays dead on a healthy search is lifecycle: trials, W&B queues and logging
     # actors ended by Tune, the job's supervisor (README "Dashboard")
     lifecycle = {"ImplicitFunc", "_QueueActor", "QuietLoggingActor", "JobSupervisor"}
-    assert {cls for cls, _ in state["dead"]} <= lifecycle, state["dead"]
+    assert {cls.rsplit(".", 1)[-1] for cls, _ in state["dead"]} <= lifecycle, state["dead"]
     assert state["job_name"].startswith("alice: tune --space cnn1d"), state
