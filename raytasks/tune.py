@@ -383,7 +383,7 @@ def run(req: SearchRequest, store: Storage | None = None) -> SearchOutcome:
     grid = search(p, base)
     rows = record(p, grid, base)
     exported = export(p, grid, base) if req.export else []
-    publish(p, rows, [path.name for path in exported])
+    publish(p, base, rows, [path.name for path in exported])
     return SearchOutcome(grid, rows, exported)
 
 
@@ -474,11 +474,11 @@ def best_checkpoints(grid, space, metric: str) -> dict[str, tuple]:
     return best
 
 
-def publish(p: Plan, rows, models: list[str]) -> None:
+def publish(p: Plan, base: dict, rows, models: list[str]) -> None:
     """This search's rows, plot and summary into <storage>/<dev>/results/<name>/; outside a
     job, the team leaderboard (every dev's rows) is also refreshed in the local results/."""
     info = {"dev": p.dev, "experiment": p.name, "space": p.space.name, "models": models,
-            "trials": len(rows), "metric": p.request.metric, "storage": p.store.uri,
+            "trials": len(rows), "metric": saved_metric(p, base), "storage": p.store.uri,
             "finished": utc_iso()}
     with tempfile.TemporaryDirectory() as tmp:
         plot = Path(tmp) / "leaderboard.png"
