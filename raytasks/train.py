@@ -22,6 +22,7 @@ from raytasks.constants import BEAT_LEN, FS
 from raytasks.data.stream import BalancedStream, load_split
 from raytasks.metrics import compute_metrics
 from raytasks.nets import create_model
+from raytasks.ray_connect import quiet_sigterm_exit
 from raytasks.saved import predict_logits
 from raytasks.settings import TrainConfigError, TrainData, TrainSettings, as_settings, derive
 
@@ -207,6 +208,7 @@ def train_loop_per_worker(config: dict):
     rank) -> batches` (a hook around this worker's batches, e.g. a test's failure)."""
     import ray.train
 
+    quiet_sigterm_exit()
     s, data, stream = config["settings"], config["data"], config["stream"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()

@@ -46,6 +46,7 @@ from raytasks.constants import utc_iso, utc_stamp
 from raytasks.data import CLASS_SHORT, DataError
 from raytasks.metrics import METRIC_NAMES, OBJECTIVE, RECALL_NAMES
 from raytasks.paths import PathError, check_name
+from raytasks.ray_connect import quiet_sigterm_exit
 from raytasks.settings import TrainConfigError, TrainSettings
 from raytasks.spaces import (
     Space,
@@ -155,6 +156,7 @@ def trial_fn(sampled: dict, space, base: dict, fs=None):
     """One Tune trial: sampled config -> training settings -> train, reporting each epoch."""
     from ray import tune
 
+    quiet_sigterm_exit()
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # a line per checkpoint saved
     settings = run_settings(space, sampled, base)
     if base["workers"] > 1:

@@ -3,6 +3,8 @@ loss (weighted CE, focal, label smoothing), both schedules, the stream's class w
 and the architecture options `-m` passes. No Ray: each runs in milliseconds."""
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -216,3 +218,35 @@ def test_settings_own_their_model_table():
     table["channels"].append(32)
     table["kernel"] = 3
     assert s.model == {"channels": [8, 16]}
+
+
+EXIT_IN_GC = """
+import sys
+from raytasks.ray_connect import quiet_sigterm_exit
+
+class Exits:  # what Ray's SIGTERM handler does when it lands in a GC callback
+    def __del__(self):
+        raise SystemExit(1)
+
+class Breaks:
+    def __del__(self):
+        raise ValueError("a real error")
+
+if sys.argv[1] == "quiet":
+    quiet_sigterm_exit()
+Exits()
+Breaks()
+print("still running")
+"""
+
+
+def test_an_asked_for_exit_in_a_gc_callback_prints_nothing_other_errors_still_do():
+    def run(mode):
+        return subprocess.run([sys.executable, "-c", EXIT_IN_GC, mode], capture_output=True,
+                              text=True, check=True)
+
+    loud, quiet = run("loud"), run("quiet")
+    assert "SystemExit" in loud.stderr and "a real error" in loud.stderr  # Python's default
+    assert "SystemExit" not in quiet.stderr and "Exception ignored" in quiet.stderr
+    assert "a real error" in quiet.stderr
+    assert loud.stdout == quiet.stdout == "still running\n"
