@@ -23,8 +23,11 @@ def search(kind: str, space, base: dict, samples: int, max_epochs: int, seed: in
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
-    trainable = tune.with_resources(tune.with_parameters(trial_fn, space=space, base=base),
-                                    {"CPU": 0.5})
+    from raytasks.train import open_datasets
+
+    datasets = open_datasets(base["data"], seed=seed)  # once, shared by the trials, as tune's
+    trainable = tune.with_resources(tune.with_parameters(trial_fn, space=space, base=base,
+                                                         datasets=datasets), {"CPU": 0.5})
     if kind == "asha+hyperopt":
         search_alg = ConcurrencyLimiter(conditional_hyperopt(space, OBJECTIVE, samples, seed),
                                         max_concurrent=2)

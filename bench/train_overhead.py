@@ -1,8 +1,8 @@
 """Beats/s of a TorchTrainer epoch vs a bare single-process PyTorch loop, same model/shards.
 
-The Ray path: one TorchTrainer worker (1 CPU, one torch thread) fed by the balanced stream
-(the split read once into the object store, resampled per epoch, batches prefetched); its
-beats/s is what the worker measured over its epoch loop. The bare loop: the same model, batch
+The Ray path: one TorchTrainer worker (1 CPU, one torch thread) fed by its Ray Data shard
+(the split read once into the object store, resampled and shuffled per block every epoch);
+its beats/s is what the worker measured over its epoch loop. The bare loop: the same model, batch
 size, thread count and number of rows, over tensors already in memory. Goal: keep the Ray
 path >= 0.95x. Run inside `unshare -n`.
 

@@ -7,9 +7,10 @@ files (pyedflib) and CSV files of samples (--fs gives their sampling rate). Lead
 channel labelled ECG), else the first one.
 
 Per recording: the signal is resampled to the 360 Hz of MIT-BIH, R-peaks are found by
-sleepecg's detector, and the training preprocessing is applied unchanged (`extract_beats`
-and `rr_features` of raytasks.data.beats: 125 Hz, 10-s windows min-max normalised, beats of
-1.2 x the window's median RR, RR features from the *detected* peaks). A recording is cut
+wfdb's XQRS with sleepecg's detector filling its gaps (`detect_peaks`), and the training
+preprocessing is applied unchanged (`extract_beats` and `rr_features` of raytasks.data.beats:
+125 Hz, 10-s windows min-max normalised, beats of 1.2 x the window's median RR, RR features
+from the *detected* peaks). A recording is cut
 into chunks (--chunk-s, aligned to the 10-s windows) and Ray Data runs one task per chunk:
 pass 1 detects peaks and extracts beats, the driver computes each recording's RR features
 over all its peaks (they need the whole record), pass 2 classifies with the model loaded once

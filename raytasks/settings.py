@@ -73,7 +73,7 @@ class TrainSettings:
     max_failures: int = setting(
         2, "worker-group restarts (from the latest checkpoint) before giving up",
         limits=(int, -1, None))
-    prefetch: int = setting(4, "batches each worker gathers ahead of its train loop",
+    prefetch: int = setting(4, "Ray Data blocks each worker fetches ahead of its train loop",
                             limits=(int, 1, None))
     gpu: bool = setting(False, "train on GPU(s): use_gpu workers, mixed precision, pinned "
                                "batches on the device", limits=(bool, None, None))
@@ -181,10 +181,12 @@ class TrainData:
 def derive(settings: TrainSettings) -> TrainData:
     """Resolve the data: shard lists, class counts and the loss's class weights."""
     from raytasks.config import resolve
-    from raytasks.data.stream import class_counts, split_files
+    from raytasks.data.stream import check_rr, class_counts, split_files
 
     data_dir = resolve(settings.data)
     train_files = split_files(data_dir, "train")
+    if settings.rr:  # before any Ray work: the stream carries RR columns only when shards do
+        check_rr(train_files)
     counts = class_counts(train_files)
     return TrainData(str(data_dir), train_files, split_files(data_dir, "valid"),
                      counts.tolist(), stream_weights(counts, settings))

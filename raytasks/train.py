@@ -1,5 +1,6 @@
-"""Training: a per-worker loop run by Ray Train's TorchTrainer, fed by the balanced Ray Data
-stream, validated on the whole valid split after every epoch, checkpointed, and exported.
+"""Training: a per-worker loop run by Ray Train's TorchTrainer, fed by Ray Data (the worker's
+`get_dataset_shard("train")`, class-balanced and shuffled per epoch), validated on the whole
+valid split after every epoch, checkpointed, and exported.
 
     raytasks train --arch resnet1d --epochs 30 --balance 0.5 --loss focal
 
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 
 from raytasks import saved
 from raytasks.constants import BEAT_LEN, FS
-from raytasks.data.stream import BalancedStream, load_split
+from raytasks.data.stream import dataset_arrays, epoch_batches, open_split, split_files
 from raytasks.metrics import compute_metrics
 from raytasks.nets import create_model
 from raytasks.ray_connect import quiet_sigterm_exit
@@ -170,11 +171,12 @@ def run_epoch(step, batches) -> dict:
 
 
 def train_loop(s: TrainSettings, data: TrainData, *, rank: int, world: int, checkpoint,
-               batches, report, worker_nodes: int = 1, device: torch.device = CPU):
+               batches, valid, report, worker_nodes: int = 1, device: torch.device = CPU):
     """Train s.epochs epochs, resuming after the checkpoint's epoch if one is given.
 
-    batches(epoch) yields {'x', 'y'} torch batches on `device`; report(metrics, state_dir or
-    None) is called once per epoch on every rank (rank 0 validates and attaches the state).
+    batches(epoch) yields {'x', 'y'} torch batches on `device`; valid() gives the valid
+    split as (x, y) arrays (called on rank 0 only); report(metrics, state_dir or None) is
+    called once per epoch on every rank (rank 0 validates and attaches the state).
     """
     torch.manual_seed(s.seed + rank)
     torch.set_num_threads(s.threads or max(1, round(s.cpus_per_worker)))
@@ -185,7 +187,7 @@ def train_loop(s: TrainSettings, data: TrainData, *, rank: int, world: int, chec
 
         net = ray.train.torch.prepare_model(model)  # DDP (gloo on CPU, nccl on GPU)
     step = make_step(s, data, net, opt, sched, device, rank)
-    valid_x, valid_y = load_split(data.valid_files, rr=s.rr) if rank == 0 else (None, None)
+    valid_x, valid_y = valid() if rank == 0 else (None, None)
     for epoch in range(start, s.epochs):
         net.train()
         metrics = {"epoch": epoch, "start_epoch": start, "worker_nodes": worker_nodes,
@@ -203,19 +205,25 @@ def train_loop(s: TrainSettings, data: TrainData, *, rank: int, world: int, chec
 
 
 def train_loop_per_worker(config: dict):
-    """The TorchTrainer entry point: Ray Train context -> train_loop. config holds the
-    settings, the data they resolve to, the stream, and an optional `wrap_batches(batches,
-    rank) -> batches` (a hook around this worker's batches, e.g. a test's failure)."""
+    """The TorchTrainer entry point: Ray Train context -> train_loop, fed by this worker's
+    shard of the train dataset (and the whole valid one). config holds the settings, the
+    data they resolve to, and an optional `wrap_batches(batches, rank) -> batches` (a hook
+    around this worker's batches, e.g. a test's failure)."""
     import ray.train
 
     quiet_sigterm_exit()
-    s, data, stream = config["settings"], config["data"], config["stream"]
+    s, data = config["settings"], config["data"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = train_device(s, train_worker=True)
+    shard = ray.train.get_dataset_shard("train")
+    # DDP ranks must take the same number of steps; one worker takes its whole epoch
+    steps = data.train_rows // world // s.batch_size if world > 1 else None
 
-    def batches(epoch):  # this rank's equal share of the epoch, from the object store
-        share = stream.batches(epoch, s.batch_size, rank, world, device, s.prefetch)
+    def batches(epoch):
+        share = epoch_batches(shard, epoch, counts=data.train_counts, balance=s.balance,
+                              seed=s.seed, batch_size=s.batch_size, rr=s.rr, rank=rank,
+                              steps=steps, device=device, prefetch=s.prefetch)
         return share if rank else progress(share, s, data, epoch, world, "rank 0")
 
     def report(metrics, state_dir):
@@ -225,8 +233,9 @@ def train_loop_per_worker(config: dict):
 
     wrap = config.get("wrap_batches")
     train_loop(s, data, rank=rank, world=world, checkpoint=ray.train.get_checkpoint(),
-               batches=wrap(batches, rank) if wrap else batches, report=report,
-               worker_nodes=worker_nodes(world), device=device)
+               batches=wrap(batches, rank) if wrap else batches,
+               valid=lambda: dataset_arrays(ray.train.get_dataset_shard("valid"), s.rr),
+               report=report, worker_nodes=worker_nodes(world), device=device)
 
 
 def worker_nodes(world: int) -> int:
@@ -253,21 +262,31 @@ def check_gpus(s: TrainSettings) -> None:
                                f"needed); train without --gpu or on a machine with one")
 
 
+def open_datasets(data_dir: str | Path, seed: int = 0, log=print) -> dict:
+    """A built scheme's train and valid splits as Ray Data datasets (data.stream.open_split):
+    train read once or streamed, by its size; valid (small, read whole by rank 0) read once.
+    A search opens them once and hands them to every trial."""
+    return {"train": open_split(split_files(data_dir, "train"), seed=seed, log=log),
+            "valid": open_split(split_files(data_dir, "valid"), seed=seed, mode="materialize",
+                                log=lambda _: None)}
+
+
 def build_trainer(s: TrainSettings, name: str, storage: Path | str, callbacks=(),
-                  filesystem=None, data: TrainData | None = None, wrap_batches=None):
-    """A TorchTrainer for `s`, fed by the balanced stream: the train split is read once into
-    the object store here; every worker resamples it per epoch."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+                  filesystem=None, data: TrainData | None = None, wrap_batches=None,
+                  datasets: dict | None = None):
+    """A TorchTrainer for `s`, fed by Ray Data: the train dataset is split between the
+    workers (equal rows each), the valid one goes whole to every worker."""
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     check_gpus(s)
     data = data or derive(s)
-    stream = BalancedStream.materialize(data.train_files, s.balance, s.seed, rr=s.rr)
+    datasets = datasets or open_datasets(data.data_dir, s.seed)
     resources = {"CPU": s.cpus_per_worker} | ({"GPU": s.gpus_per_worker} if s.gpu else {})
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"settings": s, "data": data, "stream": stream,
-                           "wrap_batches": wrap_batches},
+        train_loop_config={"settings": s, "data": data, "wrap_batches": wrap_batches},
+        datasets=datasets, dataset_config=DataConfig(datasets_to_split=["train"]),
         scaling_config=ScalingConfig(num_workers=s.workers, use_gpu=s.gpu,
                                      resources_per_worker=resources,
                                      placement_strategy=s.placement),
@@ -292,20 +311,25 @@ def fit(settings: TrainSettings | dict, name: str, storage: Path, callbacks=(),
     return best, metrics, result
 
 
-def fit_local(settings: TrainSettings | dict, report, checkpoint=None, label: str = "train"):
-    """The same loop in this process (no TorchTrainer): one Tune trial per CPU slot;
-    `label` starts its progress lines (a Tune trial's: <arch>-<trial id>)."""
+def fit_local(settings: TrainSettings | dict, report, checkpoint=None, label: str = "train",
+              datasets: dict | None = None):
+    """The same loop in this process (no TorchTrainer), iterating the Ray Data datasets
+    itself: one Tune trial per CPU slot; `label` starts its progress lines (a Tune trial's:
+    <arch>-<trial id>)."""
     s = as_settings(settings)
     data = derive(s)
     device = train_device(s)
-    stream = BalancedStream.materialize(data.train_files, s.balance, s.seed, rr=s.rr)
+    datasets = datasets or open_datasets(data.data_dir, s.seed)
 
     def batches(epoch):
-        every = stream.batches(epoch, s.batch_size, device=device, prefetch=s.prefetch)
+        every = epoch_batches(datasets["train"], epoch, counts=data.train_counts,
+                              balance=s.balance, seed=s.seed, batch_size=s.batch_size,
+                              rr=s.rr, device=device, prefetch=s.prefetch)
         return progress(every, s, data, epoch, 1, label)
 
     train_loop(s, data, rank=0, world=1, checkpoint=checkpoint, batches=batches,
-               report=report, device=device)
+               valid=lambda: dataset_arrays(datasets["valid"], s.rr), report=report,
+               device=device)
 
 
 def progress(batches, s: TrainSettings, data: TrainData, epoch: int, world: int, label: str,

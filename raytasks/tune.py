@@ -20,8 +20,9 @@ search's metric, the validation loss and per-class recall, every 30 s in a job l
 a terminal); trial processes print an epoch's progress every 25% when it runs long.
 
 Sizing: trials x workers x cpus-per-trial must leave 1 CPU of the cluster free, a margin for
-the tasks and actors Tune and Ray Train start besides the trials (the training stream no
-longer needs one: it reads a split once into the object store, see data/stream.py). On 2
+the tasks and actors Tune, Ray Train and Ray Data start besides the trials (a split that
+fits is read once into the object store and needs no task after; a streamed one reads its
+shards with tasks of STREAM_TASK_CPUS, see data/stream.py). On 2
 cores: 2 trials x 0.5 CPU (the CPU count is Ray's bookkeeping: each trial still trains on a
 whole core).
 
@@ -152,8 +153,9 @@ def conditional_hyperopt(space, metric: str, samples: int, seed: int):
         n_initial_points=max(2, samples // 4), random_state_seed=seed)
 
 
-def trial_fn(sampled: dict, space, base: dict, fs=None):
-    """One Tune trial: sampled config -> training settings -> train, reporting each epoch."""
+def trial_fn(sampled: dict, space, base: dict, fs=None, datasets=None):
+    """One Tune trial: sampled config -> training settings -> train, reporting each epoch.
+    `datasets`: the search's Ray Data splits, opened once on the driver (see `trainable`)."""
     from ray import tune
 
     quiet_sigterm_exit()
@@ -168,7 +170,7 @@ def trial_fn(sampled: dict, space, base: dict, fs=None):
         trainer = build_trainer(settings,
                                 name=f"train-{ctx.get_trial_id()}",
                                 storage=f"{base['_storage']}/train", filesystem=fs,
-                                callbacks=[TuneReportCallback()])
+                                callbacks=[TuneReportCallback()], datasets=datasets)
         trainer.fit()
         return
     from raytasks.train import fit_local
@@ -177,7 +179,8 @@ def trial_fn(sampled: dict, space, base: dict, fs=None):
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(state_dir))
 
     label = tracking.run_name(settings.arch, tune.get_context().get_trial_id())
-    fit_local(settings, report, checkpoint=tune.get_checkpoint(), label=label)
+    fit_local(settings, report, checkpoint=tune.get_checkpoint(), label=label,
+              datasets=datasets)
 
 
 def run_settings(space, sampled: dict, base: dict) -> TrainSettings:
@@ -265,14 +268,20 @@ def search_settings(p: Plan) -> dict:
 
 
 def trainable(p: Plan, base: dict):
+    """The trial function with its resources; the splits are opened here, once per search
+    (read into the object store when they fit), and shared by every trial."""
     from ray import tune
 
+    from raytasks.train import open_datasets
+
     req = p.request
+    datasets = open_datasets(base["data"], seed=base["seed"])
     # with --workers > 1 the trial process only drives its TorchTrainer (Tune refuses 0 CPU)
     resources = {"CPU": 0.05} if req.workers > 1 else {"CPU": req.cpus_per_trial} | (
         {"GPU": req.gpus_per_trial} if req.gpus_per_trial else {})
     return tune.with_resources(
-        tune.with_parameters(trial_fn, space=p.space, base=base, fs=p.store.fs), resources)
+        tune.with_parameters(trial_fn, space=p.space, base=base, fs=p.store.fs,
+                             datasets=datasets), resources)
 
 
 def reporter(p: Plan):

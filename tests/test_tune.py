@@ -143,3 +143,27 @@ def test_resume_after_kill_skips_finished_trials(tune_env):
     assert (finished / "result.json").read_text() == rows_before  # not run again
     board = pd.read_csv(tune_env / "results" / "leaderboard.csv")
     assert len(board) == 3 and set(board["experiment"]) == {exp_dir.name}
+
+
+def test_trial_its_trainer_and_a_streamed_split_share_two_cpus(ray_cluster, tune_env,
+                                                               monkeypatch):
+    """A Tune trial (its sliver of CPU), its TorchTrainer's two workers and the read tasks
+    of a split streamed from its shards, all on the 2 CPUs of this test's Ray: it ends."""
+    from raytasks.data import stream
+    from raytasks.tune import SearchRequest, run
+
+    monkeypatch.setattr(stream, "MATERIALIZE_SHARE", 0.0)  # too big to hold: stream it
+
+    def hung(*_):
+        raise TimeoutError("the search hung: trial + trainer + stream starved 2 CPUs")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(300)
+    try:
+        grid = run(SearchRequest("cnn1d", samples=1, max_epochs=2, grace=1, concurrency=1,
+                                 workers=2, cpus_per_trial=0.5, wandb=False)).grid
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert len(grid) == 1 and not grid.errors
+    assert grid[0].metrics["training_iteration"] == 2

@@ -1,27 +1,29 @@
-"""The training stream: a split's shards read once into Ray's object store, then every epoch a
-class-balanced, shuffled resample of them, batched and prefetched on each worker.
+"""The training stream: a split's beat shards as a Ray Data dataset, fed to each TorchTrainer
+worker through `ray.train.get_dataset_shard("train")` and resampled there every epoch.
+
+    train_ds = open_split(files)                  # read once (or streamed, see below)
+    TorchTrainer(loop, datasets={"train": train_ds, "valid": valid_ds}, ...)
+    # in the loop: for batch in epoch_batches(get_dataset_shard("train"), epoch, ...)
 
 `balance` alpha in [0, 1] sets the epoch's class shares p_c ~ count_c^(1 - alpha): 0 keeps
 the natural frequencies, 1 gives equal classes. The epoch keeps the split's size N, so class
 c is resampled at rate N p_c / count_c: each row is repeated floor(rate) times plus once more
-with probability frac(rate) (rates below 1 thin the class).
+with probability frac(rate) (rates below 1 thin the class). The draw for a row is a hash of
+(record, sample, seed, epoch): which rows an epoch holds is fixed by the seed and changes every
+epoch, wherever the row is read (any worker, any block order).
 
-The draw for a row is a hash of (record, sample, seed, epoch): an epoch is reproducible for a
-given seed and changes every epoch. Each worker computes the whole epoch's shuffled row list
-itself (a few milliseconds of numpy over the split's row keys; no coordination needed) and
-takes its rank's equal slice, so DDP workers see disjoint rows and the same number of steps.
-
-Why not a Ray Data pipeline per epoch: re-reading and re-stacking the shards every epoch ran
-at 0.026x the speed of in-memory tensors (bench/stream.py). The split (52 MB for intra train)
-is read once; workers on a node share the object store's copy without copying it.
+Read once: a split that fits the object store's budget (`MATERIALIZE_SHARE` of it) is read
+and materialized once (a search shares it between its trials); one that does not is streamed
+from its shards every epoch, in a file order reseeded per epoch, never materialized. Either
+way Ray Data hands out whole blocks (the beat in Ray's tensor type, zero-copy to torch), so
+its per-batch cost is paid once per ~4,000 rows; the worker resamples and shuffles a block
+with one gather and slices it into `batch_size` views.
 """
 
 import json
-import queue
-import threading
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -149,122 +151,176 @@ def load_split(files: list[str], rr: bool = False) -> tuple[np.ndarray, np.ndarr
     return np.array(arrays["x"]), arrays["y"]  # a writable copy: torch warns on read-only
 
 
+# ---------------------------------------------------------------- the Ray Data path
+
+MATERIALIZE_SHARE = 0.25  # of the object store: room left for checkpoints and other trials
+# rows per Ray Data block, one hand-out to a worker (~12 MB, 64 batches of 256): Ray Data's
+# fixed cost per hand-out (~2 ms here) is paid per block, not per batch
+BLOCK_ROWS = 16384
+# a streamed split's read tasks: small, so that they fit beside a Tune trial (its own sliver
+# of CPU) and its TorchTrainer workers (whole CPUs) on a 2-CPU machine instead of starving
+STREAM_TASK_CPUS = 0.25
+ROW_BYTES = (BEAT_LEN + len(RR_FEATURES)) * 4 + 16  # x, rr float32; y, key int64
+
+
 @dataclass
 class StreamStats:
-    """Where a worker's stream time went (seconds): building epoch row lists, gathering
-    batches (in the prefetch thread), and the train loop waiting for a batch."""
+    """Where a worker's stream time went (seconds): waiting for Ray Data's next block (the
+    first one separately), resampling and shuffling blocks, and rows handed out."""
 
-    index_s: float = 0.0
-    gather_s: float = 0.0
+    first_block_s: float = 0.0
     wait_s: float = 0.0
+    resample_s: float = 0.0
+    blocks: int = 0
     rows: int = 0
 
 
-@dataclass(eq=False)
-class BalancedStream:
-    """A split held in Ray's object store, resampled per epoch (see the module docstring).
+def split_bytes(files: list[str]) -> int:
+    """What a split takes as training rows (x float32 beat + RR, y, key), from the shards'
+    metadata: nothing is read."""
+    return sum(pq.read_metadata(f).num_rows for f in files) * ROW_BYTES
 
-    Picklable (it carries an ObjectRef): build it once on the driver with `materialize`,
-    hand it to every worker, and call `batches(epoch, ...)` there.
-    """
 
-    ref: object  # a ray.ObjectRef of the {"x", "y", "key"} arrays
-    counts: np.ndarray
-    balance: float
-    seed: int
-    stats: StreamStats = field(default_factory=StreamStats)
-
-    @classmethod
-    def materialize(cls, files: list[str], balance: float, seed: int,
-                    rr: bool = False) -> "BalancedStream":
-        """Read the split into the object store (balance and seed: the training settings')."""
+def choose_mode(files: list[str], store_bytes: float | None = None) -> str:
+    """'materialize' when the split fits MATERIALIZE_SHARE of the object store, else
+    'stream'. store_bytes: the cluster's object store (asked of Ray when not given)."""
+    if store_bytes is None:
         import ray
 
-        arrays = read_split(files, rr=rr, keys=True)
-        counts = np.bincount(arrays["y"], minlength=NUM_CLASSES)
-        resample_rates(counts, balance)  # refuse a bad alpha before any worker starts
-        return cls(ray.put(arrays), counts, balance, seed)
-
-    def __getstate__(self):  # ship the reference, never the arrays a driver fetched
-        return {k: v for k, v in self.__dict__.items() if k != "_arrays"}
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        """The split's arrays (zero-copy from the object store on a worker's node)."""
-        if not hasattr(self, "_arrays"):
-            import ray
-
-            self._arrays = ray.get(self.ref)
-        return self._arrays
-
-    def epoch_rows(self, epoch: int, rank: int = 0, world: int = 1) -> np.ndarray:
-        """Row indices of this rank's share of an epoch, resampled and shuffled."""
-        t0 = time.perf_counter()
-        a = self.arrays()
-        rate = resample_rates(self.counts, self.balance)[a["y"]]
-        u = key_uniforms(a["key"], self.seed, epoch)
-        copies = np.floor(rate).astype(np.int64) + (u < rate - np.floor(rate))
-        rows = np.random.default_rng([self.seed, epoch]).permutation(
-            np.repeat(np.arange(len(copies)), copies))
-        share = len(rows) // world  # equal shares: DDP ranks must take the same steps
-        self.stats.index_s += time.perf_counter() - t0
-        return rows[rank * share:(rank + 1) * share]
-
-    def batches(self, epoch: int, batch_size: int, rank: int = 0, world: int = 1,
-                device: str | torch.device = "cpu", prefetch: int = 4):
-        """{'x', 'y'} torch batches of this rank's share of an epoch, gathered ahead of the
-        train loop by a thread (pinned and copied to `device` there when it is a GPU)."""
-        a, rows = self.arrays(), self.epoch_rows(epoch, rank, world)
-        device = torch.device(device)
-
-        def make():
-            for i in range(0, len(rows), batch_size):
-                t0 = time.perf_counter()
-                idx = rows[i:i + batch_size]
-                batch = {"x": torch.from_numpy(a["x"][idx]), "y": torch.from_numpy(a["y"][idx])}
-                if device.type == "cuda":
-                    batch = {k: v.pin_memory().to(device, non_blocking=True)
-                             for k, v in batch.items()}
-                self.stats.gather_s += time.perf_counter() - t0
-                yield batch
-
-        for batch in prefetched(make(), prefetch, self.stats):
-            self.stats.rows += len(batch["y"])
-            yield batch
+        store_bytes = ray.cluster_resources().get("object_store_memory", 0)
+    return "materialize" if split_bytes(files) <= MATERIALIZE_SHARE * store_bytes else "stream"
 
 
-_END = object()
+def to_training_rows(table: pa.Table) -> dict[str, np.ndarray]:
+    """A shard batch -> x (n, 187) float32 (the beat), rr (n, 4) float32 when the shards
+    carry the RR features, y int64, key int64 (`row_keys`, reinterpreted)."""
+    beat = table.column(BEAT).combine_chunks()
+    rows = {"x": beat.flatten().to_numpy().reshape(len(beat), BEAT_LEN)}
+    if set(RR_FEATURES) <= set(table.column_names):
+        rows["rr"] = np.stack([table.column(c).to_numpy() for c in RR_FEATURES],
+                              axis=1).astype(np.float32)
+    key = row_keys(table.column("record").combine_chunks(), table.column("sample").to_numpy())
+    return rows | {"y": table.column("target").to_numpy().astype(np.int64),
+                   "key": key.view(np.int64)}
 
 
-def prefetched(items, depth: int, stats: StreamStats):
-    """Iterate `items` produced `depth` ahead by a daemon thread; errors surface here."""
-    q: queue.Queue = queue.Queue(maxsize=max(depth, 1))
-    stop = threading.Event()
+def open_split(files: list[str], seed: int = 0, mode: str = "auto", log=print):
+    """A split as a Ray Data dataset of {x, y, key} rows, read once into the object store
+    ('materialize') or streamed from its shards per epoch ('stream'); 'auto' chooses by
+    size, and the log says which. Block order is reseeded every epoch (execution)."""
+    import ray.data
 
-    def produce():
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        pass
-                if stop.is_set():
-                    return
-            q.put(_END)
-        except BaseException as e:  # handed to the consumer, raised in its thread
-            q.put(e)
-
-    threading.Thread(target=produce, daemon=True).start()
-    try:
-        while True:
-            t0 = time.perf_counter()
-            item = q.get()
-            stats.wait_s += time.perf_counter() - t0
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+    check_layout(files)
+    mode = choose_mode(files) if mode == "auto" else mode
+    columns = [BEAT, "target", "record", "sample"] + (RR_FEATURES if has_rr(files) else [])
+    shuffle = ray.data.FileShuffleConfig(seed=seed) if mode == "stream" else None
+    remote = {"num_cpus": STREAM_TASK_CPUS} if mode == "stream" else {}
+    if "://" not in files[0]:  # this machine's shards: read them on this node (a cluster's
+        # other hosts need not hold them; the rows reach those through the object store)
+        remote["label_selector"] = {"ray.io/node-id": ray.get_runtime_context().get_node_id()}
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # bars are noise in a job log; the log line says enough
+    v2, ctx.use_datasource_v2 = ctx.use_datasource_v2, False
+    try:  # Ray 2.60's V2 parquet reader spends ~60 ms per shard listing (9 s vs 2 s, 144 shards)
+        ds = ray.data.read_parquet(files, columns=columns, shuffle=shuffle, **remote)
     finally:
-        stop.set()  # the consumer stopped early: let the producer end
+        ctx.use_datasource_v2 = v2
+    # blocks of BLOCK_ROWS, made as the rows stream by (a repartition would be all-to-all)
+    ds.context.target_max_block_size = int(BLOCK_ROWS * ROW_BYTES * 1.25)
+    ds = ds.map_batches(to_training_rows, batch_format="pyarrow", batch_size=BLOCK_ROWS,
+                        zero_copy_batch=True, **remote)
+    where = Path(files[0]).parent
+    if mode == "stream":
+        log(f"{where}: streamed from {len(files)} shards every epoch, never held whole "
+            f"({split_bytes(files) / 1e6:.0f} MB; read once when <= {MATERIALIZE_SHARE:.0%} of "
+            f"the object store)")
+        return ds
+    ds = ds.materialize()
+    log(f"{where}: {ds.count():,} rows read once into the object store "
+        f"({split_bytes(files) / 1e6:.0f} MB)")
+    return ds.randomize_block_order(seed=ray.data.RandomSeedConfig(
+        seed=seed, reseed_after_execution=True))
+
+
+def dataset_arrays(dataset, rr: bool) -> tuple[np.ndarray, np.ndarray]:
+    """A whole (small) dataset or dataset shard as (x, y) numpy arrays: the valid split."""
+    xs, ys = [], []
+    for block in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+        xs.append(np.concatenate([block["x"], block["rr"]], axis=1) if rr else block["x"])
+        ys.append(block["y"])
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def epoch_batches(source, epoch: int, *, counts, balance: float, seed: int, batch_size: int,
+                  rr: bool = False, rank: int = 0, steps: int | None = None,
+                  device: str | torch.device = "cpu", prefetch: int = 2,
+                  stats: StreamStats | None = None):
+    """{'x', 'y'} torch batches of one epoch of `source` (a Dataset, or a worker's
+    DataIterator from `get_dataset_shard`), class-balanced by `balance` and shuffled.
+
+    Ray Data hands out whole blocks; each is resampled by its rows' hashes, permuted with
+    a generator fixed by (seed, epoch, rank), gathered once and cut into batch_size views;
+    rows left at a block's end open the next batch. With `steps` exactly that many batches
+    come out (DDP ranks must take the same number of steps): surplus rows are dropped, a
+    short share is topped up with rows drawn again from its last block."""
+    rates = resample_rates(counts, balance)
+    rng = np.random.default_rng([seed, epoch, rank])
+    stats = stats if stats is not None else StreamStats()
+    device = torch.device(device)
+    carry, last, done = None, None, 0
+
+    def out(x, y):
+        stats.rows += len(y)
+        if device.type == "cuda":
+            return {"x": x.pin_memory().to(device, non_blocking=True),
+                    "y": y.pin_memory().to(device, non_blocking=True)}
+        return {"x": x, "y": y}
+
+    t0 = time.perf_counter()
+    for block in source.iter_torch_batches(batch_size=None, prefetch_batches=prefetch):
+        waited = time.perf_counter() - t0
+        if stats.blocks:
+            stats.wait_s += waited
+        else:
+            stats.first_block_s += waited
+        stats.blocks += 1
+        t1 = time.perf_counter()
+        x, y = resample_block(block, rates, seed, epoch, rng, rr)
+        batches = []
+        if carry is not None:  # rows left from the previous block open the first batch
+            need = batch_size - len(carry[1])
+            head = torch.cat([carry[0], x[:need]]), torch.cat([carry[1], y[:need]])
+            x, y = x[need:], y[need:]
+            batches.append(head)
+        full = len(y) // batch_size * batch_size
+        batches += [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, full, batch_size)]
+        carry = batches.pop() if batches and len(batches[-1][1]) < batch_size else None
+        carry = (x[full:], y[full:]) if carry is None and full < len(y) else carry
+        last = (x, y) if len(y) else last
+        stats.resample_s += time.perf_counter() - t1
+        for batch in batches:
+            if steps is not None and done >= steps:
+                return
+            yield out(*batch)
+            done += 1
+        t0 = time.perf_counter()
+    if steps is None:
+        if carry is not None:
+            yield out(*carry)
+        return
+    while done < steps and last is not None:  # a short share: top it up, same batch size
+        pick = torch.from_numpy(rng.integers(0, len(last[1]), batch_size))
+        yield out(last[0][pick], last[1][pick])
+        done += 1
+
+
+def resample_block(block: dict, rates: np.ndarray, seed: int, epoch: int, rng, rr: bool):
+    """A block's rows for this epoch: each repeated by its hash's draw, shuffled, gathered
+    once (x: the beat, then its RR features with `rr`)."""
+    y = block["y"]
+    u = key_uniforms(block["key"].numpy().view(np.uint64), seed, epoch)
+    rate = rates[y.numpy()]
+    copies = np.floor(rate).astype(np.int64) + (u < rate - np.floor(rate))
+    idx = torch.from_numpy(rng.permutation(np.repeat(np.arange(len(y)), copies)))
+    x = block["x"][idx]
+    return (torch.cat([x, block["rr"][idx]], dim=1) if rr else x), y[idx]

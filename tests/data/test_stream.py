@@ -1,37 +1,49 @@
-import time
+"""The Ray Data training stream on real shards: class shares, per-row hash draws,
+reproducibility per seed and epoch, equal steps, RR columns, the materialize/stream choice."""
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
 from raytasks.data import RR_FEATURES, DataError
+from raytasks.data import stream as stream_mod
 from raytasks.data.shards import shard_table
 from raytasks.data.stream import (
-    BalancedStream,
     StreamStats,
+    choose_mode,
     class_counts,
+    epoch_batches,
     load_split,
-    prefetched,
+    open_split,
     resample_rates,
     row_uniforms,
+    split_bytes,
     split_files,
 )
 from tests.conftest import read_shards
 
+QUIET = {"log": lambda _: None}
 
-def take(stream, epoch=0, **kw) -> tuple[np.ndarray, np.ndarray]:
+
+def take(ds, counts, epoch=0, seed=0, alpha=0.5, **kw) -> tuple[np.ndarray, np.ndarray]:
     xs, ys = [], []
-    for b in stream.batches(epoch, 512, **kw):
+    for b in epoch_batches(ds, epoch, counts=counts, balance=alpha, seed=seed, batch_size=512,
+                           **kw):
         xs.append(b["x"].numpy())
         ys.append(b["y"].numpy())
     return np.concatenate(xs), np.concatenate(ys)
 
 
-@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
-def test_balanced_proportions(ray_cluster, processed, alpha):
+@pytest.fixture(scope="module")
+def intra(processed):
     files = split_files(processed / "intra", "train")
-    counts = class_counts(files)
-    x, y = take(BalancedStream.materialize(files, alpha, seed=3))
+    return files, class_counts(files)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+def test_balanced_proportions(ray_cluster, intra, alpha):
+    files, counts = intra
+    x, y = take(open_split(files, seed=3, **QUIET), counts, alpha=alpha)
     assert x.shape[1] == 187 and x.dtype == np.float32
     present = counts > 0
     expected = np.where(present, counts ** (1 - alpha), 0.0)
@@ -40,48 +52,79 @@ def test_balanced_proportions(ray_cluster, processed, alpha):
     # epoch size is kept (sampling noise only) and each class lands on its share
     assert abs(len(y) - counts.sum()) < 4 * np.sqrt(counts.sum())
     np.testing.assert_allclose(got[present], expected[present], atol=0.015)
-    if alpha == 1.0:
-        assert got[present].min() > 0.9 / present.sum()
 
 
-def test_each_row_is_drawn_by_its_own_hash(ray_cluster, processed):
-    """Same semantics as the per-batch Ray Data resampling it replaced: row i appears
-    floor(rate) times, plus once when hash(record, sample, seed, epoch) < frac(rate)."""
-    files = split_files(processed / "intra", "train")
-    stream = BalancedStream.materialize(files, 0.7, seed=5)
+def test_each_row_is_drawn_by_its_own_hash(ray_cluster, intra):
+    """Row i appears floor(rate) times, plus once when hash(record, sample, seed, epoch) <
+    frac(rate), whichever block and order Ray Data hands it out in."""
+    files, counts = intra
     frame = read_shards(files)
-    rate = resample_rates(class_counts(files), 0.7)[frame["target"].to_numpy()]
+    ref_x, _ = load_split(files)
+    where = {row.tobytes(): i for i, row in enumerate(ref_x)}
+    assert len(where) == len(ref_x)  # beats are unique: a row's bytes name it
+    rate = resample_rates(counts, 0.7)[frame["target"].to_numpy()]
+    ds = open_split(files, seed=5, **QUIET)
     for epoch in (0, 1):
         u = row_uniforms(frame["record"].to_numpy(), frame["sample"].to_numpy(), 5, epoch)
         expected = np.floor(rate).astype(int) + (u < rate - np.floor(rate))
-        got = np.bincount(stream.epoch_rows(epoch), minlength=len(frame))
+        x, _ = take(ds, counts, epoch=epoch, seed=5, alpha=0.7)
+        got = np.bincount([where[row.tobytes()] for row in x], minlength=len(ref_x))
         np.testing.assert_array_equal(got, expected)
 
 
-def test_stream_reproducible_per_seed_and_changes_per_epoch(ray_cluster, processed):
-    files = split_files(processed / "intra", "train")
-    a = take(BalancedStream.materialize(files, 0.7, seed=5), epoch=0)
-    stream = BalancedStream.materialize(files, 0.7, seed=5)
-    b, c = take(stream, epoch=0), take(stream, epoch=1)
-    np.testing.assert_array_equal(a[0], b[0])
-    np.testing.assert_array_equal(a[1], b[1])
-    assert len(a[1]) != len(c[1]) or not np.array_equal(a[0], c[0])
-    other = take(BalancedStream.materialize(files, 0.7, seed=6), epoch=0)
-    assert len(a[1]) != len(other[1]) or not np.array_equal(a[0], other[0])
+def test_stream_reproducible_per_seed_and_changes_per_epoch(ray_cluster, intra):
+    files, counts = intra
+    first = open_split(files, seed=5, **QUIET)
+    a0, a1 = take(first, counts, 0, seed=5), take(first, counts, 1, seed=5)
+    again = open_split(files, seed=5, **QUIET)
+    b0, b1 = take(again, counts, 0, seed=5), take(again, counts, 1, seed=5)
+    for a, b in ((a0, b0), (a1, b1)):  # the same epoch of the same seed: the same batches
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+    # consecutive epochs differ in which rows they hold, not only in their order
+    assert len(a0[1]) != len(a1[1]) or not np.array_equal(np.sort(a0[1]), np.sort(a1[1])) or (
+        not np.array_equal(np.sort(a0[0], axis=0), np.sort(a1[0], axis=0)))
+    other = take(open_split(files, seed=6, **QUIET), counts, 0, seed=6)
+    assert len(a0[1]) != len(other[1]) or not np.array_equal(a0[0], other[0])
 
 
-def test_ranks_take_equal_disjoint_shares_of_an_epoch(ray_cluster, processed):
-    files = split_files(processed / "intra", "train")
-    stream = BalancedStream.materialize(files, 0.5, seed=2)
-    whole = stream.epoch_rows(4)
-    shares = [stream.epoch_rows(4, rank, 3) for rank in range(3)]
-    assert len({len(s) for s in shares}) == 1 and len(whole) - 3 < 3 * len(shares[0])
-    np.testing.assert_array_equal(np.concatenate(shares), whole[:3 * len(shares[0])])
-    # a rank's batches are exactly its rows, in order, batch by batch
-    x, y = take(stream, epoch=4, rank=1, world=3)
-    ref_x, ref_y = load_split(files)
-    np.testing.assert_array_equal(x, ref_x[shares[1]])
-    np.testing.assert_array_equal(y, ref_y[shares[1]])
+def test_steps_fix_the_batch_count_both_ways(ray_cluster, intra):
+    """DDP ranks take `steps` batches: fewer than the share holds (the rest dropped) or more
+    (topped up from the share's own rows), every batch full."""
+    files, counts = intra
+    ds = open_split(files, seed=1, **QUIET)
+    whole = len(take(ds, counts)[1])
+    for steps in (whole // 512 // 2, whole // 512 + 5):
+        batches = list(epoch_batches(ds, 0, counts=counts, balance=0.5, seed=1,
+                                     batch_size=512, steps=steps))
+        assert len(batches) == steps
+        assert {len(b["y"]) for b in batches} == {512}
+
+
+def test_stream_stats_say_where_time_went(ray_cluster, intra):
+    files, counts = intra
+    stats = StreamStats()
+    _, y = take(open_split(files, **QUIET), counts, stats=stats)
+    assert stats.rows == len(y) and stats.blocks >= 1
+    assert stats.first_block_s > 0 and stats.resample_s > 0
+
+
+def test_materialize_or_stream_by_size(ray_cluster, intra, monkeypatch):
+    files, counts = intra
+    assert split_bytes(files) == counts.sum() * stream_mod.ROW_BYTES
+    assert choose_mode(files, store_bytes=split_bytes(files) * 4) == "materialize"
+    assert choose_mode(files, store_bytes=split_bytes(files) * 3) == "stream"
+    lines = []
+    streamed = open_split(files, seed=2, mode="stream", log=lines.append)
+    assert "streamed from" in lines[0] and "every epoch" in lines[0]
+    kept = open_split(files, seed=2, log=lines.append)  # 2 MB against a store of GBs
+    assert "read once into the object store" in lines[1]
+    # both hold the same rows: the same multiset of draws for a seed and epoch
+    for ds in (streamed, kept):
+        x, y = take(ds, counts, 3, seed=2)
+        np.testing.assert_array_equal(np.bincount(y, minlength=5),
+                                      np.bincount(take(kept, counts, 3, seed=2)[1],
+                                                  minlength=5))
 
 
 def test_rates_reject_bad_alpha():
@@ -90,9 +133,9 @@ def test_rates_reject_bad_alpha():
     np.testing.assert_allclose(resample_rates([80, 20, 0, 0, 0], 0.0)[:2], [1, 1])
 
 
-def test_rr_stream_carries_each_beat_s_own_rr_features(ray_cluster, processed, tmp_path):
-    files = split_files(processed / "intra", "train")
-    x, y = take(BalancedStream.materialize(files, 0.5, seed=1, rr=True))
+def test_rr_stream_carries_each_beat_s_own_rr_features(ray_cluster, intra, tmp_path):
+    files, counts = intra
+    x, y = take(open_split(files, seed=1, **QUIET), counts, rr=True)
     assert x.shape[1] == 187 + len(RR_FEATURES)
     ref_x, ref_y = load_split(files, rr=True)
     rows = {tuple(r): c for r, c in zip(ref_x.round(5), ref_y)}
@@ -104,27 +147,3 @@ def test_rr_stream_carries_each_beat_s_own_rr_features(ray_cluster, processed, t
     pq.write_table(shard_table(read_shards(files[:1]).drop(columns=RR_FEATURES)), beats_only)
     with pytest.raises(DataError, match="no RR-interval columns"):
         load_split([str(beats_only)], rr=True)
-
-
-def test_prefetch_keeps_order_raises_errors_and_stops_early():
-    stats = StreamStats()
-    assert list(prefetched(iter(range(50)), 3, stats)) == list(range(50))
-
-    def broken():
-        yield 1
-        raise RuntimeError("gather failed")
-
-    with pytest.raises(RuntimeError, match="gather failed"):
-        list(prefetched(broken(), 2, stats))
-    produced = []
-
-    def endless():
-        for i in range(10_000):
-            produced.append(i)
-            yield i
-
-    it = prefetched(endless(), 2, stats)
-    assert [next(it) for _ in range(5)] == list(range(5))
-    it.close()  # the consumer leaves: the producer thread must stop, not run on
-    time.sleep(0.5)
-    assert len(produced) < 20
