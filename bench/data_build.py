@@ -1,6 +1,6 @@
 """Wall time of a full 48-record build (both schemes) from raw records.
 
-    MITDB_DIR=../shared/data/mitdb .venv/bin/python bench/data_build.py
+MITDB_DIR=../shared/data/mitdb .venv/bin/python bench/data_build.py
 """
 
 import tempfile
@@ -20,8 +20,10 @@ def main():
         metas = build(records, Path(out), ("intra", "inter"), force=True)
         seconds = time.perf_counter() - t0
     beats = sum(i["rows"] for i in metas["intra"]["splits"].values())
-    print(f"full build: {len(metas['intra']['records'])} records, {beats} beats, both schemes: "
-          f"{seconds:.1f} s ({beats / seconds:.0f} beats/s)")
+    print(
+        f"full build: {len(metas['intra']['records'])} records, {beats} beats, both schemes: "
+        f"{seconds:.1f} s ({beats / seconds:.0f} beats/s)"
+    )
 
 
 if __name__ == "__main__":

@@ -53,8 +53,12 @@ def predict_peaks(x, fs):
     return detect_peaks(x, fs)
 
 
-DETECTORS = {"sleepecg": sleepecg_peaks, "xqrs": xqrs_peaks, "neurokit2": neurokit_peaks,
-             "raytasks": predict_peaks}
+DETECTORS = {
+    "sleepecg": sleepecg_peaks,
+    "xqrs": xqrs_peaks,
+    "neurokit2": neurokit_peaks,
+    "raytasks": predict_peaks,
+}
 
 
 def main():
@@ -81,13 +85,18 @@ def main():
             off = np.median(peaks[di] - ref[ri]) if len(ri) else 0
             t = totals.setdefault(det, np.zeros(4))
             t += (tp, fn, fp, sec)
-            print(f"{name} {det:<10} Se {100 * tp / (tp + fn):6.2f}  +P "
-                  f"{100 * tp / max(tp + fp, 1):6.2f}  missed {fn:4d} extra {fp:4d}  "
-                  f"median offset {off / fs * 1e3:+.0f} ms  {sec:5.2f} s", flush=True)
+            print(
+                f"{name} {det:<10} Se {100 * tp / (tp + fn):6.2f}  +P "
+                f"{100 * tp / max(tp + fp, 1):6.2f}  missed {fn:4d} extra {fp:4d}  "
+                f"median offset {off / fs * 1e3:+.0f} ms  {sec:5.2f} s",
+                flush=True,
+            )
     for det, (tp, fn, fp, sec) in totals.items():
-        print(f"TOTAL {det:<10} {len(names)} records: Se {100 * tp / (tp + fn):.2f}  +P "
-              f"{100 * tp / (tp + fp):.2f}  missed {fn:.0f} extra {fp:.0f}  "
-              f"{sec / len(names):.2f} s/record")
+        print(
+            f"TOTAL {det:<10} {len(names)} records: Se {100 * tp / (tp + fn):.2f}  +P "
+            f"{100 * tp / (tp + fp):.2f}  missed {fn:.0f} extra {fp:.0f}  "
+            f"{sec / len(names):.2f} s/record"
+        )
 
 
 if __name__ == "__main__":

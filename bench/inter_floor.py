@@ -13,7 +13,7 @@ import argparse
 import time
 from pathlib import Path
 
-from raytasks import boost  # noqa: I001  (raytasks before ray, as in the other benches)
+from raytasks import boost  # raytasks before ray, as in the other benches
 from raytasks.metrics import FIELD_COLUMNS, field_table, record_bootstrap
 from raytasks.records import FLOOR_ROWS, record_features
 
@@ -30,8 +30,10 @@ def main():
     args = ap.parse_args()
     x, y, ctx = boost.load(args.processed, "inter", ("train", "valid"))
     xt, yt, ctxt = boost.load(args.processed, "inter", ("test",))
-    print(f"DS1 {len(y)} beats ({ctx['record'].nunique()} records) -> DS2 {len(yt)} beats "
-          f"({ctxt['record'].nunique()} records)")
+    print(
+        f"DS1 {len(y)} beats ({ctx['record'].nunique()} records) -> DS2 {len(yt)} beats "
+        f"({ctxt['record'].nunique()} records)"
+    )
     rows, points = {}, {}
     for name, params in FLOOR_ROWS.items():
         t0 = time.perf_counter()
@@ -40,8 +42,10 @@ def main():
         seconds = time.perf_counter() - t0
         rows[name] = record_bootstrap(yt, pred, ctxt["record"].to_numpy(), n_boot=args.boot)
         points[name] = {k: v[0] for k, v in rows[name].items()}
-        print(f"{name}: {est.n_features_in_} features, {est.n_iter_} iterations, "
-              f"{seconds:.0f} s (features, fit, predict)")
+        print(
+            f"{name}: {est.n_features_in_} features, {est.n_iter_} iterations, "
+            f"{seconds:.0f} s (features, fit, predict)"
+        )
     print("\nDS2, one shot each:\n")
     print(field_table(points, FIELD_COLUMNS))
     print(f"\nwith 95% intervals over DS2's records ({args.boot} bootstrap draws):\n")

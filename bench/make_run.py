@@ -23,8 +23,12 @@ COMMANDS = (["data", "build", "--scheme", "intra"], ["evaluate", "--split", "val
 def make_run(env: dict) -> float:
     t0 = time.perf_counter()
     for args in COMMANDS:
-        subprocess.run([sys.executable, "-m", "raytasks.cli", *args], env=env, check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "raytasks.cli", *args],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     return time.perf_counter() - t0
 
 
@@ -38,20 +42,29 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         processed = Path(tmp) / "processed"
         shutil.copytree(source, processed / "intra")
-        env = {**os.environ, "RAYTASKS_PROCESSED": str(processed),
-               "RAYTASKS_RESULTS": str(Path(tmp) / "results")}
+        env = {
+            **os.environ,
+            "RAYTASKS_PROCESSED": str(processed),
+            "RAYTASKS_RESULTS": str(Path(tmp) / "results"),
+        }
         cold = make_run(env)
         first = snapshot(Path(tmp) / "results")
         warm = make_run(env)
         same = snapshot(Path(tmp) / "results") == first
-    schemes = [saved.scheme_of(saved.read_info(p.parent))
-               for p in config.where(cfg, "models").glob(f"*/{saved.INFO}")]
-    print(f"make run (data build + evaluate on intra valid: "
-          f"{sum(s in (None, 'intra') for s in schemes)} models)")
+    schemes = [
+        saved.scheme_of(saved.read_info(p.parent))
+        for p in config.where(cfg, "models").glob(f"*/{saved.INFO}")
+    ]
+    print(
+        f"make run (data build + evaluate on intra valid: "
+        f"{sum(s in (None, 'intra') for s in schemes)} models)"
+    )
     print(f"  cold (empty cache) : {cold:6.1f} s")
     print(f"  warm               : {warm:6.1f} s  (goal <= 10 s)")
-    print(f"  ratio cold / warm  : {cold / warm:6.1f}x; warm output byte-identical to cold: "
-          f"{'yes' if same else 'NO'} ({len(first)} files)")
+    print(
+        f"  ratio cold / warm  : {cold / warm:6.1f}x; warm output byte-identical to cold: "
+        f"{'yes' if same else 'NO'} ({len(first)} files)"
+    )
 
 
 if __name__ == "__main__":

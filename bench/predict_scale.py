@@ -24,7 +24,7 @@ def main():
 
     cfg = config.load()
     src = resolve_records(cfg["records"], config.where(cfg, "raw_download"))
-    paths = [src / f"{n}.hea" for n in list_records(src)[:args.records]]
+    paths = [src / f"{n}.hea" for n in list_records(src)[: args.records]]
     model = Path(args.model) if args.model else default_model(config.where(cfg, "models"))
     ray.init(num_cpus=2, log_to_driver=False, configure_logging=False)
     rates = {}
@@ -34,9 +34,12 @@ def main():
             frame = predict(paths, model, Path(out), workers=workers)
             seconds = time.perf_counter() - t0
         rates[workers] = len(frame) / seconds * 60
-        print(f"{workers} worker(s): {len(frame)} recordings ({frame['beats'].sum()} beats, "
-              f"{frame['duration_s'].sum() / 3600:.1f} h of ECG) in {seconds:.1f} s = "
-              f"{rates[workers]:.1f} recordings/min", flush=True)
+        print(
+            f"{workers} worker(s): {len(frame)} recordings ({frame['beats'].sum()} beats, "
+            f"{frame['duration_s'].sum() / 3600:.1f} h of ECG) in {seconds:.1f} s = "
+            f"{rates[workers]:.1f} recordings/min",
+            flush=True,
+        )
     print(f"model {model.name}: 2 vs 1 workers: x{rates[2] / rates[1]:.2f}")
     ray.shutdown()
 

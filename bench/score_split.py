@@ -26,8 +26,13 @@ def main():
     args = ap.parse_args()
     cfg = config.load()
     records = resolve_records(cfg["records"], config.where(cfg, "raw_download"))
-    table = pq.ParquetDataset(sorted(str(p) for p in Path(args.shards).glob("*.parquet")),
-                              ).read(columns=["record", "sample"]).to_pandas()
+    table = (
+        pq.ParquetDataset(
+            sorted(str(p) for p in Path(args.shards).glob("*.parquet")),
+        )
+        .read(columns=["record", "sample"])
+        .to_pandas()
+    )
     only = {str(r): np.sort(g["sample"].to_numpy()) for r, g in table.groupby("record")}
     rows, cm = score_all(records, Path(args.predictions), only=only)
     print(f"{args.predictions}, classes scored on {args.shards} ({len(table)} beats):")

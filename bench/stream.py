@@ -17,6 +17,7 @@
     unshare -n sh -c 'ip link set lo up; .venv/bin/python bench/stream.py [--skip-train]'
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -55,7 +56,7 @@ def memory_epochs(x, y, counts, epochs):
         copies = np.floor(rates).astype(int) + (g.random(len(y)) < rates - np.floor(rates))
         idx = torch.from_numpy(g.permutation(np.repeat(np.arange(len(y)), copies)))
         for i in range(0, len(idx), BATCH):
-            b = idx[i:i + BATCH]
+            b = idx[i : i + BATCH]
             batch = {"x": x[b], "y": y[b]}
             rows += len(batch["y"])
             first = first or time.perf_counter() - t0
@@ -67,8 +68,9 @@ def stream_epochs(ds, counts, epochs, stats):
     out = []
     for epoch in range(epochs):
         t0, first, rows = time.perf_counter(), None, 0
-        for batch in epoch_batches(ds, epoch, counts=counts, balance=BALANCE, seed=0,
-                                   batch_size=BATCH, stats=stats):
+        for batch in epoch_batches(
+            ds, epoch, counts=counts, balance=BALANCE, seed=0, batch_size=BATCH, stats=stats
+        ):
             rows += len(batch["y"])
             first = first or time.perf_counter() - t0
         out.append((first, time.perf_counter() - t0 - first, rows))
@@ -78,8 +80,10 @@ def stream_epochs(ds, counts, epochs, stats):
 def steady(epochs) -> tuple[float, float]:
     """(median time to first batch, rows/s after the first batch), epochs after the first."""
     rest = epochs[1:]
-    return (float(np.median([e[0] for e in rest])),
-            sum(e[2] for e in rest) / sum(e[1] for e in rest))
+    return (
+        float(np.median([e[0] for e in rest])),
+        sum(e[2] for e in rest) / sum(e[1] for e in rest),
+    )
 
 
 def loader(files):
@@ -98,18 +102,24 @@ def loader(files):
         mem += memory_epochs(x, y, counts, EPOCHS)
         ray_side += stream_epochs(ds, counts, EPOCHS, stats)
     (m_first, m_rps), (s_first, s_rps) = steady(mem), steady(ray_side)
-    print(f"1. loader only: {len(files)} shards, {int(counts.sum()):,} rows, balance {BALANCE}, "
-          f"batch {BATCH}, 2 x {EPOCHS} epochs each, interleaved")
+    print(
+        f"1. loader only: {len(files)} shards, {int(counts.sum()):,} rows, balance {BALANCE}, "
+        f"batch {BATCH}, 2 x {EPOCHS} epochs each, interleaved"
+    )
     print(f"  {'':30}{'read (s)':>9}{'first batch (ms)':>18}{'steady rows/s':>15}")
     print(f"  {'Ray Data (materialized)':30}{s_read:9.2f}{s_first * 1e3:18.1f}{s_rps:15,.0f}")
     print(f"  {'in-memory tensors':30}{m_read:9.2f}{m_first * 1e3:18.1f}{m_rps:15,.0f}")
-    print(f"  ratio Ray Data / in-memory, steady: {s_rps / m_rps:.3f} (goal >= 0.5 and "
-          f">= 1,000,000 rows/s)")
+    print(
+        f"  ratio Ray Data / in-memory, steady: {s_rps / m_rps:.3f} (goal >= 0.5 and "
+        f">= 1,000,000 rows/s)"
+    )
     total = sum(e[0] + e[1] for e in ray_side)
-    print(f"  where the stream's {total:.2f} s went: waiting for Ray Data's first block "
-          f"{stats.first_block_s:.2f} s, for later blocks {stats.wait_s:.2f} s, resampling + "
-          f"shuffling + gathering blocks {stats.resample_s:.2f} s ({stats.blocks} blocks), "
-          f"the rest slicing/handing out")
+    print(
+        f"  where the stream's {total:.2f} s went: waiting for Ray Data's first block "
+        f"{stats.first_block_s:.2f} s, for later blocks {stats.wait_s:.2f} s, resampling + "
+        f"shuffling + gathering blocks {stats.resample_s:.2f} s ({stats.blocks} blocks), "
+        f"the rest slicing/handing out"
+    )
 
 
 def bench_worker(cfg):
@@ -152,21 +162,38 @@ def bench_worker(cfg):
         idx = torch.from_numpy(g.permutation(np.repeat(np.arange(len(y)), copies)))
         idx = idx[rank::world]
         for i in range(steps):
-            b = idx[i * BATCH:(i + 1) * BATCH]
+            b = idx[i * BATCH : (i + 1) * BATCH]
             yield {"x": x[b], "y": y[b]}
 
     ray_side, mem_side = [], []
     for epoch in range(cfg["rounds"]):
-        ray_side.append(run(epoch_batches(shard, epoch, counts=counts, balance=BALANCE,
-                                          seed=0, batch_size=BATCH, rank=rank, steps=steps)))
+        ray_side.append(
+            run(
+                epoch_batches(
+                    shard,
+                    epoch,
+                    counts=counts,
+                    balance=BALANCE,
+                    seed=0,
+                    batch_size=BATCH,
+                    rank=rank,
+                    steps=steps,
+                )
+            )
+        )
         mem_side.append(run(memory(epoch)))
     # the first round warms both up; medians of the rest (Train V2 keeps only metrics that
     # come with a checkpoint, so rank 0 writes them where the driver reads them)
     if rank == 0:
         with open(cfg["out"], "w") as f:
-            json.dump({f"{side}_{k}": float(np.median([r[i] for r in rounds[1:]]))
-                       for side, rounds in (("ray", ray_side), ("mem", mem_side))
-                       for i, k in enumerate(("first", "rps"))}, f)
+            json.dump(
+                {
+                    f"{side}_{k}": float(np.median([r[i] for r in rounds[1:]]))
+                    for side, rounds in (("ray", ray_side), ("mem", mem_side))
+                    for i, k in enumerate(("first", "rps"))
+                },
+                f,
+            )
     ray.train.report({})
 
 
@@ -176,30 +203,44 @@ def training(files, data_dir):
 
     counts = class_counts(files)
     ds = open_split(files, log=lambda _: None)
-    print("2. training inside TorchTrainer workers (1 CPU, 1 torch thread each): rounds (a new "
-          "epoch each) of steps fed by Ray Data, then by in-memory tensors; rows/s after a "
-          "round's first step, and that first step's time")
-    print(f"  {'arch':10}{'workers':>8}{'Ray Data rows/s':>17}{'in-memory rows/s':>18}"
-          f"{'ratio':>8}{'first step: Ray / mem (s)':>28}")
+    print(
+        "2. training inside TorchTrainer workers (1 CPU, 1 torch thread each): rounds (a new "
+        "epoch each) of steps fed by Ray Data, then by in-memory tensors; rows/s after a "
+        "round's first step, and that first step's time"
+    )
+    print(
+        f"  {'arch':10}{'workers':>8}{'Ray Data rows/s':>17}{'in-memory rows/s':>18}"
+        f"{'ratio':>8}{'first step: Ray / mem (s)':>28}"
+    )
     with tempfile.TemporaryDirectory() as runs:
         for arch in ("cnn1d", "resnet1d"):
             for workers in (1, 2):
                 steps = int(counts.sum()) // workers // BATCH  # a whole epoch's share
                 trainer = TorchTrainer(
-                    bench_worker, datasets={"train": ds},
+                    bench_worker,
+                    datasets={"train": ds},
                     dataset_config=DataConfig(datasets_to_split=["train"]),
-                    train_loop_config={"arch": arch, "files": files, "counts": counts,
-                                       "steps": steps, "rounds": 2,
-                                       "out": os.path.join(runs, "rates.json")},
-                    scaling_config=ScalingConfig(num_workers=workers,
-                                                 resources_per_worker={"CPU": 1}),
-                    run_config=RunConfig(name=f"bench-{arch}-{workers}", storage_path=runs))
+                    train_loop_config={
+                        "arch": arch,
+                        "files": files,
+                        "counts": counts,
+                        "steps": steps,
+                        "rounds": 2,
+                        "out": os.path.join(runs, "rates.json"),
+                    },
+                    scaling_config=ScalingConfig(
+                        num_workers=workers, resources_per_worker={"CPU": 1}
+                    ),
+                    run_config=RunConfig(name=f"bench-{arch}-{workers}", storage_path=runs),
+                )
                 trainer.fit()
                 with open(os.path.join(runs, "rates.json")) as f:
                     m = json.load(f)
-                print(f"  {arch:10}{workers:>8}{m['ray_rps']:17,.0f}{m['mem_rps']:18,.0f}"
-                      f"{m['ray_rps'] / m['mem_rps']:8.3f}"
-                      f"{m['ray_first']:20.2f} / {m['mem_first']:.2f}")
+                print(
+                    f"  {arch:10}{workers:>8}{m['ray_rps']:17,.0f}{m['mem_rps']:18,.0f}"
+                    f"{m['ray_rps'] / m['mem_rps']:8.3f}"
+                    f"{m['ray_first']:20.2f} / {m['mem_first']:.2f}"
+                )
     print("  (goal: ratio >= 0.97)")
 
 
@@ -221,21 +262,20 @@ def big_corpus(files, tiles: int):
             shutil.move(f, os.path.join(tmp, "train", os.path.basename(f)))
         shutil.copy(os.path.join(os.path.dirname(files[0]), "..", "build.json"), tmp)
         tiled = split_files(tmp, "train")
-        ray.init(num_cpus=2, object_store_memory=STORE, include_dashboard=False,
-                 log_to_driver=False)
+        ray.init(
+            num_cpus=2, object_store_memory=STORE, include_dashboard=False, log_to_driver=False
+        )
         peak = {"driver": 0, "all": 0}
         stop = threading.Event()
 
         def sample():
             me = psutil.Process()
             while not stop.is_set():
-                procs = [me] + me.children(recursive=True)
+                procs = [me, *me.children(recursive=True)]
                 rss = 0
                 for p in procs:
-                    try:
+                    with contextlib.suppress(psutil.Error):
                         rss += p.memory_info().rss
-                    except psutil.Error:
-                        pass
                 peak["driver"] = max(peak["driver"], me.memory_info().rss)
                 peak["all"] = max(peak["all"], rss)
                 time.sleep(0.05)
@@ -244,13 +284,16 @@ def big_corpus(files, tiles: int):
         lines = []
         ds = open_split(tiled, log=lines.append)
         me = psutil.Process()
-        base = {"driver": me.memory_info().rss,
-                "all": sum(p.memory_info().rss for p in [me] + me.children(recursive=True))}
+        base = {
+            "driver": me.memory_info().rss,
+            "all": sum(p.memory_info().rss for p in [me, *me.children(recursive=True)]),
+        }
         threading.Thread(target=sample, daemon=True).start()
         stats, ys = StreamStats(), []
         t0 = time.perf_counter()
-        for batch in epoch_batches(ds, 0, counts=counts, balance=BALANCE, seed=0,
-                                   batch_size=BATCH, stats=stats):
+        for batch in epoch_batches(
+            ds, 0, counts=counts, balance=BALANCE, seed=0, batch_size=BATCH, stats=stats
+        ):
             ys.append(np.bincount(batch["y"].numpy(), minlength=5))
         took = time.perf_counter() - t0
         stop.set()
@@ -259,19 +302,27 @@ def big_corpus(files, tiles: int):
         expect = counts * resample_rates(counts, BALANCE)
         expect = expect / expect.sum()
         corpus = split_bytes(tiled)
-        print(f"3. a corpus of {int(counts.sum()):,} rows ({corpus / 1e6:.0f} MB as training "
-              f"rows) against an object store of {STORE / 1e6:.0f} MB "
-              f"({corpus / STORE:.1f}x)")
+        print(
+            f"3. a corpus of {int(counts.sum()):,} rows ({corpus / 1e6:.0f} MB as training "
+            f"rows) against an object store of {STORE / 1e6:.0f} MB "
+            f"({corpus / STORE:.1f}x)"
+        )
         print(f"  {lines[0]}")
-        print(f"  one epoch: {int(got.sum()):,} rows in {took:.1f} s "
-              f"({got.sum() / took:,.0f} rows/s, first block after {stats.first_block_s:.2f} s)")
-        print(f"  peak RSS during the epoch (before it): driver {peak['driver'] / 1e6:.0f} MB "
-              f"({base['driver'] / 1e6:.0f}), driver + all its Ray processes "
-              f"{peak['all'] / 1e6:.0f} MB ({base['all'] / 1e6:.0f}); corpus "
-              f"{corpus / 1e6:.0f} MB")
+        print(
+            f"  one epoch: {int(got.sum()):,} rows in {took:.1f} s "
+            f"({got.sum() / took:,.0f} rows/s, first block after {stats.first_block_s:.2f} s)"
+        )
+        print(
+            f"  peak RSS during the epoch (before it): driver {peak['driver'] / 1e6:.0f} MB "
+            f"({base['driver'] / 1e6:.0f}), driver + all its Ray processes "
+            f"{peak['all'] / 1e6:.0f} MB ({base['all'] / 1e6:.0f}); corpus "
+            f"{corpus / 1e6:.0f} MB"
+        )
         worst = np.abs(share - expect).max()
-        print(f"  class shares {np.round(share, 4).tolist()} vs target "
-              f"{np.round(expect, 4).tolist()}: worst {worst * 100:.2f} points (goal <= 2)")
+        print(
+            f"  class shares {np.round(share, 4).tolist()} vs target "
+            f"{np.round(expect, 4).tolist()}: worst {worst * 100:.2f} points (goal <= 2)"
+        )
         ray.shutdown()
 
 
@@ -280,7 +331,7 @@ def main():
 
     files = split_files(config.scheme_dir(config.load()), "train")
     if "--big" in sys.argv:  # --big [TILES]: part 3 only (twice the tiles: is RSS bounded?)
-        rest = sys.argv[sys.argv.index("--big") + 1:]
+        rest = sys.argv[sys.argv.index("--big") + 1 :]
         big_corpus(files, int(rest[0]) if rest else TILES)
         return
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)

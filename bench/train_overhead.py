@@ -35,7 +35,7 @@ def bare(arch: str, files, rows: int) -> float:
     idx = torch.from_numpy(np.random.default_rng(0).integers(0, len(y), rows))
     t0 = time.perf_counter()
     for i in range(0, rows, BATCH):
-        b = idx[i:i + BATCH]
+        b = idx[i : i + BATCH]
         opt.zero_grad()
         torch.nn.functional.cross_entropy(model(x[b]), y[b]).backward()
         opt.step()
@@ -52,9 +52,19 @@ def main():
     ray.init(num_cpus=os.cpu_count(), log_to_driver=False)
     with tempfile.TemporaryDirectory() as runs:
         t0 = time.perf_counter()
-        _, _, result = fit({"arch": arch, "data": str(data), "epochs": 2, "batch_size": BATCH,
-                             "workers": 1, "cpus_per_worker": 1.0, "keep": 1}, "bench",
-                            Path(runs))
+        _, _, result = fit(
+            {
+                "arch": arch,
+                "data": str(data),
+                "epochs": 2,
+                "batch_size": BATCH,
+                "workers": 1,
+                "cpus_per_worker": 1.0,
+                "keep": 1,
+            },
+            "bench",
+            Path(runs),
+        )
         wall = time.perf_counter() - t0
     ray_bps = result.metrics["train_beats_per_s"]  # the last epoch: everything warm
     bare_bps = bare(arch, files, rows=int(class_counts(files).sum()))
@@ -63,8 +73,10 @@ def main():
     print(f"  bare loop over in-memory tensors     : {bare_bps:8.0f} beats/s")
     print(f"  ratio Ray / bare                     : {ray_bps / bare_bps:8.3f}  (goal >= 0.95)")
     print(f"  (whole fit() call incl. startup and 2 validations: {wall:.0f} s)")
-    print(f"  the worker's loop waited {result.metrics['data_wait_s']:.2f} s for batches in its "
-          f"last epoch ({int(class_counts(files).sum()) / ray_bps:.1f} s)")
+    print(
+        f"  the worker's loop waited {result.metrics['data_wait_s']:.2f} s for batches in its "
+        f"last epoch ({int(class_counts(files).sum()) / ray_bps:.1f} s)"
+    )
     ray.shutdown()
 
 

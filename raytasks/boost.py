@@ -20,8 +20,15 @@ from raytasks.data import NUM_CLASSES, scheme_path
 from raytasks.metrics import compute_metrics, confusion, field_metrics, fit_offsets
 
 # the issue's floor: 300 iterations, class weights ~ count^-0.5
-HGB = {"max_iter": 300, "learning_rate": 0.1, "max_leaf_nodes": 31, "l2_regularization": 0.0,
-       "early_stopping": False, "weight_power": 0.5, "record_power": 0.0}
+HGB = {
+    "max_iter": 300,
+    "learning_rate": 0.1,
+    "max_leaf_nodes": 31,
+    "l2_regularization": 0.0,
+    "early_stopping": False,
+    "weight_power": 0.5,
+    "record_power": 0.0,
+}
 
 
 def load(processed: Path, scheme: str, splits=("train", "valid")):
@@ -72,8 +79,16 @@ def cross_validate(features, y, records, settings: dict, folds: int = 5, seed: i
     return oof
 
 
-def export(est, params: dict, settings: dict, out_dir: Path, oof: np.ndarray, y: np.ndarray,
-           scheme: str, source: str) -> dict:
+def export(
+    est,
+    params: dict,
+    settings: dict,
+    out_dir: Path,
+    oof: np.ndarray,
+    y: np.ndarray,
+    scheme: str,
+    source: str,
+) -> dict:
     """model.pt (the trees as tensors) + model.json, offsets fitted on the out-of-fold logits."""
     from raytasks.nets.trees import from_sklearn
 
@@ -81,15 +96,30 @@ def export(est, params: dict, settings: dict, out_dir: Path, oof: np.ndarray, y:
     offsets = fit_offsets(oof, y) if oof is not None else np.zeros(NUM_CLASSES)
     pred = None if oof is None else oof.argmax(axis=1)  # no CV: no figures, no offsets
     info = saved.trees_info(
-        Path(out_dir).name, model, params, settings, scheme,
+        Path(out_dir).name,
+        model,
+        params,
+        settings,
+        scheme,
         {} if pred is None else compute_metrics(y, pred),
-        {} if pred is None else field_metrics(confusion(y, pred)), offsets, source)
+        {} if pred is None else field_metrics(confusion(y, pred)),
+        offsets,
+        source,
+    )
     saved.save(out_dir, info, model.state_dict())
     return info
 
 
-def train_and_export(processed: Path, scheme: str, params: dict, settings: dict,
-                     out_dir: Path, folds: int = 5, seed: int = 0, log=print) -> dict:
+def train_and_export(
+    processed: Path,
+    scheme: str,
+    params: dict,
+    settings: dict,
+    out_dir: Path,
+    folds: int = 5,
+    seed: int = 0,
+    log=print,
+) -> dict:
     """Cross-validate by records, fit on all of train + valid, export to out_dir."""
     from raytasks.records import record_features
 
@@ -97,16 +127,24 @@ def train_and_export(processed: Path, scheme: str, params: dict, settings: dict,
     x, y, ctx = load(processed, scheme)
     features = record_features(x, ctx, params)
     records = ctx["record"].to_numpy()
-    log(f"{scheme} train+valid: {len(y)} beats, {len(set(records))} records, "
-        f"{features.shape[1]} features")
+    log(
+        f"{scheme} train+valid: {len(y)} beats, {len(set(records))} records, "
+        f"{features.shape[1]} features"
+    )
     oof = None
     if folds > 1:  # 0: no CV (no offsets, no CV figures): only the fit
         oof = cross_validate(features, y, records, settings, folds, seed)
         cv = field_metrics(confusion(y, oof.argmax(axis=1)))
-        log(f"{folds}-fold leave-records-out CV: " + ", ".join(
-            f"{k} {cv[k]:.3f}" for k in ("accuracy", "S F1", "V F1", "F F1",
-                                         "macro F1 (N,S,V,F)")))
+        log(
+            f"{folds}-fold leave-records-out CV: "
+            + ", ".join(
+                f"{k} {cv[k]:.3f}"
+                for k in ("accuracy", "S F1", "V F1", "F F1", "macro F1 (N,S,V,F)")
+            )
+        )
     est = fit(features, y, settings, seed, records)
-    source = (f"raytasks boost on {scheme_path(processed, scheme)} (train+valid), "
-              f"{time.perf_counter() - t0:.0f} s")
+    source = (
+        f"raytasks boost on {scheme_path(processed, scheme)} (train+valid), "
+        f"{time.perf_counter() - t0:.0f} s"
+    )
     return export(est, params, settings, out_dir, oof, y, scheme, source)

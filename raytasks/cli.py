@@ -23,14 +23,22 @@ def user_errors() -> tuple:
     from raytasks.spaces import SpaceError
     from raytasks.tune import SearchError
 
-    return (DataError, config.ConfigError, paths.PathError, SpaceError, TrainConfigError,
-            SearchError)
+    return (
+        DataError,
+        config.ConfigError,
+        paths.PathError,
+        SpaceError,
+        TrainConfigError,
+        SearchError,
+    )
 
 
 def one_line(e: Exception) -> str:
     if isinstance(e, OSError) and e.filename:
-        return (f"{e.filename}: {e.strerror or type(e).__name__}; check that the path exists "
-                f"and is writable, or choose another one")
+        return (
+            f"{e.filename}: {e.strerror or type(e).__name__}; check that the path exists "
+            f"and is writable, or choose another one"
+        )
     return " ".join(str(e).split())
 
 
@@ -71,9 +79,16 @@ class Group(click.Group):
             raise click.ClickException(one_line(e)) from None
 
 
-@click.group(cls=Group, context_settings=SETTINGS, epilog=examples(
-    "raytasks data build --scheme all", "raytasks train --arch cnn1d --epochs 5",
-    "raytasks tune --space cnn1d --samples 4", "raytasks evaluate"))
+@click.group(
+    cls=Group,
+    context_settings=SETTINGS,
+    epilog=examples(
+        "raytasks data build --scheme all",
+        "raytasks train --arch cnn1d --epochs 5",
+        "raytasks tune --space cnn1d --samples 4",
+        "raytasks evaluate",
+    ),
+)
 @click.option("--debug", is_flag=True, help="Show the full traceback of an error.")
 def main(debug):
     """raytasks: train, tune and ship MIT-BIH heartbeat classifiers on Ray.
@@ -85,28 +100,49 @@ def main(debug):
     DEBUG = debug
 
 
-@main.group(cls=Group, epilog=examples("raytasks data build --scheme all",
-                                       "raytasks data describe"))
+@main.group(
+    cls=Group, epilog=examples("raytasks data build --scheme all", "raytasks data describe")
+)
 def data():
     """Build, import and describe the beat shards."""
 
 
-@data.command("build", epilog=examples(
-    "raytasks data build --scheme all", "raytasks data build --records ~/mitdb --out /tmp/shards"))
-@click.option("--records", type=click.Path(file_okay=False), default=None,
-              show_default="MITDB_DIR, config.toml 'records', else a PhysioNet download",
-              help="Raw MIT-BIH directory (.dat/.hea/.atr).")
-@click.option("--out", type=click.Path(file_okay=False), default=None,
-              show_default="config.toml 'processed' (data/processed)",
-              help="Output root; shards go to OUT/<scheme>/{train,valid,test}.")
-@click.option("--scheme", type=click.Choice(["intra", "inter", "all"]), default="intra",
-              help="intra: beat-level stratified split (Kaggle-like); "
-                                      "inter: patient-level DS1/DS2 (de Chazal 2004).")
-@click.option("--seed", type=int, default=None,
-              show_default=f"config.toml 'seed' ({constants.SPLIT_SEED})",
-              help="Split/shuffle seed.")
-@click.option("--shard-rows", type=click.IntRange(1), default=4000,
-              help="Rows per parquet shard.")
+@data.command(
+    "build",
+    epilog=examples(
+        "raytasks data build --scheme all",
+        "raytasks data build --records ~/mitdb --out /tmp/shards",
+    ),
+)
+@click.option(
+    "--records",
+    type=click.Path(file_okay=False),
+    default=None,
+    show_default="MITDB_DIR, config.toml 'records', else a PhysioNet download",
+    help="Raw MIT-BIH directory (.dat/.hea/.atr).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    show_default="config.toml 'processed' (data/processed)",
+    help="Output root; shards go to OUT/<scheme>/{train,valid,test}.",
+)
+@click.option(
+    "--scheme",
+    type=click.Choice(["intra", "inter", "all"]),
+    default="intra",
+    help="intra: beat-level stratified split (Kaggle-like); "
+    "inter: patient-level DS1/DS2 (de Chazal 2004).",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=None,
+    show_default=f"config.toml 'seed' ({constants.SPLIT_SEED})",
+    help="Split/shuffle seed.",
+)
+@click.option("--shard-rows", type=click.IntRange(1), default=4000, help="Rows per parquet shard.")
 @click.option("--force", is_flag=True, help="Rebuild even when the shards are current.")
 def data_build(records, out, scheme, seed, shard_rows, force):
     """Turn raw records into parquet beat shards (Kachuee et al. 2018 beats)."""
@@ -118,26 +154,55 @@ def data_build(records, out, scheme, seed, shard_rows, force):
     records_dir = resolve_records(cfg["records"], config.where(cfg, "raw_download"))
     schemes = ("intra", "inter") if scheme == "all" else (scheme,)
     out_dir = config.where(cfg, "processed")
-    metas = build(records_dir, out_dir, schemes, force=force,
-                  params={"seed": cfg["seed"], "shard_rows": shard_rows})
+    metas = build(
+        records_dir,
+        out_dir,
+        schemes,
+        force=force,
+        params={"seed": cfg["seed"], "shard_rows": shard_rows},
+    )
     click.echo(counts_table(metas))
     click.echo(f"shards: {', '.join(str(out_dir / s) for s in schemes)}")
     for warning in (w for m in metas.values() for w in missing_classes(m)):
         click.echo(f"warning: {warning} (few or unusual records?)", err=True)
 
 
-@data.command("import", epilog=examples(
-    "raytasks data import --train heart_big_train.parq --valid heart_big_valid.parq"))
-@click.option("--train", "train", type=click.Path(dir_okay=False), required=True,
-              help="heart_big_train.parq or mitbih_train.csv")
-@click.option("--valid", type=click.Path(dir_okay=False), default=None,
-              show_default="a stratified 20% of train", help="heart_big_valid.parq")
-@click.option("--test", type=click.Path(dir_okay=False), default=None,
-              help="mitbih_test.csv or another held-out file")
-@click.option("--name", default="hackathon",
-              help="Scheme name: shards go to OUT/<name>/{train,valid,test}.")
-@click.option("--out", type=click.Path(file_okay=False), default=None,
-              show_default="config.toml 'processed' (data/processed)", help="Output root.")
+@data.command(
+    "import",
+    epilog=examples(
+        "raytasks data import --train heart_big_train.parq --valid heart_big_valid.parq"
+    ),
+)
+@click.option(
+    "--train",
+    "train",
+    type=click.Path(dir_okay=False),
+    required=True,
+    help="heart_big_train.parq or mitbih_train.csv",
+)
+@click.option(
+    "--valid",
+    type=click.Path(dir_okay=False),
+    default=None,
+    show_default="a stratified 20% of train",
+    help="heart_big_valid.parq",
+)
+@click.option(
+    "--test",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="mitbih_test.csv or another held-out file",
+)
+@click.option(
+    "--name", default="hackathon", help="Scheme name: shards go to OUT/<name>/{train,valid,test}."
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    show_default="config.toml 'processed' (data/processed)",
+    help="Output root.",
+)
 def data_import(train, valid, test, name, out):
     """Turn hackathon parquet or Kaggle CSV files into the same shard layout."""
     from raytasks.data.imports import import_files
@@ -145,23 +210,36 @@ def data_import(train, valid, test, name, out):
 
     paths.check_name(name, "--name")
     if name in ("intra", "inter"):
-        raise click.BadParameter("'intra'/'inter' are built from records; pick another name",
-                                 param_hint="--name")
+        raise click.BadParameter(
+            "'intra'/'inter' are built from records; pick another name", param_hint="--name"
+        )
     cfg = config.load(processed=out)
     files = {"train": train, "valid": valid, "test": test}
-    meta = import_files({k: Path(v) if v else None for k, v in files.items()},
-                        config.where(cfg, "processed"), name)
+    meta = import_files(
+        {k: Path(v) if v else None for k, v in files.items()}, config.where(cfg, "processed"), name
+    )
     click.echo(counts_table({name: meta}))
 
 
-@data.command("describe", epilog=examples("raytasks data describe",
-                                          "raytasks data describe --processed /tmp/shards"))
+@data.command(
+    "describe",
+    epilog=examples("raytasks data describe", "raytasks data describe --processed /tmp/shards"),
+)
 @old_spelling("--data", "processed", type=click.Path(file_okay=False))
-@click.option("--processed", type=click.Path(file_okay=False),
-              default=None, show_default="config.toml 'processed' (data/processed)",
-              help="Shard root: <PROCESSED>/<scheme>/{train,valid,test}.")
-@click.option("--out", type=click.Path(file_okay=False), default=None,
-              show_default="results/data", help="Where the plots go.")
+@click.option(
+    "--processed",
+    type=click.Path(file_okay=False),
+    default=None,
+    show_default="config.toml 'processed' (data/processed)",
+    help="Shard root: <PROCESSED>/<scheme>/{train,valid,test}.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    show_default="results/data",
+    help="Where the plots go.",
+)
 def data_describe(processed, out):
     """Class counts and percentages per split and scheme; example-beat and balance plots."""
     from raytasks.data.describe import describe
@@ -197,8 +275,7 @@ def train_options(fn):
         # the real default is shown; only flags typed on the command line override --config
         flag = f"--{key.replace('_', '-')}"
         if isinstance(default[key], bool):  # --rr/--no-rr
-            fn = click.option(f"{flag}/--no-{flag[2:]}", key, default=default[key],
-                              help=help)(fn)
+            fn = click.option(f"{flag}/--no-{flag[2:]}", key, default=default[key], help=help)(fn)
             continue
         # a choice list (the metric's is long: checked by the settings, not listed here)
         listed = f.metadata["choices"] not in (None, "metric")
@@ -255,22 +332,46 @@ def bool_settings() -> list[str]:
     return [k for k, v in defaults().items() if isinstance(v, bool)]
 
 
-@main.command("train", cls=OldBooleans, epilog=examples(
-    "raytasks train --arch cnn1d --epochs 5 --rr",
-    "raytasks train --config my.toml -m channels=[32,64] --tag mine"))
-@click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True),
-              help="TOML of training settings (top-level keys as the flags, [model] table "
-                   "for the architecture); flags override it.")
+@main.command(
+    "train",
+    cls=OldBooleans,
+    epilog=examples(
+        "raytasks train --arch cnn1d --epochs 5 --rr",
+        "raytasks train --config my.toml -m channels=[32,64] --tag mine",
+    ),
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, exists=True),
+    help="TOML of training settings (top-level keys as the flags, [model] table "
+    "for the architecture); flags override it.",
+)
 @old_spelling("--model", "model_opts", multiple=True)
 @old_spelling("--data", "data")
-@click.option("-m", "--model-field", "model_opts", multiple=True, metavar="KEY=VALUE",
-              help="Architecture config field, e.g. -m channels=[32,64] -m se=false.")
-@click.option("--scheme-dir", "data", default=None,
-              show_default="<processed>/<scheme>", help="A built scheme's shard folder.")
-@click.option("--scheme", default=None, metavar="SCHEME", show_default="intra",
-              help="Built scheme under the processed dir (intra, inter or an imported name).")
-@click.option("--tag", default=None, show_default="<arch>-<scheme>",
-              help="Export to models/<TAG>.")
+@click.option(
+    "-m",
+    "--model-field",
+    "model_opts",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Architecture config field, e.g. -m channels=[32,64] -m se=false.",
+)
+@click.option(
+    "--scheme-dir",
+    "data",
+    default=None,
+    show_default="<processed>/<scheme>",
+    help="A built scheme's shard folder.",
+)
+@click.option(
+    "--scheme",
+    default=None,
+    metavar="SCHEME",
+    show_default="intra",
+    help="Built scheme under the processed dir (intra, inter or an imported name).",
+)
+@click.option("--tag", default=None, show_default="<arch>-<scheme>", help="Export to models/<TAG>.")
 @click.option("--export/--no-export", default=True, help="Export the best epoch to models/.")
 @train_options
 def train_cmd(config_file, model_opts, data, scheme, tag, export, **flags):
@@ -285,8 +386,11 @@ def train_cmd(config_file, model_opts, data, scheme, tag, export, **flags):
 
     cfg = config.load(scheme=scheme)
     ctx = click.get_current_context()
-    typed = {k: v for k, v in flags.items()
-             if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
+    typed = {
+        k: v
+        for k, v in flags.items()
+        if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE
+    }
     settings = train_settings(config_file, model_opts, typed)
     settings["data"] = data or settings.get("data") or str(config.scheme_dir(cfg))
     try:
@@ -298,45 +402,85 @@ def train_cmd(config_file, model_opts, data, scheme, tag, export, **flags):
     tag = paths.check_name(tag or f"{settings.arch}-{scheme_name}", "--tag")
     ray_connect.init_ray()
     try:
-        best, metrics, result = train.fit(settings, f"{tag}-{constants.utc_stamp()}",
-                                          local_runs(cfg) / "train")
+        best, metrics, result = train.fit(
+            settings, f"{tag}-{constants.utc_stamp()}", local_runs(cfg) / "train"
+        )
     except TrainConfigError as e:  # e.g. --gpu without a GPU
         raise click.ClickException(str(e)) from None
-    click.echo(f"best epoch {metrics['epoch']}: " + "  ".join(
-        f"{k} {metrics[k]:.4f}" for k in ("F1scoremacro", "Recallmacro", "F2scoremacro")))
-    click.echo("per-class recall: " + "  ".join(
-        f"{c}={metrics[f'TP_{c}']:.3f}" for c in range(constants.NUM_CLASSES)))
+    click.echo(
+        f"best epoch {metrics['epoch']}: "
+        + "  ".join(
+            f"{k} {metrics[k]:.4f}" for k in ("F1scoremacro", "Recallmacro", "F2scoremacro")
+        )
+    )
+    click.echo(
+        "per-class recall: "
+        + "  ".join(f"{c}={metrics[f'TP_{c}']:.3f}" for c in range(constants.NUM_CLASSES))
+    )
     click.echo(f"run: {result.path}")
     if export:
-        out = train.export(best, metrics, settings, config.model_dir(cfg, tag),
-                           source=str(result.path))
+        out = train.export(
+            best, metrics, settings, config.model_dir(cfg, tag), source=str(result.path)
+        )
         click.echo(f"exported: {out}")
 
 
-@main.command("evaluate", epilog=examples(
-    "raytasks evaluate", "raytasks evaluate --split test",
-    "raytasks evaluate --model models/cnn1d-intra --file heart_big_valid.parq"))
+@main.command(
+    "evaluate",
+    epilog=examples(
+        "raytasks evaluate",
+        "raytasks evaluate --split test",
+        "raytasks evaluate --model models/cnn1d-intra --file heart_big_valid.parq",
+    ),
+)
 @old_spelling("--data", "data_file", type=click.Path(dir_okay=False))
-@click.option("--model", "models", multiple=True, type=click.Path(file_okay=False),
-              show_default="every model in models/ trained on --scheme",
-              help="An exported model dir (repeatable).")
-@click.option("--split", type=click.Choice(["valid", "test"]), default="valid",
-              help="Split of the built scheme.")
-@click.option("--scheme", default=None, metavar="SCHEME", show_default="intra",
-              help="Built scheme to evaluate on (intra, inter or an imported name).")
-@click.option("--file", "data_file", type=click.Path(dir_okay=False),
-              help="Evaluate on a hackathon parquet or Kaggle CSV instead.")
-@click.option("--records", type=click.Path(file_okay=False),
-              help="Evaluate on a directory of WFDB records with beat annotations instead "
-                   "(preprocessed exactly as in training).")
-@click.option("--out", type=click.Path(file_okay=False), default=None,
-              show_default="results/, results/test/ or results/external/ (+ selected/ "
-                           "with --model)",
-              help="Where output.csv and plots go: by split, or external for --file/--records; "
-                   "with --model, the selected/ folder inside that (the shipped table stays).")
-@click.option("--cache/--no-cache", default=True,
-              help="Reuse rows of unchanged models and data (kept in <processed>/.cache/"
-                   "evaluate, keyed by content hashes); --no-cache recomputes every model.")
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    type=click.Path(file_okay=False),
+    show_default="every model in models/ trained on --scheme",
+    help="An exported model dir (repeatable).",
+)
+@click.option(
+    "--split",
+    type=click.Choice(["valid", "test"]),
+    default="valid",
+    help="Split of the built scheme.",
+)
+@click.option(
+    "--scheme",
+    default=None,
+    metavar="SCHEME",
+    show_default="intra",
+    help="Built scheme to evaluate on (intra, inter or an imported name).",
+)
+@click.option(
+    "--file",
+    "data_file",
+    type=click.Path(dir_okay=False),
+    help="Evaluate on a hackathon parquet or Kaggle CSV instead.",
+)
+@click.option(
+    "--records",
+    type=click.Path(file_okay=False),
+    help="Evaluate on a directory of WFDB records with beat annotations instead "
+    "(preprocessed exactly as in training).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    show_default="results/, results/test/ or results/external/ (+ selected/ with --model)",
+    help="Where output.csv and plots go: by split, or external for --file/--records; "
+    "with --model, the selected/ folder inside that (the shipped table stays).",
+)
+@click.option(
+    "--cache/--no-cache",
+    default=True,
+    help="Reuse rows of unchanged models and data (kept in <processed>/.cache/"
+    "evaluate, keyed by content hashes); --no-cache recomputes every model.",
+)
 def evaluate_cmd(models, split, scheme, data_file, records, out, cache):
     """Evaluate models into OUT/output.csv, OUT/<tag>/{confusion,recall}.png, report.md."""
     from raytasks.evaluate import evaluate, find_models, load_eval_data, table
@@ -346,8 +490,13 @@ def evaluate_cmd(models, split, scheme, data_file, records, out, cache):
     cfg = config.load(scheme=scheme)
     results = config.where(cfg, "results")
     if out is None:
-        out = (results / "external" if data_file or records
-               else results / "test" if split == "test" else results)
+        out = (
+            results / "external"
+            if data_file or records
+            else results / "test"
+            if split == "test"
+            else results
+        )
         if models:  # a few models never replace the table of every shipped model
             out = out / "selected"
     if models:
@@ -360,10 +509,10 @@ def evaluate_cmd(models, split, scheme, data_file, records, out, cache):
             if skipped:
                 click.echo(f"skipping models trained on another scheme: {', '.join(skipped)}")
             if not dirs:
-                raise click.ClickException(f"no model in models/ was trained on "
-                                           f"'{cfg['scheme']}'")
-    x, y, desc, context = load_eval_data(config.where(cfg, "processed"), cfg["scheme"],
-                                         split, data_file, records)
+                raise click.ClickException(f"no model in models/ was trained on '{cfg['scheme']}'")
+    x, y, desc, context = load_eval_data(
+        config.where(cfg, "processed"), cfg["scheme"], split, data_file, records
+    )
     cache = config.where(cfg, "processed") / ".cache" / "evaluate" if cache else None
     click.echo(f"{desc}: {len(y)} beats; {len(dirs)} model(s), each printed as it finishes")
     rows = evaluate(dirs, x, y, desc, Path(out), context, cache=cache)
@@ -372,50 +521,101 @@ def evaluate_cmd(models, split, scheme, data_file, records, out, cache):
 
 
 @main.command("boost", epilog=examples("raytasks boost --scheme inter --folds 5"))
-@click.option("--scheme", default="inter", metavar="SCHEME", help="Built scheme to train on "
-              "(its train + valid splits; the test split is never read).")
-@click.option("--groups", default="beat,rr,pace,template",
-              help="Record feature groups (raytasks.records.GROUPS), comma-separated.")
+@click.option(
+    "--scheme",
+    default="inter",
+    metavar="SCHEME",
+    help="Built scheme to train on (its train + valid splits; the test split is never read).",
+)
+@click.option(
+    "--groups",
+    default="beat,rr,pace,template",
+    help="Record feature groups (raytasks.records.GROUPS), comma-separated.",
+)
 @click.option("--step", type=int, default=3, help="Every STEP-th sample.")
-@click.option("--folds", type=int, default=5,
-              help="Leave-records-out CV folds (figures and the recall-first offsets).")
-@click.option("--max-iter", type=int, default=300,
-              help="Boosting iterations (each adds a tree per class).")
+@click.option(
+    "--folds",
+    type=int,
+    default=5,
+    help="Leave-records-out CV folds (figures and the recall-first offsets).",
+)
+@click.option(
+    "--max-iter", type=int, default=300, help="Boosting iterations (each adds a tree per class)."
+)
 @click.option("--learning-rate", type=float, default=0.1, help="Shrinkage of each tree.")
 @click.option("--l2", type=float, default=0.0, help="L2 regularisation of the leaf values.")
 @click.option("--min-leaf", type=int, default=20, help="Fewest beats in a leaf.")
-@click.option("--early-stopping/--no-early-stopping", default=False,
-              help="scikit-learn's: stop when 10% of the beats held out stop improving.")
-@click.option("--record-power", type=float, default=0.0,
-              help="Record weights ~ (record's beats)^-P: 0 off, 1 every patient equal.")
+@click.option(
+    "--early-stopping/--no-early-stopping",
+    default=False,
+    help="scikit-learn's: stop when 10% of the beats held out stop improving.",
+)
+@click.option(
+    "--record-power",
+    type=float,
+    default=0.0,
+    help="Record weights ~ (record's beats)^-P: 0 off, 1 every patient equal.",
+)
 @click.option("--tag", default=None, show_default="boost-<scheme>", help="models/<TAG>/.")
-def boost_cmd(scheme, groups, step, folds, max_iter, learning_rate, l2, min_leaf,
-              early_stopping, record_power, tag):
+def boost_cmd(
+    scheme,
+    groups,
+    step,
+    folds,
+    max_iter,
+    learning_rate,
+    l2,
+    min_leaf,
+    early_stopping,
+    record_power,
+    tag,
+):
     """Patient-adaptive gradient boosting (record features), chosen by record-level CV."""
     from raytasks import boost, saved
 
     cfg = config.load(scheme=scheme)
-    settings = boost.HGB | {"max_iter": max_iter, "learning_rate": learning_rate,
-                            "l2_regularization": l2, "min_samples_leaf": min_leaf,
-                            "early_stopping": "auto" if early_stopping else False,
-                            "record_power": record_power}
+    settings = boost.HGB | {
+        "max_iter": max_iter,
+        "learning_rate": learning_rate,
+        "l2_regularization": l2,
+        "min_samples_leaf": min_leaf,
+        "early_stopping": "auto" if early_stopping else False,
+        "record_power": record_power,
+    }
     params = {"step": step, "groups": [g.strip() for g in groups.split(",") if g.strip()]}
     out = config.model_dir(cfg, tag or f"boost-{scheme}")
-    info = boost.train_and_export(config.where(cfg, "processed"), scheme, params, settings,
-                                  out, folds, log=click.echo)
-    click.echo(f"exported {out} ({(out / saved.WEIGHTS).stat().st_size / 1e6:.2f} MB, "
-               f"{info['params']} tree values)")
+    info = boost.train_and_export(
+        config.where(cfg, "processed"), scheme, params, settings, out, folds, log=click.echo
+    )
+    click.echo(
+        f"exported {out} ({(out / saved.WEIGHTS).stat().st_size / 1e6:.2f} MB, "
+        f"{info['params']} tree values)"
+    )
 
 
-@main.command("calibrate", epilog=examples(
-    "raytasks calibrate --model models/cnn1d-intra",
-    "raytasks calibrate --model models/cnn1d-intra --target-recall 0.9"))
-@click.option("--model", "models", multiple=True, type=click.Path(file_okay=False),
-              required=True, help="An exported model dir (repeatable).")
-@click.option("--target-recall", type=click.FloatRange(0, 1), default=None,
-              show_default="none: maximise macro F2",
-              help="Instead of maximising macro F2: reach this recall on every sick class "
-                   "with the best macro precision.")
+@main.command(
+    "calibrate",
+    epilog=examples(
+        "raytasks calibrate --model models/cnn1d-intra",
+        "raytasks calibrate --model models/cnn1d-intra --target-recall 0.9",
+    ),
+)
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    type=click.Path(file_okay=False),
+    required=True,
+    help="An exported model dir (repeatable).",
+)
+@click.option(
+    "--target-recall",
+    type=click.FloatRange(0, 1),
+    default=None,
+    show_default="none: maximise macro F2",
+    help="Instead of maximising macro F2: reach this recall on every sick class "
+    "with the best macro precision.",
+)
 def calibrate_cmd(models, target_recall):
     """Refit a model's recall-first decision offsets on its scheme's valid split."""
     from raytasks.evaluate import calibrate
@@ -423,12 +623,14 @@ def calibrate_cmd(models, target_recall):
     cfg = config.load()
     for m in models:
         info = calibrate(Path(m), config.where(cfg, "processed"), target_recall)
-        click.echo(f"{Path(m).name}: offsets " + " ".join(
-            f"{v:+.2f}" for v in info["offsets"]) + f" ({info['offsets_fit']['objective']})")
+        click.echo(
+            f"{Path(m).name}: offsets "
+            + " ".join(f"{v:+.2f}" for v in info["offsets"])
+            + f" ({info['offsets_fit']['objective']})"
+        )
 
 
-@main.command("ensemble", epilog=examples(
-    "raytasks ensemble cnn1d-intra resnet1d-intra --tag duo"))
+@main.command("ensemble", epilog=examples("raytasks ensemble cnn1d-intra resnet1d-intra --tag duo"))
 @click.argument("members", nargs=-1, required=True)
 @click.option("--tag", required=True, help="Write the ensemble to models/<TAG>/.")
 def ensemble_cmd(members, tag):
@@ -444,35 +646,79 @@ def ensemble_cmd(members, tag):
     out = config.model_dir(cfg, tag)
     dirs = [Path(m) if Path(m).is_dir() else models / m for m in members]
     if out in dirs:
-        raise click.BadParameter("the ensemble cannot replace one of its members",
-                                 param_hint="--tag")
+        raise click.BadParameter(
+            "the ensemble cannot replace one of its members", param_hint="--tag"
+        )
     info = build_ensemble(dirs, out, config.where(cfg, "processed"))
     m = info["valid_metrics"]
-    click.echo(f"{out}: {len(dirs)} members, valid macro F1 {m['F1scoremacro']:.4f}, "
-               f"macro recall {m['Recallmacro']:.4f}")
+    click.echo(
+        f"{out}: {len(dirs)} members, valid macro F1 {m['F1scoremacro']:.4f}, "
+        f"macro recall {m['Recallmacro']:.4f}"
+    )
 
 
-@main.command("predict", epilog=examples(
-    "raytasks predict --records ~/mitdb/100.hea", "raytasks predict --records ~/mitdb --score"))
-@click.option("--records", required=True, type=click.Path(),
-              help="A recording (WFDB .hea/.dat, .edf, .csv) or a directory of them.")
-@click.option("--model", "model", type=click.Path(file_okay=False), default=None,
-              show_default="the shipped RR model with the best valid macro F2",
-              help="Model dir.")
-@click.option("--out", type=click.Path(file_okay=False), default=None,
-              show_default="results/predict/", help="Output dir.")
-@click.option("--fs", "fs", type=float, default=None, show_default="required for CSV",
-              help="Sampling rate (Hz) of CSV files.")
-@click.option("--workers", type=click.IntRange(1, 64), default=2,
-              help="Ray Data tasks at a time (detection, then classification).")
-@click.option("--chunk-s", type=click.FloatRange(10), default=3600,
-              help="Recordings longer than this are cut into chunks of this many seconds.")
-@click.option("--peaks", "mode", type=click.Choice(["detect", "atr"]), default="detect",
-              help="atr: classify at the reference beat positions "
-                                      "(.atr) instead of detected ones (to measure what "
-                                      "detection costs).")
-@click.option("--score", "do_score", is_flag=True,
-              help="Then score against the records' .atr files (raytasks score).")
+@main.command(
+    "predict",
+    epilog=examples(
+        "raytasks predict --records ~/mitdb/100.hea", "raytasks predict --records ~/mitdb --score"
+    ),
+)
+@click.option(
+    "--records",
+    required=True,
+    type=click.Path(),
+    help="A recording (WFDB .hea/.dat, .edf, .csv) or a directory of them.",
+)
+@click.option(
+    "--model",
+    "model",
+    type=click.Path(file_okay=False),
+    default=None,
+    show_default="the shipped RR model with the best valid macro F2",
+    help="Model dir.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    show_default="results/predict/",
+    help="Output dir.",
+)
+@click.option(
+    "--fs",
+    "fs",
+    type=float,
+    default=None,
+    show_default="required for CSV",
+    help="Sampling rate (Hz) of CSV files.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=2,
+    help="Ray Data tasks at a time (detection, then classification).",
+)
+@click.option(
+    "--chunk-s",
+    type=click.FloatRange(10),
+    default=3600,
+    help="Recordings longer than this are cut into chunks of this many seconds.",
+)
+@click.option(
+    "--peaks",
+    "mode",
+    type=click.Choice(["detect", "atr"]),
+    default="detect",
+    help="atr: classify at the reference beat positions "
+    "(.atr) instead of detected ones (to measure what "
+    "detection costs).",
+)
+@click.option(
+    "--score",
+    "do_score",
+    is_flag=True,
+    help="Then score against the records' .atr files (raytasks score).",
+)
 def predict_cmd(records, model, out, fs, workers, chunk_s, mode, do_score):
     """Find and classify every beat of unannotated recordings (Ray Data, one task per
     recording or chunk): OUT/<name>/{beats.csv,summary.json,strip.png}, OUT/summary.csv."""
@@ -488,8 +734,7 @@ def predict_cmd(records, model, out, fs, workers, chunk_s, mode, do_score):
         raise click.ClickException("no recording could be processed (see the lines above)")
     click.echo(f"wrote {out_dir / 'summary.csv'} ({len(frame)} of {len(paths)} recordings)")
     if do_score:
-        score_and_print(Path(records) if Path(records).is_dir() else Path(records).parent,
-                        out_dir)
+        score_and_print(Path(records) if Path(records).is_dir() else Path(records).parent, out_dir)
 
 
 def score_and_print(records: Path, predictions: Path) -> None:
@@ -502,10 +747,19 @@ def score_and_print(records: Path, predictions: Path) -> None:
 
 
 @main.command("score", epilog=examples("raytasks score --records ~/mitdb"))
-@click.option("--records", required=True, type=click.Path(file_okay=False),
-              help="WFDB records with reference beat annotations (.atr).")
-@click.option("--predictions", type=click.Path(file_okay=False), default=None,
-              show_default="results/predict/", help="Output of raytasks predict.")
+@click.option(
+    "--records",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="WFDB records with reference beat annotations (.atr).",
+)
+@click.option(
+    "--predictions",
+    type=click.Path(file_okay=False),
+    default=None,
+    show_default="results/predict/",
+    help="Output of raytasks predict.",
+)
 def score_cmd(records, predictions):
     """EC57-style beat-by-beat scoring (150 ms matching): QRS Se/+P, per-class Se/+P/F1 and
     confusion of matched beats, per record and total -> PREDICTIONS/score.{csv,txt}."""
@@ -514,18 +768,32 @@ def score_cmd(records, predictions):
     score_and_print(Path(records), pred)
 
 
-@main.group(cls=Group, epilog=examples("raytasks cluster up --nodes 2",
-                                       'eval "$(raytasks cluster env)"', "raytasks cluster down"))
+@main.group(
+    cls=Group,
+    epilog=examples(
+        "raytasks cluster up --nodes 2", 'eval "$(raytasks cluster env)"', "raytasks cluster down"
+    ),
+)
 def cluster():
     """A local Ray head (dashboard + job server on 127.0.0.1:<port>) and extra raylets."""
 
 
-@cluster.command("up", epilog=examples("raytasks cluster up",
-                                      "raytasks cluster up --nodes 2 --cpus 2"))
-@click.option("--nodes", type=click.IntRange(1, 8), default=1,
-              help="Raylets on this machine (2 acts as a 2-node cluster).")
-@click.option("--cpus", type=click.IntRange(1), default=None, show_default="all",
-              help="CPUs each node offers.")
+@cluster.command(
+    "up", epilog=examples("raytasks cluster up", "raytasks cluster up --nodes 2 --cpus 2")
+)
+@click.option(
+    "--nodes",
+    type=click.IntRange(1, 8),
+    default=1,
+    help="Raylets on this machine (2 acts as a 2-node cluster).",
+)
+@click.option(
+    "--cpus",
+    type=click.IntRange(1),
+    default=None,
+    show_default="all",
+    help="CPUs each node offers.",
+)
 def cluster_up(nodes, cpus):
     """Start the team's head on this machine (port from config.toml / RAYTASKS_PORT)."""
     from raytasks import cluster as rc
@@ -554,19 +822,36 @@ def cluster_down():
     from raytasks import cluster as rc
 
     n, killed = rc.down(config.load())
-    click.echo(f"stopped {n} process(es)" + (f"; still running {rc.GRACE_S} s after SIGTERM, "
-                                              f"killed: {', '.join(killed)}" if killed else "")
-               if n else "no cluster started by `raytasks cluster up` on this port")
+    click.echo(
+        f"stopped {n} process(es)"
+        + (
+            f"; still running {rc.GRACE_S} s after SIGTERM, killed: {', '.join(killed)}"
+            if killed
+            else ""
+        )
+        if n
+        else "no cluster started by `raytasks cluster up` on this port"
+    )
 
 
-@main.command("submit", context_settings={"ignore_unknown_options": True}, epilog=examples(
-    "raytasks submit --space cnn1d -- --samples 2 --max-epochs 2",
-    "raytasks submit --space all --follow -- --archs gru,cnn1d --samples 20 --export"))
+@main.command(
+    "submit",
+    context_settings={"ignore_unknown_options": True},
+    epilog=examples(
+        "raytasks submit --space cnn1d -- --samples 2 --max-epochs 2",
+        "raytasks submit --space all --follow -- --archs gru,cnn1d --samples 20 --export",
+    ),
+)
 @click.option("--space", required=True, help="Search space to run (searchspaces/<SPACE>.toml).")
-@click.option("--dev", default=None, show_default="config.toml / RAYTASKS_DEV",
-              help="Your dev tag.")
-@click.option("--storage", default=None, show_default="config.toml; relative = the cluster's",
-              help="Team storage.")
+@click.option(
+    "--dev", default=None, show_default="config.toml / RAYTASKS_DEV", help="Your dev tag."
+)
+@click.option(
+    "--storage",
+    default=None,
+    show_default="config.toml; relative = the cluster's",
+    help="Team storage.",
+)
 @click.option("--wait", is_flag=True, help="Wait until the job ends.")
 @click.option("-f", "--follow", is_flag=True, help="Print the job's log until it ends.")
 @click.argument("tune_args", nargs=-1, type=click.UNPROCESSED)
@@ -577,8 +862,10 @@ def submit_cmd(space, dev, storage, wait, follow, tune_args):
     cfg = config.load(dev=dev, storage=storage)
     job = rc.submit(cfg, space, list(tune_args))
     click.echo(f"submitted {job} to {rc.job_address(cfg)}")
-    click.echo(f"follow: raytasks logs {job}   status: raytasks jobs   "
-               f"dashboard: {rc.job_address(cfg)}   afterwards: raytasks pull {job}")
+    click.echo(
+        f"follow: raytasks logs {job}   status: raytasks jobs   "
+        f"dashboard: {rc.job_address(cfg)}   afterwards: raytasks pull {job}"
+    )
     if follow:
         status = rc.follow(rc.client(cfg), job, None, lambda text: click.echo(text, nl=False))
     if wait and not follow:
@@ -598,11 +885,22 @@ def jobs_cmd(everyone):
     click.echo(rc.job_table(rc.list_jobs(config.load(), everyone)))
 
 
-@main.command("logs", epilog=examples("raytasks logs alice-gru-20250101T120000Z --tail 40",
-                                      "raytasks logs alice-gru-20250101T120000Z --follow"))
+@main.command(
+    "logs",
+    epilog=examples(
+        "raytasks logs alice-gru-20250101T120000Z --tail 40",
+        "raytasks logs alice-gru-20250101T120000Z --follow",
+    ),
+)
 @click.argument("job")
-@click.option("--tail", "lines", type=click.IntRange(0), default=None, show_default="all",
-              help="Only the last N lines (with --follow: then the new ones).")
+@click.option(
+    "--tail",
+    "lines",
+    type=click.IntRange(0),
+    default=None,
+    show_default="all",
+    help="Only the last N lines (with --follow: then the new ones).",
+)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until the job ends.")
 @click.option("--force", is_flag=True, help="Read another dev's job too.")
 def logs_cmd(job, lines, follow, force):
@@ -661,8 +959,10 @@ def leaderboard_cmd(top):
     results = config.where(cfg, "results")
     board = sync_leaderboard(team_rows(store), results)
     click.echo(board_table(board, top))
-    click.echo(f"{len(board)} rows from {board['dev'].nunique() if len(board) else 0} dev(s) "
-               f"({store.uri} + earlier rows) -> {results / 'leaderboard.csv'} (+ .png)")
+    click.echo(
+        f"{len(board)} rows from {board['dev'].nunique() if len(board) else 0} dev(s) "
+        f"({store.uri} + earlier rows) -> {results / 'leaderboard.csv'} (+ .png)"
+    )
 
 
 def model_scheme(model_dir: Path):

@@ -32,6 +32,7 @@ their descendants (SIGTERM, SIGKILL only for what is left after a grace period),
 another cluster or a process that merely mentions this one (`ray stop` kills every Ray).
 """
 
+import contextlib
 import json
 import os
 import re
@@ -51,8 +52,17 @@ from raytasks.paths import write_text
 from raytasks.storage import Storage, run_dev
 
 TOKEN_PATH = Path.home() / ".ray" / "auth_token"
-EXCLUDES = ["/data/", "/runs/", ".venv", "/wandb/", ".git/", "/results/", "/models/",
-            "/storage/", "__pycache__/"]  # anchored: "data/" also dropped raytasks/data/
+EXCLUDES = [
+    "/data/",
+    "/runs/",
+    ".venv",
+    "/wandb/",
+    ".git/",
+    "/results/",
+    "/models/",
+    "/storage/",
+    "__pycache__/",
+]  # anchored: "data/" also dropped raytasks/data/
 RECORD = "raytasks-cluster.json"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 # the first line of every search's output (raytasks.tune.run): the tag the job ran under
@@ -72,10 +82,16 @@ def temp_dir(port: int, node: int = 1) -> str:
 def node_ports(port: int, node: int) -> list[str]:
     base = port + 10002 + 8 * (node - 1)
     workers = port + 11000 + 400 * (node - 1)
-    return [f"--node-manager-port={base}", f"--object-manager-port={base + 1}",
-            f"--dashboard-agent-listen-port={base + 2}", f"--dashboard-agent-grpc-port={base + 3}",
-            f"--runtime-env-agent-port={base + 4}", f"--metrics-export-port={base + 5}",
-            f"--min-worker-port={workers}", f"--max-worker-port={workers + 399}"]
+    return [
+        f"--node-manager-port={base}",
+        f"--object-manager-port={base + 1}",
+        f"--dashboard-agent-listen-port={base + 2}",
+        f"--dashboard-agent-grpc-port={base + 3}",
+        f"--runtime-env-agent-port={base + 4}",
+        f"--metrics-export-port={base + 5}",
+        f"--min-worker-port={workers}",
+        f"--max-worker-port={workers + 399}",
+    ]
 
 
 def _psutil():
@@ -94,15 +110,22 @@ def token_path() -> Path:
 def ray_env() -> dict:
     """Environment for `ray` commands: this venv first on PATH, so jobs run its python."""
     venv_bin = str(Path(sys.executable).parent)
-    return {**os.environ, "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}",
-            "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
+    return {
+        **os.environ,
+        "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}",
+        "RAY_AUTH_MODE": "token",
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
 
 
 def head_env(cfg: dict) -> dict:
     """The cluster's processes (and so every job's driver) get none of the head owner's
     raytasks / W&B settings, only the cluster's own data and storage folders."""
-    env = {k: v for k, v in ray_env().items()
-           if not k.startswith(("RAYTASKS_", "WANDB_")) and k not in ("MITDB_DIR", "RAY_ADDRESS")}
+    env = {
+        k: v
+        for k, v in ray_env().items()
+        if not k.startswith(("RAYTASKS_", "WANDB_")) and k not in ("MITDB_DIR", "RAY_ADDRESS")
+    }
     env["RAYTASKS_CLUSTER_PROCESSED"] = str(config.where(cfg, "processed"))
     env["RAYTASKS_CLUSTER_STORAGE"] = Storage.from_setting(cfg["storage"]).uri
     return env
@@ -120,11 +143,13 @@ def exposure_warning(cfg: dict) -> str | None:
     host, port = cfg["host"], cfg["port"]
     if host in LOOPBACK:
         return None
-    return (f"warning: host {host!r} is not loopback: the job API ({port}), GCS ({port + 10000}),"
-            f" Ray client ({port + 10001}) and node ports ({port + 10002}-{port + 11399}) accept"
-            f" connections from other machines, and anyone who reaches them with the cluster's"
-            f" token can run any code as {os.environ.get('USER', 'you')} here; prefer host "
-            f"127.0.0.1 and `ssh -N -L {port}:127.0.0.1:{port}` for teammates")
+    return (
+        f"warning: host {host!r} is not loopback: the job API ({port}), GCS ({port + 10000}),"
+        f" Ray client ({port + 10001}) and node ports ({port + 10002}-{port + 11399}) accept"
+        f" connections from other machines, and anyone who reaches them with the cluster's"
+        f" token can run any code as {os.environ.get('USER', 'you')} here; prefer host "
+        f"127.0.0.1 and `ssh -N -L {port}:127.0.0.1:{port}` for teammates"
+    )
 
 
 def job_address(cfg: dict) -> str:
@@ -148,20 +173,25 @@ def require_cluster(cfg: dict) -> None:
         raise ClusterError(
             f"no Ray cluster answers at {job_address(cfg)}: start one with `make cluster-up`, "
             f"or forward the shared head's port: ssh -N -L {cfg['port']}:127.0.0.1:"
-            f"{cfg['port']} <user>@<head>; and check `port` in config.toml")
+            f"{cfg['port']} <user>@<head>; and check `port` in config.toml"
+        )
     if not token_path().exists() and not os.environ.get("RAY_AUTH_TOKEN"):
-        raise ClusterError(f"no Ray auth token: copy the head's ~/.ray/auth_token to "
-                           f"{token_path()} (or set RAY_AUTH_TOKEN)")
+        raise ClusterError(
+            f"no Ray auth token: copy the head's ~/.ray/auth_token to "
+            f"{token_path()} (or set RAY_AUTH_TOKEN)"
+        )
 
 
 def shell_env(cfg: dict) -> str:
     """The exports after which `ray job submit` (and raytasks) reach this team's cluster."""
     record = load_record(cfg["port"])  # a head on this machine says where its storage is
-    lines = ['# eval "$(raytasks cluster env)"',
-             f"export RAY_ADDRESS={job_address(cfg)}",
-             "export RAY_AUTH_MODE=token",
-             f"export RAY_AUTH_TOKEN_PATH={shlex.quote(str(token_path()))}",
-             f"export RAYTASKS_PORT={cfg['port']}"]
+    lines = [
+        '# eval "$(raytasks cluster env)"',
+        f"export RAY_ADDRESS={job_address(cfg)}",
+        "export RAY_AUTH_MODE=token",
+        f"export RAY_AUTH_TOKEN_PATH={shlex.quote(str(token_path()))}",
+        f"export RAYTASKS_PORT={cfg['port']}",
+    ]
     if record:
         lines.append(f"export RAYTASKS_STORAGE={shlex.quote(record['storage'])}")
     return "\n".join(lines)
@@ -198,38 +228,78 @@ def session_members(sid: int) -> list[list]:
 
 def ensure_token() -> None:
     if not token_path().exists() and not os.environ.get("RAY_AUTH_TOKEN"):
-        subprocess.run([str(Path(sys.executable).parent / "ray"), "get-auth-token",
-                        "--generate"], env=ray_env(), capture_output=True, check=True)
+        subprocess.run(
+            [str(Path(sys.executable).parent / "ray"), "get-auth-token", "--generate"],
+            env=ray_env(),
+            capture_output=True,
+            check=True,
+        )
 
 
 def up(cfg: dict, nodes: int = 1, cpus: int | None = None) -> str:
     """Start a head (dashboard + job server on host:port) and nodes-1 more raylets here."""
     port = cfg["port"]
     if reachable(cfg):
-        raise ClusterError(f"something already answers at {job_address(cfg)}: "
-                           f"`make cluster-down` first, or pick another port")
+        raise ClusterError(
+            f"something already answers at {job_address(cfg)}: "
+            f"`make cluster-down` first, or pick another port"
+        )
     ensure_token()
     ip = node_ip(cfg["host"])
     ip_flag = [f"--node-ip-address={ip}"] if ip else []
     gcs = f"{ip or '127.0.0.1'}:{port + 10000}"
     cpu_flag = [f"--num-cpus={cpus}"] if cpus else []
     ray = str(Path(sys.executable).parent / "ray")
-    commands = [[ray, "start", "--head", f"--port={port + 10000}",
-                 f"--dashboard-host={cfg['host']}", f"--dashboard-port={port}",
-                 f"--ray-client-server-port={port + 10001}", f"--temp-dir={temp_dir(port)}",
-                 "--include-dashboard=true", "--disable-usage-stats", *ip_flag,
-                 *node_ports(port, 1), *cpu_flag]]
+    commands = [
+        [
+            ray,
+            "start",
+            "--head",
+            f"--port={port + 10000}",
+            f"--dashboard-host={cfg['host']}",
+            f"--dashboard-port={port}",
+            f"--ray-client-server-port={port + 10001}",
+            f"--temp-dir={temp_dir(port)}",
+            "--include-dashboard=true",
+            "--disable-usage-stats",
+            *ip_flag,
+            *node_ports(port, 1),
+            *cpu_flag,
+        ]
+    ]
     for n in range(2, nodes + 1):
-        commands.append([ray, "start", f"--address={gcs}", f"--temp-dir={temp_dir(port, n)}",
-                         "--disable-usage-stats", *ip_flag, *node_ports(port, n), *cpu_flag])
+        commands.append(
+            [
+                ray,
+                "start",
+                f"--address={gcs}",
+                f"--temp-dir={temp_dir(port, n)}",
+                "--disable-usage-stats",
+                *ip_flag,
+                *node_ports(port, n),
+                *cpu_flag,
+            ]
+        )
     env = head_env(cfg)
-    record = {"port": port, "host": cfg["host"], "nodes": nodes, "root": str(config.ROOT),
-              "storage": env["RAYTASKS_CLUSTER_STORAGE"],
-              "processed": env["RAYTASKS_CLUSTER_PROCESSED"], "processes": []}
+    record = {
+        "port": port,
+        "host": cfg["host"],
+        "nodes": nodes,
+        "root": str(config.ROOT),
+        "storage": env["RAYTASKS_CLUSTER_STORAGE"],
+        "processed": env["RAYTASKS_CLUSTER_PROCESSED"],
+        "processes": [],
+    }
     for cmd in commands:
         # a session of its own: every process this `ray start` leaves running is in it
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         _, err = proc.communicate()
         record["processes"] += session_members(proc.pid)
         save_record(record)  # before the next start: `down` stops a half-started cluster too
@@ -248,8 +318,9 @@ def wait_for_nodes(gcs: str, nodes: int, timeout: float = 60) -> None:
         deadline = time.time() + timeout
         while sum(n["Alive"] for n in ray.nodes()) < nodes:
             if time.time() > deadline:
-                raise ClusterError(f"only {sum(n['Alive'] for n in ray.nodes())} of {nodes} "
-                                   f"nodes came up")
+                raise ClusterError(
+                    f"only {sum(n['Alive'] for n in ray.nodes())} of {nodes} nodes came up"
+                )
             time.sleep(0.5)
     finally:
         ray.shutdown()
@@ -289,10 +360,8 @@ def terminate(procs: list) -> list[str]:
     psutil = _psutil()
 
     for p in procs:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             p.send_signal(signal.SIGTERM)
-        except psutil.NoSuchProcess:
-            pass
     _, alive = psutil.wait_procs(procs, timeout=GRACE_S)
     names = []
     for p in alive:
@@ -311,9 +380,11 @@ def down(cfg: dict) -> tuple[int, list[str]]:
     record = load_record(cfg["port"])
     if record is None:
         if reachable(cfg):
-            raise ClusterError(f"the cluster at {job_address(cfg)} was not started by "
-                               f"`raytasks cluster up` here (no {record_path(cfg['port'])}): "
-                               f"stop it where it was started")
+            raise ClusterError(
+                f"the cluster at {job_address(cfg)} was not started by "
+                f"`raytasks cluster up` here (no {record_path(cfg['port'])}): "
+                f"stop it where it was started"
+            )
         return 0, []
     procs = cluster_processes(record)
     killed = terminate(procs)
@@ -337,13 +408,18 @@ def submit(cfg: dict, space: str, args: list[str]) -> str:
 
     dev = run_dev(cfg)
     if any(a == "--dev" or a.startswith("--dev=") for a in args):
-        raise ClusterError("give your tag to `raytasks submit --dev` (or config.toml), not to "
-                           "the search's arguments")
+        raise ClusterError(
+            "give your tag to `raytasks submit --dev` (or config.toml), not to "
+            "the search's arguments"
+        )
     load_space(space)  # a malformed space fails here, not on the cluster
     jobs = client(cfg)
     submission_id = f"{dev}-{space}-{utc_stamp()}"
-    env_vars = {"RAYTASKS_DEV": dev, "RAYTASKS_EXPERIMENT": submission_id,
-                "RAY_USAGE_STATS_ENABLED": "0"}
+    env_vars = {
+        "RAYTASKS_DEV": dev,
+        "RAYTASKS_EXPERIMENT": submission_id,
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
     for key in ("storage", "processed"):
         value = str(cfg[key])
         if "://" in value or Path(value).expanduser().is_absolute():
@@ -351,13 +427,19 @@ def submit(cfg: dict, space: str, args: list[str]) -> str:
     for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_PROJECT"):
         if os.environ.get(var):
             env_vars[var] = os.environ[var]
-    entrypoint = " ".join(["python", "-m", "raytasks.tune", "--space", space,
-                           *map(shlex.quote, args)])
-    jobs.submit_job(entrypoint=entrypoint, submission_id=submission_id,
-                    metadata={"dev": dev, "space": space,  # job_name: the dashboard's Name
-                              "job_name": job_name(dev, space, args)},
-                    runtime_env={"working_dir": str(config.ROOT), "excludes": EXCLUDES,
-                                 "env_vars": env_vars})
+    entrypoint = " ".join(
+        ["python", "-m", "raytasks.tune", "--space", space, *map(shlex.quote, args)]
+    )
+    jobs.submit_job(
+        entrypoint=entrypoint,
+        submission_id=submission_id,
+        metadata={
+            "dev": dev,
+            "space": space,  # job_name: the dashboard's Name
+            "job_name": job_name(dev, space, args),
+        },
+        runtime_env={"working_dir": str(config.ROOT), "excludes": EXCLUDES, "env_vars": env_vars},
+    )
     return submission_id
 
 
@@ -382,7 +464,7 @@ def follow(jobs, submission_id: str, lines: int | None, echo, every: float = 2.0
     while True:
         status = jobs.get_job_status(submission_id)  # before reading: no line is missed
         logs = jobs.get_job_logs(submission_id)
-        echo(logs[len(seen):])
+        echo(logs[len(seen) :])
         seen = logs
         if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
             return str(status)
@@ -416,7 +498,8 @@ def owner(jobs, job) -> str | None:
     """The dev a job belongs to: `raytasks submit`'s metadata, a RAYTASKS_DEV in its runtime
     env, else the tag the search printed it runs under (raw `ray job submit`)."""
     dev = (job.metadata or {}).get("dev") or (
-        ((job.runtime_env or {}).get("env_vars") or {}).get("RAYTASKS_DEV"))
+        ((job.runtime_env or {}).get("env_vars") or {}).get("RAYTASKS_DEV")
+    )
     if dev:
         return dev
     found = ran_as(jobs, job)
@@ -443,13 +526,18 @@ def own_job(cfg: dict, submission_id: str, force: bool, action: str):
     """(client, owner) for a job this dev may act on; another dev's job is refused."""
     dev = run_dev(cfg)
     jobs = client(cfg)
-    job = job_info(jobs, submission_id,
-                   f"no job {submission_id!r} on {job_address(cfg)} (`raytasks jobs` lists yours)")
+    job = job_info(
+        jobs,
+        submission_id,
+        f"no job {submission_id!r} on {job_address(cfg)} (`raytasks jobs` lists yours)",
+    )
     who = owner(jobs, job)
     if who != dev and not force:
         whose = f"{who}'s job" if who else "a job without a dev tag"
-        raise ClusterError(f"{submission_id} is {whose}, not yours ({dev}): not {action} it "
-                           f"(--force to do it anyway)")
+        raise ClusterError(
+            f"{submission_id} is {whose}, not yours ({dev}): not {action} it "
+            f"(--force to do it anyway)"
+        )
     return jobs, who
 
 
@@ -459,8 +547,9 @@ def job_table(found: list[tuple]) -> str:
     rows = [f"{'submission id':<40}{'dev':<12}{'status':<11}{'started (UTC)':<21}entrypoint"]
     for who, j in sorted(found, key=lambda oj: oj[1].start_time or 0):
         start = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime((j.start_time or 0) / 1000))
-        rows.append(f"{j.submission_id:<40}{who or '?':<12}{str(j.status):<11}{start:<21}"
-                    f"{j.entrypoint}")
+        rows.append(
+            f"{j.submission_id:<40}{who or '?':<12}{j.status!s:<11}{start:<21}{j.entrypoint}"
+        )
     return "\n".join(rows)
 
 
@@ -472,8 +561,11 @@ def find_experiment(cfg: dict, store: Storage, name: str) -> tuple[str, str]:
         if area.exists("results", name) or area.exists("runs", name):
             return area.dev, name
     jobs = client(cfg)
-    job = job_info(jobs, name, f"{name!r} is neither an experiment in {store.uri} nor "
-                                    f"a job on {job_address(cfg)}")
+    job = job_info(
+        jobs,
+        name,
+        f"{name!r} is neither an experiment in {store.uri} nor a job on {job_address(cfg)}",
+    )
     found = ran_as(jobs, job)
     if not found:
         raise ClusterError(f"job {name} ({job.status}) has not started a raytasks search")
@@ -491,8 +583,9 @@ def pull(cfg: dict, name: str) -> tuple[dict, list[Path], Path]:
     dev, exp = find_experiment(cfg, store, name)
     area = store.dev(dev)
     if not area.exists("results", exp, "job.json"):
-        raise ClusterError(f"{dev}'s search {exp} has not finished: no results in "
-                           f"{area.results(exp)} yet")
+        raise ClusterError(
+            f"{dev}'s search {exp} has not finished: no results in {area.results(exp)} yet"
+        )
     info = json.loads(area.read_bytes("results", exp, "job.json"))
     models = config.where(cfg, "models")
     pulled = [area.get_dir(models / tag, "models", tag) for tag in info["models"]]

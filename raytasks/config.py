@@ -64,8 +64,9 @@ def config_path() -> Path:
     the project's config.toml (optional)."""
     named = os.environ.get("RAYTASKS_CONFIG")
     if named and not Path(named).is_file():
-        raise ConfigError(f"RAYTASKS_CONFIG={named}: no such file; point it at a config.toml "
-                          f"or unset it")
+        raise ConfigError(
+            f"RAYTASKS_CONFIG={named}: no such file; point it at a config.toml or unset it"
+        )
     return Path(named) if named else ROOT / "config.toml"
 
 
@@ -81,8 +82,9 @@ def load(**flags) -> dict:
             raise ConfigError(f"{path}: not valid TOML ({e})") from e
         unknown = set(file_cfg) - set(DEFAULTS)
         if unknown:
-            raise ConfigError(f"{path}: unknown setting(s) {sorted(unknown)}; "
-                              f"known: {sorted(DEFAULTS)}")
+            raise ConfigError(
+                f"{path}: unknown setting(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}"
+            )
         check({**cfg, **file_cfg}, path, where=f"({path})")  # wrong in the file: say so
         cfg.update(file_cfg)
     for var, key in ENV.items():
@@ -99,17 +101,20 @@ def check(cfg: dict, path: Path, where: str = "") -> None:
     for key in ("port", "seed"):
         value = cfg[key]
         try:
-            if isinstance(value, bool) or isinstance(value, float):
+            if isinstance(value, (bool, float)):
                 raise ValueError
             cfg[key] = int(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"setting '{key}' must be an integer, got {value!r} "
-                              f"{where}") from None
+            raise ConfigError(
+                f"setting '{key}' must be an integer, got {value!r} {where}"
+            ) from None
     lo, hi = PORT_RANGE
     if not lo <= cfg["port"] <= hi:
-        raise ConfigError(f"setting 'port' must be in {lo}..{hi} (Ray uses ports up to "
-                          f"port+14199), got {cfg['port']} {where}")
-    for key in PATH_SETTINGS + ("host", "scheme", "wandb_project", "dev"):
+        raise ConfigError(
+            f"setting 'port' must be in {lo}..{hi} (Ray uses ports up to "
+            f"port+14199), got {cfg['port']} {where}"
+        )
+    for key in (*PATH_SETTINGS, "host", "scheme", "wandb_project", "dev"):
         if not isinstance(cfg[key], str):
             raise ConfigError(f"setting '{key}' must be a string, got {cfg[key]!r} {where}")
     try:
@@ -130,6 +135,7 @@ def resolve(path: str | Path) -> Path:
 # path component); the dev tag becomes a path in raytasks.storage (`run_dev`, `DevArea`,
 # `local_runs`), which also owns the team's shared storage.
 
+
 def where(cfg: dict, setting: str) -> Path:
     """A path setting (processed, models, results, runs, ...) as an absolute path."""
     return resolve(cfg[setting])
@@ -145,4 +151,3 @@ def scheme_dir(cfg: dict, scheme: str | None = None) -> Path:
 def model_dir(cfg: dict, tag: str) -> Path:
     """A saved model's folder: <models>/<tag>."""
     return child(where(cfg, "models"), tag, "--tag")
-

@@ -38,7 +38,8 @@ def build_ensemble(member_dirs: list[Path], out_dir: Path, processed: Path) -> d
     x, y = saved.valid_split(processed, scheme, model)
     logits = saved.predict_logits(model, x)
     metrics = {k: float(v) for k, v in compute_metrics(y, logits.argmax(axis=1)).items()}
-    info = saved.ensemble_info(Path(out_dir).name, member_dirs, infos, scheme, metrics,
-                               fit_offsets(logits, y))
+    info = saved.ensemble_info(
+        Path(out_dir).name, member_dirs, infos, scheme, metrics, fit_offsets(logits, y)
+    )
     saved.save(out_dir, info, members=member_dirs)
     return saved.read_info(out_dir)

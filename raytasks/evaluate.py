@@ -40,14 +40,16 @@ from raytasks.metrics import (
 )
 from raytasks.paths import staged_dir, staged_files
 
-COLUMNS = ["modeltag"] + METRIC_NAMES + RECALL_NAMES
+COLUMNS = ["modeltag", *METRIC_NAMES, *RECALL_NAMES]
 
 
 def find_models(models_dir: Path) -> list[Path]:
     dirs = sorted(p.parent for p in Path(models_dir).glob(f"*/{saved.INFO}"))
     if not dirs:
-        raise DataError(f"{models_dir}: no exported models (models/<tag>/model.json); "
-                        f"train one with `raytasks train`")
+        raise DataError(
+            f"{models_dir}: no exported models (models/<tag>/model.json); "
+            f"train one with `raytasks train`"
+        )
     return dirs
 
 
@@ -63,8 +65,12 @@ def load_eval_data(processed: Path, scheme: str, split: str, data_file=None, rec
         from raytasks.data.imports import read_import
 
         frame = read_import(Path(data_file))
-        return (frame[FEATURES].to_numpy(np.float32), frame["target"].to_numpy(np.int64),
-                f"file {data_file}", None)
+        return (
+            frame[FEATURES].to_numpy(np.float32),
+            frame["target"].to_numpy(np.int64),
+            f"file {data_file}",
+            None,
+        )
     if records:
         from raytasks.data import FEATURES, RR_FEATURES
         from raytasks.data.beats import record_beats
@@ -73,9 +79,12 @@ def load_eval_data(processed: Path, scheme: str, split: str, data_file=None, rec
         names = list_records(Path(records))
         verify_checksums(Path(records), names)
         frame = pd.concat([record_beats(Path(records), n) for n in names], ignore_index=True)
-        return (frame[FEATURES + RR_FEATURES].to_numpy(np.float32),
-                frame["target"].to_numpy(np.int64), f"records {records} ({', '.join(names)})",
-                frame[["record", "sample"]].reset_index(drop=True))
+        return (
+            frame[FEATURES + RR_FEATURES].to_numpy(np.float32),
+            frame["target"].to_numpy(np.int64),
+            f"records {records} ({', '.join(names)})",
+            frame[["record", "sample"]].reset_index(drop=True),
+        )
     data_dir = scheme_path(processed, scheme)
     files = split_files(data_dir, split)
     x, y = load_split(files, rr=has_rr(files))
@@ -92,20 +101,25 @@ def model_inputs(model, info: dict, x: np.ndarray, context, data_desc: str) -> n
     """What the model reads, from x (and context); Skip with the reason when the data lacks it."""
     lacks = data_desc or "the data"
     if x.shape[1] < model.input_width:
-        raise Skip(f"reads RR-interval features, which {lacks} lacks (hackathon/Kaggle files "
-                   f"carry the beat only)")
+        raise Skip(
+            f"reads RR-interval features, which {lacks} lacks (hackathon/Kaggle files "
+            f"carry the beat only)"
+        )
     if info.get("record_features"):
         if context is None:
-            raise Skip(f"compares each beat with the rest of its recording (record, sample), "
-                       f"which {lacks} does not identify")
+            raise Skip(
+                f"compares each beat with the rest of its recording (record, sample), "
+                f"which {lacks} does not identify"
+            )
         from raytasks.records import record_features
 
         return record_features(x, context, info["record_features"])
-    return x[:, :model.input_width]
+    return x[:, : model.input_width]
 
 
-def evaluate_model(model_dir: Path, x: np.ndarray, y: np.ndarray, data_desc: str = "",
-                   context=None) -> dict:
+def evaluate_model(
+    model_dir: Path, x: np.ndarray, y: np.ndarray, data_desc: str = "", context=None
+) -> dict:
     """Both operating points of one model: rows, confusion matrices, speed.
 
     x holds the beat and, when the data has them, its RR features; each model reads the
@@ -116,11 +130,18 @@ def evaluate_model(model_dir: Path, x: np.ndarray, y: np.ndarray, data_desc: str
     logits = saved.predict_logits(model, model_inputs(model, info, x, context, data_desc))
     seconds = time.perf_counter() - t0
     offsets = saved.offsets_of(info)
-    out = {"tag": model_dir.name, "info": info, "beats_per_s": len(x) / max(seconds, 1e-9),
-           "size_bytes": sum(f.stat().st_size for f in model_dir.rglob(saved.WEIGHTS)),
-           "points": {}, "n_records": None if context is None else context["record"].nunique()}
-    for name, off in ((model_dir.name, np.zeros(NUM_CLASSES)),
-                      (f"{model_dir.name}@recall", offsets)):
+    out = {
+        "tag": model_dir.name,
+        "info": info,
+        "beats_per_s": len(x) / max(seconds, 1e-9),
+        "size_bytes": sum(f.stat().st_size for f in model_dir.rglob(saved.WEIGHTS)),
+        "points": {},
+        "n_records": None if context is None else context["record"].nunique(),
+    }
+    for name, off in (
+        (model_dir.name, np.zeros(NUM_CLASSES)),
+        (f"{model_dir.name}@recall", offsets),
+    ):
         pred = (logits + off).argmax(axis=1)
         out["points"][name] = {"metrics": compute_metrics(y, pred), "cm": confusion(y, pred)}
         if context is not None:  # the field's figures, with intervals over records
@@ -174,13 +195,22 @@ def plot_confusion(plt, points: list, path: Path, where: str = "") -> None:
     for row, (name, p) in enumerate(points):
         cm = p["cm"]
         norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-        for ax, mat, title, fmt in ((axes[row, 0], cm, "counts", "{:.0f}".format),
-                                    (axes[row, 1], norm, "row-normalised (recall)", share)):
+        for ax, mat, title, fmt in (
+            (axes[row, 0], cm, "counts", "{:.0f}".format),
+            (axes[row, 1], norm, "row-normalised (recall)", share),
+        ):
             ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
             for i in range(NUM_CLASSES):
                 for j in range(NUM_CLASSES):
-                    ax.text(j, i, fmt(mat[i, j]), ha="center", va="center",
-                            color="white" if norm[i, j] > 0.6 else "black", fontsize=9)
+                    ax.text(
+                        j,
+                        i,
+                        fmt(mat[i, j]),
+                        ha="center",
+                        va="center",
+                        color="white" if norm[i, j] > 0.6 else "black",
+                        fontsize=9,
+                    )
             ax.set_xticks(range(NUM_CLASSES), CLASS_SHORT)
             ax.set_yticks(range(NUM_CLASSES), CLASS_SHORT)
             ax.set_xlabel("predicted")
@@ -199,10 +229,17 @@ def plot_recall(plt, points: list, tag: str, path: Path, where: str = "") -> Non
         recall = np.diag(cm) / np.maximum(cm.sum(axis=1), 1)
         precision = np.diag(cm) / np.maximum(cm.sum(axis=0), 1)
         ax.bar(np.arange(NUM_CLASSES) + (2 * k) * width, recall, width, label=f"{name} recall")
-        ax.bar(np.arange(NUM_CLASSES) + (2 * k + 1) * width, precision, width, alpha=0.6,
-               label=f"{name} precision")
-    ax.set_xticks(np.arange(NUM_CLASSES) + 1.5 * width,
-                  [f"{c}\n{n}" for c, n in zip(CLASS_SHORT, CLASS_NAMES)])
+        ax.bar(
+            np.arange(NUM_CLASSES) + (2 * k + 1) * width,
+            precision,
+            width,
+            alpha=0.6,
+            label=f"{name} precision",
+        )
+    ax.set_xticks(
+        np.arange(NUM_CLASSES) + 1.5 * width,
+        [f"{c}\n{n}" for c, n in zip(CLASS_SHORT, CLASS_NAMES)],
+    )
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("per class")
     ax.legend(fontsize=8, loc="lower left")
@@ -214,40 +251,63 @@ def plot_recall(plt, points: list, tag: str, path: Path, where: str = "") -> Non
 
 def report_md(res: dict, data_desc: str, n_beats: int) -> str:
     info = res["info"]
-    lines = [f"# {res['tag']}", "", f"Evaluated on **{data_desc}**, {n_beats} beats.", "",
-             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines = [
+        f"# {res['tag']}",
+        "",
+        f"Evaluated on **{data_desc}**, {n_beats} beats.",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
     for name, p in res["points"].items():
         m = p["metrics"]
         lines.append(f"| {name} | " + " | ".join(f"{m[c]:.4f}" for c in COLUMNS[1:]) + " |")
     for name, p in res["points"].items():
-        lines += ["", f"Confusion matrix, {name} (rows true, columns predicted: "
-                  f"{' '.join(CLASS_SHORT)}):", "", "```"]
+        lines += [
+            "",
+            f"Confusion matrix, {name} (rows true, columns predicted: {' '.join(CLASS_SHORT)}):",
+            "",
+            "```",
+        ]
         lines += ["  ".join(f"{v:>6d}" for v in row) for row in p["cm"]] + ["```"]
     field = {name: p["field"] for name, p in res["points"].items() if "field" in p}
     if field:
-        lines += ["", "## As the patient-level literature reports it", "",
-                  f"Se (recall), +P (precision) and F1 per class; 95% intervals from "
-                  f"bootstrapping its {res['n_records']} records (patients), not beats:", "",
-                  field_table(field)]
-    offsets = ", ".join(f"{CLASS_SHORT[c]} {v:+.2f}" for c, v in enumerate(info.get(
-        "offsets", [0] * NUM_CLASSES)))
+        lines += [
+            "",
+            "## As the patient-level literature reports it",
+            "",
+            f"Se (recall), +P (precision) and F1 per class; 95% intervals from "
+            f"bootstrapping its {res['n_records']} records (patients), not beats:",
+            "",
+            field_table(field),
+        ]
+    offsets = ", ".join(
+        f"{CLASS_SHORT[c]} {v:+.2f}" for c, v in enumerate(info.get("offsets", [0] * NUM_CLASSES))
+    )
     lines += [
-        "", "## Recall-first operating point", "",
+        "",
+        "## Recall-first operating point",
+        "",
         f"`@recall` adds per-class offsets to the logits ({offsets}), fitted on the "
         f"{info.get('offsets_fit', {}).get('on', 'valid')} split to maximise macro F-beta "
-        "(beta = 2). " + ("Reported on the same valid split, these figures are optimistic: "
-                          "see `raytasks evaluate --split test` for held-out figures."
-                          if short_desc(data_desc).endswith("/valid") else
-                          f"The figures above are on {short_desc(data_desc)}, which the "
-                          f"offsets never saw."),
-        "", "## Provenance", "",
+        "(beta = 2). "
+        + (
+            "Reported on the same valid split, these figures are optimistic: "
+            "see `raytasks evaluate --split test` for held-out figures."
+            if short_desc(data_desc).endswith("/valid")
+            else f"The figures above are on {short_desc(data_desc)}, which the offsets never saw."
+        ),
+        "",
+        "## Provenance",
+        "",
         f"- architecture `{info['arch']}`, {info.get('params', '?')} parameters, "
         f"{res['size_bytes'] / 1e6:.2f} MB; inference {res['beats_per_s']:.0f} beats/s here",
         f"- model config: `{json.dumps(info['model'])}`",
         f"- training: `{json.dumps(info.get('train', {}))}`",
         f"- best epoch {info.get('epoch')}; valid metrics at export: "
-        + ", ".join(f"{k} {v:.4f}" for k, v in info.get("valid_metrics", {}).items()
-                    if k in METRIC_NAMES),
+        + ", ".join(
+            f"{k} {v:.4f}" for k, v in info.get("valid_metrics", {}).items() if k in METRIC_NAMES
+        ),
         f"- data: scheme `{info.get('data', {}).get('scheme')}`, params "
         f"`{json.dumps(info.get('data', {}).get('params'))}`",
         f"- run: {info.get('source') or 'n/a'}; exported {info.get('exported')}",
@@ -256,7 +316,7 @@ def report_md(res: dict, data_desc: str, n_beats: int) -> str:
 
 
 def table(rows: pd.DataFrame) -> str:
-    cols = ["modeltag", "Accuracy", "F1scoremacro", "Recallmacro", OBJECTIVE] + RECALL_NAMES
+    cols = ["modeltag", "Accuracy", "F1scoremacro", "Recallmacro", OBJECTIVE, *RECALL_NAMES]
     return rows[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}")
 
 
@@ -272,10 +332,12 @@ def digest(*parts: bytes) -> str:
 
 def tree_digest(root: Path, pattern: str = "*") -> str:
     """Content hash of every file under root matching pattern (names and bytes)."""
-    files = sorted(p for p in Path(root).rglob(pattern) if p.is_file()
-                   and "__pycache__" not in p.parts)
-    return digest(*(part for p in files for part in (
-        str(p.relative_to(root)).encode(), p.read_bytes())))
+    files = sorted(
+        p for p in Path(root).rglob(pattern) if p.is_file() and "__pycache__" not in p.parts
+    )
+    return digest(
+        *(part for p in files for part in (str(p.relative_to(root)).encode(), p.read_bytes()))
+    )
 
 
 def data_key(x: np.ndarray, y: np.ndarray, data_desc: str, context=None) -> str:
@@ -285,20 +347,31 @@ def data_key(x: np.ndarray, y: np.ndarray, data_desc: str, context=None) -> str:
     import torch
 
     code = tree_digest(Path(__file__).parent, "*.py")
-    where = b"" if context is None else (
-        "\n".join(context["record"].astype(str)).encode()
-        + context["sample"].to_numpy(np.int64).tobytes())
-    return digest(np.ascontiguousarray(x).tobytes(), y.tobytes(), data_desc.encode(), where,
-                  code.encode(), f"{torch.__version__} {np.__version__}".encode())
+    where = (
+        b""
+        if context is None
+        else (
+            "\n".join(context["record"].astype(str)).encode()
+            + context["sample"].to_numpy(np.int64).tobytes()
+        )
+    )
+    return digest(
+        np.ascontiguousarray(x).tobytes(),
+        y.tobytes(),
+        data_desc.encode(),
+        where,
+        code.encode(),
+        f"{torch.__version__} {np.__version__}".encode(),
+    )
 
 
-def model_result(model_dir: Path, x, y, data_desc: str, store: Path, key: str,
-                 context=None) -> dict:
+def model_result(
+    model_dir: Path, x, y, data_desc: str, store: Path, key: str, context=None
+) -> dict:
     """One model's points, speed and size, with r["files"] the folder holding its rendered
     ARTIFACTS: from `store` when this model's files and `key` were seen before, else
     computed and rendered there (staged, then renamed into place)."""
-    entry = store / digest(model_dir.name.encode(), tree_digest(model_dir).encode(),
-                           key.encode())
+    entry = store / digest(model_dir.name.encode(), tree_digest(model_dir).encode(), key.encode())
     if not (entry / "result.json").exists():
         r = evaluate_model(model_dir, x, y, data_desc, context)  # may Skip: nothing cached
         # content-addressed: a twin a concurrent run cached meanwhile is kept (it may be
@@ -306,15 +379,17 @@ def model_result(model_dir: Path, x, y, data_desc: str, store: Path, key: str,
         with staged_dir(entry, keep_existing=True) as tmp:
             plot_model(r, tmp, short_desc(data_desc))
             (tmp / "report.md").write_text(report_md(r, data_desc, len(y)))
-            keep = {k: r[k] for k in ("tag", "beats_per_s", "size_bytes")} | {"points": {
-                n: {"metrics": p["metrics"]} for n, p in r["points"].items()}}
+            keep = {k: r[k] for k in ("tag", "beats_per_s", "size_bytes")} | {
+                "points": {n: {"metrics": p["metrics"]} for n, p in r["points"].items()}
+            }
             (tmp / "result.json").write_text(json.dumps(keep, default=float))
     r = json.loads((entry / "result.json").read_text())
     return r | {"files": entry}
 
 
-def evaluate(model_dirs: list[Path], x, y, data_desc: str, out: Path, context=None,
-             cache: Path | None = None) -> pd.DataFrame:
+def evaluate(
+    model_dirs: list[Path], x, y, data_desc: str, out: Path, context=None, cache: Path | None = None
+) -> pd.DataFrame:
     """Evaluate, then write per-model plots/reports and output.csv under out: all staged
     first and swapped in at the end, so any failure leaves out as it was.
 
@@ -337,14 +412,20 @@ def evaluate(model_dirs: list[Path], x, y, data_desc: str, out: Path, context=No
             except Skip as e:
                 skipped.append(f"skipped {Path(d).name}: {e}")
                 continue
-            print(progress_line(i, len(model_dirs), results[-1], time.perf_counter() - t0),
-                  flush=True)
+            print(
+                progress_line(i, len(model_dirs), results[-1], time.perf_counter() - t0), flush=True
+            )
         if not results:
             raise DataError("no model can read this data: " + "; ".join(skipped))
         results.sort(key=lambda r: -max(p["metrics"][OBJECTIVE] for p in r["points"].values()))
-        rows = pd.DataFrame([{"modeltag": name, **{c: p["metrics"][c] for c in COLUMNS[1:]}}
-                             for r in results for name, p in r["points"].items()],
-                            columns=COLUMNS)
+        rows = pd.DataFrame(
+            [
+                {"modeltag": name, **{c: p["metrics"][c] for c in COLUMNS[1:]}}
+                for r in results
+                for name, p in r["points"].items()
+            ],
+            columns=COLUMNS,
+        )
         write_results(results, rows, out)
     for line in skipped:
         print(line)
@@ -355,9 +436,11 @@ def evaluate(model_dirs: list[Path], x, y, data_desc: str, out: Path, context=No
 
 def progress_line(i: int, n: int, r: dict, seconds: float) -> str:
     """[i/n] a model's rows as soon as it is done: plain and @recall objective, recalls."""
-    parts = [f"{name} {OBJECTIVE} {p['metrics'][OBJECTIVE]:.4f} recall "
-             + "/".join(f"{p['metrics'][c]:.2f}" for c in RECALL_NAMES)
-             for name, p in r["points"].items()]
+    parts = [
+        f"{name} {OBJECTIVE} {p['metrics'][OBJECTIVE]:.4f} recall "
+        + "/".join(f"{p['metrics'][c]:.2f}" for c in RECALL_NAMES)
+        for name, p in r["points"].items()
+    ]
     return f"[{i}/{n}] {'; '.join(parts)} ({seconds:.1f} s)"
 
 
@@ -380,9 +463,18 @@ def calibrate(model_dir: Path, processed: Path, target_recall: float | None = No
     scheme = saved.scheme_of(info) or "intra"
     x, y = saved.valid_split(processed, scheme, model)
     offsets = fit_offsets(saved.predict_logits(model, x), y, target_recall=target_recall)
-    info = saved.with_offsets(info, offsets, {
-        "on": "valid", "scheme": scheme,
-        "objective": (f"macro precision with sick-class recall >= {target_recall}"
-                      if target_recall else OBJECTIVE)})
+    info = saved.with_offsets(
+        info,
+        offsets,
+        {
+            "on": "valid",
+            "scheme": scheme,
+            "objective": (
+                f"macro precision with sick-class recall >= {target_recall}"
+                if target_recall
+                else OBJECTIVE
+            ),
+        },
+    )
     saved.write_info(model_dir, info)
     return info

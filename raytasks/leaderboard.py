@@ -21,8 +21,21 @@ from raytasks.metrics import METRIC_NAMES, OBJECTIVE, RECALL_NAMES
 from raytasks.spaces import trial_settings
 from raytasks.storage import merge_rows
 
-COLUMNS = (["dev", "experiment", "trial_id", "scheme", "arch", "epochs", "max_epochs", "best_epoch",
-            "metric"] + METRIC_NAMES + RECALL_NAMES + ["config", "finished"])
+COLUMNS = [
+    "dev",
+    "experiment",
+    "trial_id",
+    "scheme",
+    "arch",
+    "epochs",
+    "max_epochs",
+    "best_epoch",
+    "metric",
+    *METRIC_NAMES,
+    *RECALL_NAMES,
+    "config",
+    "finished",
+]
 TABLE = ["scheme", "arch", "epochs", "F1scoremacro", "Recallmacro", OBJECTIVE, "TP_1", "TP_3"]
 
 
@@ -37,15 +50,22 @@ def rows_of(grid, dev: str, experiment: str, space, search: dict):
             continue
         best = df.loc[df[metric].idxmax()]
         settings = trial_settings(space, result.config)
-        rows.append({
-            "dev": dev, "experiment": experiment, "trial_id": best.get("trial_id"),
-            "scheme": search["scheme"], "arch": settings["arch"],
-            "epochs": int(df["training_iteration"].max()), "max_epochs": search["max_epochs"],
-            "best_epoch": int(best["epoch"]), "metric": metric,
-            **{m: float(best[m]) for m in METRIC_NAMES + RECALL_NAMES if m in best},
-            "config": json.dumps(settings, default=list),
-            "finished": utc_iso(),
-        })
+        rows.append(
+            {
+                "dev": dev,
+                "experiment": experiment,
+                "trial_id": best.get("trial_id"),
+                "scheme": search["scheme"],
+                "arch": settings["arch"],
+                "epochs": int(df["training_iteration"].max()),
+                "max_epochs": search["max_epochs"],
+                "best_epoch": int(best["epoch"]),
+                "metric": metric,
+                **{m: float(best[m]) for m in METRIC_NAMES + RECALL_NAMES if m in best},
+                "config": json.dumps(settings, default=list),
+                "finished": utc_iso(),
+            }
+        )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -91,9 +111,9 @@ def ranked(board: pd.DataFrame, metric: str) -> pd.DataFrame:
     """By scheme (the one with most rows first, "?" last), then best first within it."""
     size = board["scheme"].map(board["scheme"].value_counts())
     keys = board.assign(_old=board["scheme"] == "?", _n=-size)
-    return (keys.sort_values(["_old", "_n", "scheme", metric],
-                             ascending=[True, True, True, False])
-            .drop(columns=["_old", "_n"]))
+    return keys.sort_values(
+        ["_old", "_n", "scheme", metric], ascending=[True, True, True, False]
+    ).drop(columns=["_old", "_n"])
 
 
 def best_per_arch(board: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -115,25 +135,40 @@ def plot(path: Path, out: Path, split: str = "valid") -> None:
     metric = ranking_metric(board)
     board = board.assign(cut=cut(board).to_numpy())
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 4.5), gridspec_kw={"width_ratios": [1, 2]})
-    bars = pd.concat([best_per_arch(board[board["cut"] == c], metric) for c in (False, True)
-                      if (board["cut"] == c).any()])
+    bars = pd.concat(
+        [
+            best_per_arch(board[board["cut"] == c], metric)
+            for c in (False, True)
+            if (board["cut"] == c).any()
+        ]
+    )
     bars = ranked(bars, metric)
     many = bars["scheme"].nunique() > 1  # name each bar's scheme only when they differ
-    labels = [f"{r.arch}{f' {r.scheme}' if many else ''} ({r.dev}){' cut' if r.cut else ''}"
-              for r in bars.itertuples()]
+    labels = [
+        f"{r.arch}{f' {r.scheme}' if many else ''} ({r.dev}){' cut' if r.cut else ''}"
+        for r in bars.itertuples()
+    ]
     ax1.barh(labels, bars[metric], color=["tab:gray" if c else "tab:blue" for c in bars["cut"]])
     for y, r in enumerate(bars.itertuples()):
-        ax1.text(getattr(r, metric), y, f" {getattr(r, metric):.3f} ({r.epochs} ep)",
-                 va="center", fontsize=8)
+        ax1.text(
+            getattr(r, metric),
+            y,
+            f" {getattr(r, metric):.3f} ({r.epochs} ep)",
+            va="center",
+            fontsize=8,
+        )
     ax1.invert_yaxis()
     ax1.set_xlim(0, 1.15)
     ax1.set_xlabel(f"best {metric} ({split}); gray: cut early by ASHA")
     full = bars[~bars["cut"]] if (~bars["cut"]).any() else bars
     width = 0.8 / max(len(full), 1)
     for i, r in enumerate(full.itertuples()):
-        ax2.bar(np.arange(NUM_CLASSES) + i * width,
-                [getattr(r, f"TP_{c}") for c in range(NUM_CLASSES)], width,
-                label=f"{r.arch}{f' {r.scheme}' if many else ''} ({r.dev})")
+        ax2.bar(
+            np.arange(NUM_CLASSES) + i * width,
+            [getattr(r, f"TP_{c}") for c in range(NUM_CLASSES)],
+            width,
+            label=f"{r.arch}{f' {r.scheme}' if many else ''} ({r.dev})",
+        )
     ax2.set_xticks(np.arange(NUM_CLASSES) + 0.4 - width / 2, CLASS_SHORT)
     ax2.set_ylim(0, 1.3)  # headroom: the legend sits above the bars, hiding none
     ax2.set_ylabel(f"recall of that trial ({split})")
@@ -147,10 +182,12 @@ def plot(path: Path, out: Path, split: str = "valid") -> None:
 def title(board: pd.DataFrame, metric: str, split: str) -> str:
     searches, devs = board["experiment"].nunique(), sorted(board["dev"].astype(str).unique())
     schemes = sorted(with_scheme(board)["scheme"].unique())
-    return (f"leaderboard by {metric} on {'/'.join(schemes)} {split} "
-            f"(ranked within a scheme): {len(board)} trials "
-            f"({int(board['cut'].sum())} cut early), {searches} "
-            f"search{'es' * (searches != 1)}, dev{'s' * (len(devs) != 1)} {', '.join(devs)}")
+    return (
+        f"leaderboard by {metric} on {'/'.join(schemes)} {split} "
+        f"(ranked within a scheme): {len(board)} trials "
+        f"({int(board['cut'].sum())} cut early), {searches} "
+        f"search{'es' * (searches != 1)}, dev{'s' * (len(devs) != 1)} {', '.join(devs)}"
+    )
 
 
 def best_table(rows: pd.DataFrame, metric: str) -> str:
@@ -158,8 +195,9 @@ def best_table(rows: pd.DataFrame, metric: str) -> str:
     if rows.empty:
         return "no trial reported a result"
     cols = ["trial_id"] + TABLE + ([metric] if metric not in TABLE else [])
-    return best_per_arch(rows, metric)[cols].to_string(index=False,
-                                                       float_format=lambda v: f"{v:.4f}")
+    return best_per_arch(rows, metric)[cols].to_string(
+        index=False, float_format=lambda v: f"{v:.4f}"
+    )
 
 
 def board_table(board: pd.DataFrame, top: int) -> str:
@@ -170,5 +208,6 @@ def board_table(board: pd.DataFrame, top: int) -> str:
     best = ranked(board.assign(cut=np.where(cut(board), "cut", "")), metric)
     best = best.groupby("scheme", sort=False).head(top)
     cols = ["dev", "experiment"] + TABLE + ([metric] if metric not in TABLE else []) + ["cut"]
-    return (f"ranked by {metric} within each scheme (top {top} of each)\n"
-            + best[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return f"ranked by {metric} within each scheme (top {top} of each)\n" + best[cols].to_string(
+        index=False, float_format=lambda v: f"{v:.4f}"
+    )

@@ -81,8 +81,14 @@ class Recall:
         return float(r[present].mean())
 
 
-METRICS = [Accuracy(), FBetaScore(1, "micro"), FBetaScore(1, "macro"), Precision("macro"),
-           Recall("macro"), FBetaScore(2, "macro")]
+METRICS = [
+    Accuracy(),
+    FBetaScore(1, "micro"),
+    FBetaScore(1, "macro"),
+    Precision("macro"),
+    Recall("macro"),
+    FBetaScore(2, "macro"),
+]
 METRIC_NAMES = [repr(m) for m in METRICS]
 RECALL_NAMES = [f"TP_{c}" for c in range(NUM_CLASSES)]
 OBJECTIVE = "F2scoremacro"
@@ -107,8 +113,14 @@ def fbeta_macro(y_true, logits: np.ndarray, offsets: np.ndarray, beta: float = 2
     return FBetaScore(beta, "macro")(confusion(y_true, (logits + offsets).argmax(axis=1)))
 
 
-def fit_offsets(logits: np.ndarray, y_true, beta: float = 2.0,
-                target_recall: float | None = None, grid=None, rounds: int = 3) -> np.ndarray:
+def fit_offsets(
+    logits: np.ndarray,
+    y_true,
+    beta: float = 2.0,
+    target_recall: float | None = None,
+    grid=None,
+    rounds: int = 3,
+) -> np.ndarray:
     """Per-class offsets added to the logits before argmax (class 0's stays 0).
 
     Default: maximise macro F-beta (beta = 2: recall first) by coordinate ascent from zero;
@@ -166,8 +178,9 @@ def field_metrics(cm: np.ndarray) -> dict[str, float]:
     return {k: float(v) for k, v in out.items()}
 
 
-def record_bootstrap(y_true, y_pred, records, n_boot: int = 1000, seed: int = 0,
-                     level: float = 0.95) -> dict[str, tuple[float, float, float]]:
+def record_bootstrap(
+    y_true, y_pred, records, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict[str, tuple[float, float, float]]:
     """{figure: (value, low, high)}: each field figure with a bootstrap interval over
     *records* (patients), not beats: beats of one patient are not independent, and a
     patient-level claim must carry the spread between patients."""
@@ -181,20 +194,38 @@ def record_bootstrap(y_true, y_pred, records, n_boot: int = 1000, seed: int = 0,
     draws = rng.integers(0, len(names), size=(n_boot, len(names)))
     boots = [field_metrics(per_record[d].sum(axis=0).reshape(k, k)) for d in draws]
     lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
-    return {m: (v, float(np.percentile([b[m] for b in boots], lo)),
-                float(np.percentile([b[m] for b in boots], hi))) for m, v in point.items()}
+    return {
+        m: (
+            v,
+            float(np.percentile([b[m] for b in boots], lo)),
+            float(np.percentile([b[m] for b in boots], hi)),
+        )
+        for m, v in point.items()
+    }
 
 
-FIELD_COLUMNS = ["accuracy", "S Se", "S +P", "S F1", "V Se", "V +P", "V F1", "F F1",
-                 "macro F1 (N,S,V,F)", "macro F1 (5)"]
+FIELD_COLUMNS = [
+    "accuracy",
+    "S Se",
+    "S +P",
+    "S F1",
+    "V Se",
+    "V +P",
+    "V F1",
+    "F F1",
+    "macro F1 (N,S,V,F)",
+    "macro F1 (5)",
+]
 
 
 def field_table(rows: dict[str, dict], columns=FIELD_COLUMNS) -> str:
     """A markdown table, a row per {name: record_bootstrap(...) or field_metrics(...)}."""
+
     def cell(v):
         return f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]" if isinstance(v, tuple) else f"{v:.3f}"
 
     lines = ["| | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
-    lines += [f"| {name} | " + " | ".join(cell(r[c]) for c in columns) + " |"
-              for name, r in rows.items()]
+    lines += [
+        f"| {name} | " + " | ".join(cell(r[c]) for c in columns) + " |" for name, r in rows.items()
+    ]
     return "\n".join(lines)

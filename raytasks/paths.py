@@ -42,8 +42,10 @@ def check_name(name, what: str = "name") -> str:
     """`name` if it is one safe path component, else PathError saying what to give."""
     text = str(name)
     if not NAME.fullmatch(text) or len(text) > 100:
-        raise PathError(f"{what} {text!r} must be one plain name (letters, digits, '-', '_', "
-                        f"'.'; no '/', no leading '.' or '-'); pick another {what}")
+        raise PathError(
+            f"{what} {text!r} must be one plain name (letters, digits, '-', '_', "
+            f"'.'; no '/', no leading '.' or '-'); pick another {what}"
+        )
     return text
 
 
@@ -184,8 +186,10 @@ def staged_files(root: Path, last: tuple = ()):
     tmp = Path(tempfile.mkdtemp(prefix=stage_prefix("staged"), dir=root))
     try:
         yield tmp
-        files = sorted((p for p in tmp.rglob("*") if p.is_file()),
-                       key=lambda p: (p.relative_to(tmp).as_posix() in last, str(p)))
+        files = sorted(
+            (p for p in tmp.rglob("*") if p.is_file()),
+            key=lambda p: (p.relative_to(tmp).as_posix() in last, str(p)),
+        )
         targets = [(p, root / p.relative_to(tmp)) for p in files]
         for _, target in targets:
             _check_target(target)

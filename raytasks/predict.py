@@ -43,6 +43,7 @@ SUFFIXES = (".hea", ".edf", ".csv")
 
 # ---------------------------------------------------------------- reading recordings
 
+
 def list_recordings(path: Path) -> list[Path]:
     """A file, or every WFDB header, EDF and CSV file in a directory (sorted)."""
     path = Path(path)
@@ -81,8 +82,11 @@ def probe(path: Path, fs_csv: float | None) -> dict:
 
             with pyedflib.EdfReader(str(path)) as f:
                 lead = pick_lead(f.getSignalLabels())
-                return {"fs": float(f.getSampleFrequency(lead)),
-                        "n": int(f.getNSamples()[lead]), "lead": lead}
+                return {
+                    "fs": float(f.getSampleFrequency(lead)),
+                    "n": int(f.getNSamples()[lead]),
+                    "lead": lead,
+                }
         if fs_csv is None:
             raise DataError(f"{path}: a CSV holds no sampling rate; give it with --fs")
         return {"fs": float(fs_csv), "n": None, "lead": None}
@@ -95,14 +99,15 @@ def probe(path: Path, fs_csv: float | None) -> dict:
 def read_span(path: Path, info: dict, t0: float, t1: float | None) -> np.ndarray:
     """Samples [t0, t1) seconds of the recording's chosen lead, at its own rate (float64)."""
     fs, kind = info["fs"], path.suffix.lower()
-    a = int(round(t0 * fs))
-    b = info["n"] if t1 is None or info["n"] is None else min(info["n"], int(round(t1 * fs)))
+    a = round(t0 * fs)
+    b = info["n"] if t1 is None or info["n"] is None else min(info["n"], round(t1 * fs))
     try:
         if kind == ".hea":
             import wfdb
 
-            rec = wfdb.rdrecord(str(path.with_suffix("")), sampfrom=a, sampto=b,
-                                channels=[info["lead"]])
+            rec = wfdb.rdrecord(
+                str(path.with_suffix("")), sampfrom=a, sampto=b, channels=[info["lead"]]
+            )
             x = rec.p_signal[:, 0]
         elif kind == ".edf":
             import pyedflib
@@ -110,7 +115,7 @@ def read_span(path: Path, info: dict, t0: float, t1: float | None) -> np.ndarray
             with pyedflib.EdfReader(str(path)) as f:
                 x = f.readSignal(info["lead"], start=a, n=b - a)
         else:
-            x = read_csv_samples(path)[a:None if t1 is None else int(round(t1 * fs))]
+            x = read_csv_samples(path)[a : None if t1 is None else round(t1 * fs)]
     except DataError:
         raise
     except Exception as e:
@@ -157,8 +162,9 @@ def check_signal(path: Path, x: np.ndarray, fs: float) -> None:
     if fs < MIN_FS:
         raise DataError(f"{path}: sampled at {fs:g} Hz, below the {MIN_FS} Hz a QRS needs")
     if len(x) < MIN_SECONDS * fs:
-        raise DataError(f"{path}: {len(x) / fs:.1f} s long, too short for one beat "
-                        f"(needs {MIN_SECONDS} s)")
+        raise DataError(
+            f"{path}: {len(x) / fs:.1f} s long, too short for one beat (needs {MIN_SECONDS} s)"
+        )
     if not np.isfinite(x).all():
         raise DataError(f"{path}: NaN or infinite sample at {int(np.argmin(np.isfinite(x)))}")
     lo, hi = x.min(), x.max()
@@ -166,11 +172,13 @@ def check_signal(path: Path, x: np.ndarray, fs: float) -> None:
         raise DataError(f"{path}: flat signal (no ECG)")
     rails = np.mean((x == lo) | (x == hi))
     if rails > 0.05:
-        raise DataError(f"{path}: saturated signal ({100 * rails:.0f}% of samples at its "
-                        f"minimum or maximum)")
+        raise DataError(
+            f"{path}: saturated signal ({100 * rails:.0f}% of samples at its minimum or maximum)"
+        )
 
 
 # ---------------------------------------------------------------- detection and beats
+
 
 def detect_peaks(x: np.ndarray, fs: float) -> np.ndarray:
     """R-peak sample indices: wfdb's XQRS, its missed beats filled in by sleepecg's detector.
@@ -212,8 +220,11 @@ def fill_gaps(main: np.ndarray, extra: np.ndarray, fs: float) -> np.ndarray:
     k, cand = k[inside], extra[inside]
     near = np.minimum(cand - main[k - 1], main[k] - cand)
     pre = cand - main[k - 1]
-    add = cand[(near > REFRACTORY_S * fs) & (rr[k - 1] > FILL_RATIO * local[k - 1])
-               & (pre < PRE_MAX * local[k - 1])]
+    add = cand[
+        (near > REFRACTORY_S * fs)
+        & (rr[k - 1] > FILL_RATIO * local[k - 1])
+        & (pre < PRE_MAX * local[k - 1])
+    ]
     return np.sort(np.r_[main, add])
 
 
@@ -224,8 +235,16 @@ def plan_chunks(name: str, path: Path, info: dict, chunk_s: float) -> list[dict]
     if seconds is None or seconds <= chunk_s:
         return [{"name": name, "path": str(path), "info": info, "t0": 0.0, "t1": None}]
     starts = np.arange(0, seconds, chunk_s)
-    return [{"name": name, "path": str(path), "info": info, "t0": float(t),
-             "t1": float(t + chunk_s) if t + chunk_s < seconds else None} for t in starts]
+    return [
+        {
+            "name": name,
+            "path": str(path),
+            "info": info,
+            "t0": float(t),
+            "t1": float(t + chunk_s) if t + chunk_s < seconds else None,
+        }
+        for t in starts
+    ]
 
 
 def chunk_signal(row: dict) -> tuple[np.ndarray, int, int, int]:
@@ -237,9 +256,9 @@ def chunk_signal(row: dict) -> tuple[np.ndarray, int, int, int]:
     if t0 == 0 and t1 is None:
         check_signal(path, raw, info["fs"])
     x = to_360(raw, info["fs"])
-    start = int(round(lo * FS_RAW))
-    b = start + len(x) if t1 is None else int(round(t1 * FS_RAW))
-    return x, start, int(round(t0 * FS_RAW)), b
+    start = round(lo * FS_RAW)
+    b = start + len(x) if t1 is None else round(t1 * FS_RAW)
+    return x, start, round(t0 * FS_RAW), b
 
 
 def reference_peaks(row: dict) -> np.ndarray:
@@ -261,13 +280,15 @@ def detect_chunk(row: dict) -> dict:
             peaks = reference_peaks(row) - start
         else:
             peaks = detect_peaks(x, FS_RAW)
-        peaks = peaks[(peaks + start >= a) & (peaks + start < b) & (peaks >= 0)
-                      & (peaks < len(x))]
+        peaks = peaks[(peaks + start >= a) & (peaks + start < b) & (peaks >= 0) & (peaks < len(x))]
         beats = extract_beats(x, peaks) if len(peaks) else np.zeros((0, BEAT_LEN), np.float32)
         return row | {"peaks": peaks + start, "beats": beats, "error": ""}
     except DataError as e:
-        return row | {"peaks": np.zeros(0, np.int64),
-                      "beats": np.zeros((0, BEAT_LEN), np.float32), "error": str(e)}
+        return row | {
+            "peaks": np.zeros(0, np.int64),
+            "beats": np.zeros((0, BEAT_LEN), np.float32),
+            "error": str(e),
+        }
 
 
 class Classifier:
@@ -281,12 +302,13 @@ class Classifier:
         self.offsets = saved.offsets_of(info).astype(np.float32)
 
     def __call__(self, row: dict) -> dict:
-        x = np.concatenate([row["beats"], row["rr"]], axis=1)[:, :self.model.input_width]
+        x = np.concatenate([row["beats"], row["rr"]], axis=1)[:, : self.model.input_width]
         logits = saved.predict_logits(self.model, np.ascontiguousarray(x, dtype=np.float32))
         return {"name": row["name"], "t0": row["t0"], "logits": logits.astype(np.float32)}
 
 
 # ---------------------------------------------------------------- choosing the model
+
 
 def default_model(models_dir: Path, rr: bool = True) -> Path:
     """The shipped model with the best valid macro F2 among those the input can feed:
@@ -307,6 +329,7 @@ def default_model(models_dir: Path, rr: bool = True) -> Path:
 
 # ---------------------------------------------------------------- summaries and outputs
 
+
 def longest_run(classes: np.ndarray, c: int, times: np.ndarray) -> tuple[int, float]:
     """Length and start time (s) of the longest run of consecutive beats of class c."""
     best, start, run = 0, float("nan"), 0
@@ -322,12 +345,19 @@ def summarise(name: str, path: Path, beats: pd.DataFrame, seconds: float) -> dic
     y, t = beats["class"].to_numpy(), beats["time_s"].to_numpy()
     counts = np.bincount(y, minlength=NUM_CLASSES)
     hours = seconds / 3600
-    out = {"recording": name, "file": str(path), "duration_s": round(seconds, 1),
-           "beats": int(len(y)),
-           "mean_hr_bpm": round(60 * (len(t) - 1) / (t[-1] - t[0]), 1) if len(t) > 1 else 0.0}
+    out = {
+        "recording": name,
+        "file": str(path),
+        "duration_s": round(seconds, 1),
+        "beats": len(y),
+        "mean_hr_bpm": round(60 * (len(t) - 1) / (t[-1] - t[0]), 1) if len(t) > 1 else 0.0,
+    }
     out |= {f"n_{c}": int(counts[i]) for i, c in enumerate(CLASS_SHORT)}
-    out |= {"S_per_hour": round(counts[1] / hours, 1), "V_per_hour": round(counts[2] / hours, 1),
-            "ectopic_per_hour": round(counts[list(ECTOPIC)].sum() / hours, 1)}
+    out |= {
+        "S_per_hour": round(counts[1] / hours, 1),
+        "V_per_hour": round(counts[2] / hours, 1),
+        "ectopic_per_hour": round(counts[list(ECTOPIC)].sum() / hours, 1),
+    }
     for c in ECTOPIC:
         n, start = longest_run(y, c, t)
         out |= {f"longest_{CLASS_SHORT[c]}_run": n, f"longest_{CLASS_SHORT[c]}_run_at_s": start}
@@ -361,8 +391,14 @@ def plot_strip(path: Path, info: dict, beats: pd.DataFrame, dest: Path, span: fl
     for c, short in enumerate(CLASS_SHORT):
         sel = inside[inside["class"] == c]
         idx = np.clip(((sel["time_s"] - t0) * info["fs"]).round().astype(int), 0, len(x) - 1)
-        ax.scatter(sel["time_s"], x[idx] if len(x) else [], color=colours[c], s=28, zorder=3,
-                   label=f"{short} ({len(sel)})")
+        ax.scatter(
+            sel["time_s"],
+            x[idx] if len(x) else [],
+            color=colours[c],
+            s=28,
+            zorder=3,
+            label=f"{short} ({len(sel)})",
+        )
     ax.set_xlabel("time (s)")
     ax.set_title(f"{path.name}: {span:.0f} s with the most ectopic beats")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)  # off the trace
@@ -371,15 +407,21 @@ def plot_strip(path: Path, info: dict, beats: pd.DataFrame, dest: Path, span: fl
     plt.close(fig)
 
 
-def beats_table(peaks: np.ndarray, logits: np.ndarray, offsets: np.ndarray,
-                fs: float) -> pd.DataFrame:
+def beats_table(
+    peaks: np.ndarray, logits: np.ndarray, offsets: np.ndarray, fs: float
+) -> pd.DataFrame:
     """time_s, sample (at the recording's own rate), class, class name, probabilities."""
     z = logits - logits.max(axis=1, keepdims=True)
     probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
     classes = (logits + offsets).argmax(axis=1)
-    frame = pd.DataFrame({"time_s": np.round(peaks / FS_RAW, 4),
-                          "sample": np.rint(peaks * fs / FS_RAW).astype(np.int64),
-                          "class": classes, "label": np.asarray(CLASS_SHORT)[classes]})
+    frame = pd.DataFrame(
+        {
+            "time_s": np.round(peaks / FS_RAW, 4),
+            "sample": np.rint(peaks * fs / FS_RAW).astype(np.int64),
+            "class": classes,
+            "label": np.asarray(CLASS_SHORT)[classes],
+        }
+    )
     for c, short in enumerate(CLASS_SHORT):
         frame[f"p_{short}"] = np.round(probs[:, c], 5)
     return frame
@@ -395,35 +437,45 @@ def write_recording(out: Path, rec: dict, beats: pd.DataFrame, summary: dict) ->
 
 # ---------------------------------------------------------------- the pipeline
 
+
 def run_detection(jobs: list[dict], workers: int) -> list[dict]:
     """Pass 1 on Ray Data: one task per chunk, at most `workers` at a time."""
     import ray
 
     rows = [{"job": json.dumps(j)} for j in jobs]
     ds = ray.data.from_items(rows, override_num_blocks=len(rows))
-    out = ds.map(lambda r: detected_row(json.loads(r["job"])), num_cpus=1,
-                 compute=ray.data.TaskPoolStrategy(size=min(workers, len(rows)))).take_all()
+    out = ds.map(
+        lambda r: detected_row(json.loads(r["job"])),
+        num_cpus=1,
+        compute=ray.data.TaskPoolStrategy(size=min(workers, len(rows))),
+    ).take_all()
     return [json.loads(r["job"]) | {k: r[k] for k in ("peaks", "beats", "error")} for r in out]
 
 
 def detected_row(job: dict) -> dict:
     res = detect_chunk(job)
-    return {"job": json.dumps(job), "peaks": res["peaks"], "beats": res["beats"],
-            "error": res["error"]}
+    return {
+        "job": json.dumps(job),
+        "peaks": res["peaks"],
+        "beats": res["beats"],
+        "error": res["error"],
+    }
 
 
 def merge_chunks(chunks: list[dict]) -> dict:
     """One recording's chunks in order: peaks and beats joined, seam duplicates dropped."""
     chunks = sorted(chunks, key=lambda c: c["t0"])
     peaks = np.concatenate([np.asarray(c["peaks"], np.int64) for c in chunks])
-    beats = np.concatenate([np.asarray(c["beats"], np.float32).reshape(-1, BEAT_LEN)
-                            for c in chunks])
+    beats = np.concatenate(
+        [np.asarray(c["beats"], np.float32).reshape(-1, BEAT_LEN) for c in chunks]
+    )
     keep = np.r_[True, np.diff(peaks) >= REFRACTORY_S * FS_RAW] if len(peaks) else []
     return chunks[0] | {"peaks": peaks[keep], "beats": beats[keep], "t0": 0.0}
 
 
-def run_classification(recs: list[dict], model_dir: Path, workers: int,
-                       rows_per_task: int = 20000) -> dict[str, np.ndarray]:
+def run_classification(
+    recs: list[dict], model_dir: Path, workers: int, rows_per_task: int = 20000
+) -> dict[str, np.ndarray]:
     """Pass 2 on Ray Data: logits per recording, in pieces of at most rows_per_task beats."""
     import ray
 
@@ -431,12 +483,21 @@ def run_classification(recs: list[dict], model_dir: Path, workers: int,
     for rec in recs:
         rr = rr_features(rec["peaks"])
         for k in range(0, len(rec["peaks"]), rows_per_task):
-            pieces.append({"name": rec["name"], "t0": float(k),
-                           "beats": rec["beats"][k:k + rows_per_task],
-                           "rr": rr[k:k + rows_per_task]})
+            pieces.append(
+                {
+                    "name": rec["name"],
+                    "t0": float(k),
+                    "beats": rec["beats"][k : k + rows_per_task],
+                    "rr": rr[k : k + rows_per_task],
+                }
+            )
     ds = ray.data.from_items(pieces, override_num_blocks=max(1, len(pieces)))
-    out = ds.map(Classifier, fn_constructor_args=(str(model_dir),), num_cpus=1,
-                 compute=ray.data.ActorPoolStrategy(size=min(workers, len(pieces)))).take_all()
+    out = ds.map(
+        Classifier,
+        fn_constructor_args=(str(model_dir),),
+        num_cpus=1,
+        compute=ray.data.ActorPoolStrategy(size=min(workers, len(pieces))),
+    ).take_all()
     logits: dict[str, list] = {}
     for r in sorted(out, key=lambda r: (r["name"], r["t0"])):
         logits.setdefault(r["name"], []).append(np.asarray(r["logits"]).reshape(-1, NUM_CLASSES))
@@ -458,15 +519,24 @@ def plan(paths: list[Path], fs_csv: float | None, chunk_s: float, mode: str) -> 
     return jobs
 
 
-def predict(paths: list[Path], model_dir: Path, out: Path, fs_csv: float | None = None,
-            workers: int = 2, chunk_s: float = CHUNK_S, mode: str = "detect") -> pd.DataFrame:
+def predict(
+    paths: list[Path],
+    model_dir: Path,
+    out: Path,
+    fs_csv: float | None = None,
+    workers: int = 2,
+    chunk_s: float = CHUNK_S,
+    mode: str = "detect",
+) -> pd.DataFrame:
     """Detect, classify and write every recording; returns the summary.csv frame."""
     from raytasks.ray_connect import init_ray
 
     _, info = saved.load_model(model_dir)  # a bad model fails here, before any work
     if info.get("record_features"):  # raytasks.records: needs whole-record features
-        raise DataError(f"{Path(model_dir).name} classifies from per-record features "
-                        f"(raytasks boost); `predict` feeds single beats: use another model")
+        raise DataError(
+            f"{Path(model_dir).name} classifies from per-record features "
+            f"(raytasks boost); `predict` feeds single beats: use another model"
+        )
     offsets = saved.offsets_of(info).astype(np.float32)
     jobs = plan(paths, fs_csv, chunk_s, mode)
     if not jobs:
@@ -480,8 +550,10 @@ def predict(paths: list[Path], model_dir: Path, out: Path, fs_csv: float | None 
         errors = [c["error"] for c in chunks if c["error"]]
         rec = None if errors else merge_chunks(chunks)
         if errors or len(rec["peaks"]) == 0:
-            print(f"skipped: {errors[0] if errors else chunks[0]['path'] + ': no beat found'}",
-                  flush=True)
+            print(
+                f"skipped: {errors[0] if errors else chunks[0]['path'] + ': no beat found'}",
+                flush=True,
+            )
             continue
         recs.append(rec)
     logits = run_classification(recs, model_dir, workers) if recs else {}
@@ -500,12 +572,14 @@ def write_outputs(recs, logits, offsets, out: Path, model_dir: Path) -> pd.DataF
         summary["model"] = Path(model_dir).name
         write_recording(out, rec, beats, summary)
         rows.append(summary)
-        print(f"{rec['name']}: {len(beats)} beats, " + ", ".join(
-            f"{c} {summary[f'n_{c}']}" for c in CLASS_SHORT) + f" -> {out / rec['name']}",
-            flush=True)
+        print(
+            f"{rec['name']}: {len(beats)} beats, "
+            + ", ".join(f"{c} {summary[f'n_{c}']}" for c in CLASS_SHORT)
+            + f" -> {out / rec['name']}",
+            flush=True,
+        )
     frame = pd.DataFrame(rows)
     if rows:
         with staged_file(out / "summary.csv") as tmp:
             frame.to_csv(tmp, index=False)
     return frame
-

@@ -11,8 +11,7 @@ def init_ray():
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True,
-                 configure_logging=False)
+        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True, configure_logging=False)
 
 
 def quiet_sigterm_exit():
@@ -21,6 +20,7 @@ def quiet_sigterm_exit():
     cannot raise it and prints "Exception ignored in ... SystemExit: 1" into the job log
     instead: noise about an exit that was asked for. Drop that one message; every other
     unraisable error is still printed by Python's own hook."""
+
     def hook(unraisable):
         if not issubclass(unraisable.exc_type, SystemExit):
             sys.__unraisablehook__(unraisable)

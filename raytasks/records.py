@@ -27,8 +27,10 @@ from raytasks.data import BEAT_LEN, RR_FEATURES, DataError
 
 GROUPS = ("beat", "rr", "pace", "rr_record", "template", "shape", "amplitude", "neighbours")
 # the HistGradientBoosting floor, its two feature rows (bench/inter_floor.py)
-FLOOR_ROWS = {"beat + RR": {"step": 3, "groups": ["beat", "rr"]},
-              "+ record template": {"step": 3, "groups": ["beat", "rr", "template", "pace"]}}
+FLOOR_ROWS = {
+    "beat + RR": {"step": 3, "groups": ["beat", "rr"]},
+    "+ record template": {"step": 3, "groups": ["beat", "rr", "template", "pace"]},
+}
 
 
 def record_slices(context: pd.DataFrame) -> list[np.ndarray]:
@@ -59,13 +61,14 @@ def one_record(beats: np.ndarray, rr: np.ndarray, params: dict) -> dict[str, np.
     out["rr_record"] = np.column_stack([pre / mean_rr, post / mean_rr])
     template = np.median(beats, axis=0)
     diff = beats - template
-    size = np.column_stack([np.abs(diff).mean(axis=1), np.sqrt((diff ** 2).mean(axis=1))])
+    size = np.column_stack([np.abs(diff).mean(axis=1), np.sqrt((diff**2).mean(axis=1))])
     out["template"] = np.column_stack([diff[:, ::step], size])
     centred = beats - beats.mean(axis=1, keepdims=True)
     t = template - template.mean()
     corr = centred @ t / np.maximum(np.linalg.norm(centred, axis=1) * np.linalg.norm(t), 1e-6)
-    out["shape"] = np.column_stack([corr, diff.max(axis=1), diff.min(axis=1),
-                                    diff.argmax(axis=1), diff.argmin(axis=1)])
+    out["shape"] = np.column_stack(
+        [corr, diff.max(axis=1), diff.min(axis=1), diff.argmax(axis=1), diff.argmin(axis=1)]
+    )
     if "amplitude" in params["groups"]:
         span = max(float(np.ptp(template)), 1e-3)
         out["amplitude"] = ((beats - np.median(template)) / span)[:, ::step]

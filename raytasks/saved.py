@@ -59,6 +59,7 @@ INFO_FIELDS = {
 
 # ---------------------------------------------------------------- model.json
 
+
 def read_info(model_dir: Path) -> dict:
     """A model's model.json (the one reader): FileNotFoundError when absent, DataError when
     it is not a model.json this code can read."""
@@ -71,8 +72,10 @@ def read_info(model_dir: Path) -> dict:
         raise DataError(f"{path}: not a model.json (no 'arch')")
     version = info.get("schema", 1)
     if not isinstance(version, int) or version > SCHEMA:
-        raise DataError(f"{path}: model.json schema {version!r}; this raytasks reads up to "
-                        f"{SCHEMA} (update raytasks)")
+        raise DataError(
+            f"{path}: model.json schema {version!r}; this raytasks reads up to "
+            f"{SCHEMA} (update raytasks)"
+        )
     return info
 
 
@@ -115,42 +118,74 @@ def with_offsets(info: dict, offsets, fit: dict) -> dict:
     return info | {"offsets": [float(o) for o in offsets], "offsets_fit": fit}
 
 
-def ensemble_info(tag: str, member_dirs: list[Path], infos: list[dict], scheme: str,
-                  valid_metrics: dict, offsets) -> dict:
+def ensemble_info(
+    tag: str, member_dirs: list[Path], infos: list[dict], scheme: str, valid_metrics: dict, offsets
+) -> dict:
     """An ensemble's model.json: its members (copied under members/), their common data
     build, the ensemble's valid metrics and offsets fitted on that scheme's valid split."""
     from raytasks.metrics import OBJECTIVE
 
     tags = [Path(d).name for d in member_dirs]
-    return stamp({
-        "tag": tag, "arch": "ensemble", "members": tags, "model": {},
-        "train": {"members": {t: i["arch"] for t, i in zip(tags, infos)}},
-        "data": infos[0].get("data", {}), "epoch": None,
-        "params": sum(i.get("params", 0) for i in infos),
-        "valid_metrics": valid_metrics, "offsets": [float(o) for o in offsets],
-        "offsets_fit": {"on": "valid", "scheme": scheme, "objective": OBJECTIVE},
-        "source": "ensemble of " + ", ".join(str(d) for d in member_dirs)})
+    return stamp(
+        {
+            "tag": tag,
+            "arch": "ensemble",
+            "members": tags,
+            "model": {},
+            "train": {"members": {t: i["arch"] for t, i in zip(tags, infos)}},
+            "data": infos[0].get("data", {}),
+            "epoch": None,
+            "params": sum(i.get("params", 0) for i in infos),
+            "valid_metrics": valid_metrics,
+            "offsets": [float(o) for o in offsets],
+            "offsets_fit": {"on": "valid", "scheme": scheme, "objective": OBJECTIVE},
+            "source": "ensemble of " + ", ".join(str(d) for d in member_dirs),
+        }
+    )
 
 
-def trees_info(tag: str, model, groups: dict, settings: dict, scheme: str,
-               cv_metrics: dict, cv_field: dict, offsets, source: str) -> dict:
+def trees_info(
+    tag: str,
+    model,
+    groups: dict,
+    settings: dict,
+    scheme: str,
+    cv_metrics: dict,
+    cv_field: dict,
+    offsets,
+    source: str,
+) -> dict:
     """A `raytasks boost` model's model.json: the trees' config, the record-feature groups
     it reads, and figures/offsets from its record-level cross-validation (empty: no CV)."""
     from raytasks.metrics import OBJECTIVE
 
-    return stamp({
-        "tag": tag, "arch": "trees", "model": vars(model.cfg), "rr": True,
-        "record_features": groups, "train": {"hgb": settings},
-        "data": {"scheme": scheme, "splits": ["train", "valid"]}, "epoch": None,
-        "params": int(sum(b.numel() for b in model.buffers())),
-        "valid_metrics": cv_metrics, "valid_is": "leave-records-out cross-validation",
-        "cv_field": cv_field, "offsets": [float(o) for o in offsets],
-        "offsets_fit": {"on": "out-of-fold logits of the record-level cross-validation",
-                        "scheme": scheme, "objective": OBJECTIVE},
-        "source": source})
+    return stamp(
+        {
+            "tag": tag,
+            "arch": "trees",
+            "model": vars(model.cfg),
+            "rr": True,
+            "record_features": groups,
+            "train": {"hgb": settings},
+            "data": {"scheme": scheme, "splits": ["train", "valid"]},
+            "epoch": None,
+            "params": int(sum(b.numel() for b in model.buffers())),
+            "valid_metrics": cv_metrics,
+            "valid_is": "leave-records-out cross-validation",
+            "cv_field": cv_field,
+            "offsets": [float(o) for o in offsets],
+            "offsets_fit": {
+                "on": "out-of-fold logits of the record-level cross-validation",
+                "scheme": scheme,
+                "objective": OBJECTIVE,
+            },
+            "source": source,
+        }
+    )
 
 
 # ---------------------------------------------------------------- folders
+
 
 def save(out_dir: Path, info: dict, weights: dict | None = None, members=()) -> Path:
     """Write a model folder whole: model.pt (weights), members/<tag>/ (copies of saved
@@ -181,8 +216,9 @@ def load_model(model_dir: Path) -> tuple[torch.nn.Module, dict]:
     try:
         info = read_info(model_dir)
         if info["arch"] == "ensemble":
-            model = Ensemble([load_model(model_dir / "members" / tag)[0]
-                              for tag in info["members"]])
+            model = Ensemble(
+                [load_model(model_dir / "members" / tag)[0] for tag in info["members"]]
+            )
         else:
             model = _load_network(model_dir, info)
     except FileNotFoundError as e:
@@ -190,8 +226,9 @@ def load_model(model_dir: Path) -> tuple[torch.nn.Module, dict]:
     except DataError:
         raise
     except Exception as e:
-        raise DataError(f"{model_dir}: corrupt or incompatible model files "
-                        f"({type(e).__name__}: {str(e)[:120]})") from None
+        raise DataError(
+            f"{model_dir}: corrupt or incompatible model files ({type(e).__name__}: {str(e)[:120]})"
+        ) from None
     model.eval()
     return model, info
 
@@ -204,22 +241,24 @@ def _load_network(model_dir: Path, info: dict) -> torch.nn.Module:
     # a record-features model (raytasks.records) reads beat + RR, then features of them
     wrap = info.get("rr", False) and not info.get("record_features")
     model = create_model(info["arch"], rr=wrap, **info["model"])
-    model.load_state_dict(torch.load(model_dir / WEIGHTS, weights_only=True,
-                                     map_location="cpu"))
+    model.load_state_dict(torch.load(model_dir / WEIGHTS, weights_only=True, map_location="cpu"))
     model.input_width = input_width(info.get("rr", False))  # columns of x it reads
     return model
 
 
-def predict_logits(model: torch.nn.Module, x: np.ndarray, batch: int = 4096,
-                   device: torch.device | None = None) -> np.ndarray:
+def predict_logits(
+    model: torch.nn.Module, x: np.ndarray, batch: int = 4096, device: torch.device | None = None
+) -> np.ndarray:
     """Logits of x (rows: beat, then the RR features the model reads), on device (CPU)."""
     import torch
 
     model.eval()
     # a copy per batch: x may be a read-only Arrow buffer (from_numpy warns on those)
     with torch.inference_mode():
-        out = [model(torch.tensor(x[i:i + batch]).to(device or "cpu")).float().cpu().numpy()
-               for i in range(0, len(x), batch)]
+        out = [
+            model(torch.tensor(x[i : i + batch]).to(device or "cpu")).float().cpu().numpy()
+            for i in range(0, len(x), batch)
+        ]
     return np.concatenate(out) if out else np.zeros((0, NUM_CLASSES), dtype=np.float32)
 
 
@@ -233,8 +272,10 @@ def valid_split(processed: Path, scheme: str, model: torch.nn.Module):
 
 # ---------------------------------------------------------------- a trained checkpoint
 
-def export_checkpoint(checkpoint, metrics: dict, settings, data, out_dir: Path,
-                      source: str = "") -> Path:
+
+def export_checkpoint(
+    checkpoint, metrics: dict, settings, data, out_dir: Path, source: str = ""
+) -> Path:
     """A training checkpoint (raytasks.train's state.pt) -> a saved model in out_dir:
     the weights, and in model.json the architecture, the training settings, the valid
     metrics, the data build, and the recall-first offsets fitted on the valid split."""
@@ -253,15 +294,22 @@ def export_checkpoint(checkpoint, metrics: dict, settings, data, out_dir: Path,
     build = build_info(Path(data.data_dir))
     config = model_config(settings.arch, **settings.model).__dict__
     train = {k: v for k, v in settings.to_dict().items() if k not in ("arch", "model")}
-    info = stamp({
-        "tag": Path(out_dir).name, "arch": settings.arch, "rr": settings.rr,
-        "model": {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()},
-        "train": train | {"data": portable(data.data_dir)},
-        "valid_metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
-        "epoch": state["epoch"], "data": build, "params": num_params(model),
-        "offsets": offsets.tolist(),
-        "offsets_fit": {"on": "valid", "scheme": build.get("scheme"), "objective": OBJECTIVE},
-        "source": source})
+    info = stamp(
+        {
+            "tag": Path(out_dir).name,
+            "arch": settings.arch,
+            "rr": settings.rr,
+            "model": {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()},
+            "train": train | {"data": portable(data.data_dir)},
+            "valid_metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+            "epoch": state["epoch"],
+            "data": build,
+            "params": num_params(model),
+            "offsets": offsets.tolist(),
+            "offsets_fit": {"on": "valid", "scheme": build.get("scheme"), "objective": OBJECTIVE},
+            "source": source,
+        }
+    )
     return save(out_dir, info, model.state_dict())
 
 
@@ -271,8 +319,10 @@ def build_info(data_dir: Path) -> dict:
     if not path.exists():
         return {}
     meta = json.loads(path.read_text())
-    return {k: meta.get(k) for k in ("scheme", "params", "preprocessing", "records", "source",
-                                     "version")}
+    return {
+        k: meta.get(k)
+        for k in ("scheme", "params", "preprocessing", "records", "source", "version")
+    }
 
 
 def portable(path: str) -> str:

@@ -82,8 +82,10 @@ def read_annotations(records_dir: Path, name: str, spans: bool = False):
     except Exception as e:
         raise DataError(f"{Path(records_dir) / name}.atr: unreadable annotations ({e})") from e
     keep = [i for i, s in enumerate(ann.symbol) if s in AAMI]
-    beats = (np.asarray(ann.sample)[keep].astype(np.int64),
-             np.array([AAMI[ann.symbol[i]] for i in keep], dtype=np.int64))
+    beats = (
+        np.asarray(ann.sample)[keep].astype(np.int64),
+        np.array([AAMI[ann.symbol[i]] for i in keep], dtype=np.int64),
+    )
     if not spans:
         return beats
     flutter, start = [], None
@@ -110,19 +112,29 @@ def ratio(a, b) -> float:
 def row(name: str, s: dict) -> dict:
     """One table row: detection Se/+P, then per-class Se/+P/F1 of matched beats."""
     cm = s["cm"]
-    out = {"record": name, "ref_beats": s["tp"] + s["fn"], "detected": s["tp"] + s["fp"],
-           "missed": s["fn"], "extra": s["fp"], "QRS_Se": ratio(s["tp"], s["tp"] + s["fn"]),
-           "QRS_+P": ratio(s["tp"], s["tp"] + s["fp"]),
-           "accuracy": ratio(np.trace(cm), cm.sum())}
+    out = {
+        "record": name,
+        "ref_beats": s["tp"] + s["fn"],
+        "detected": s["tp"] + s["fp"],
+        "missed": s["fn"],
+        "extra": s["fp"],
+        "QRS_Se": ratio(s["tp"], s["tp"] + s["fn"]),
+        "QRS_+P": ratio(s["tp"], s["tp"] + s["fp"]),
+        "accuracy": ratio(np.trace(cm), cm.sum()),
+    }
     for c, short in enumerate(CLASS_SHORT):
         se, pp = ratio(cm[c, c], cm[c].sum()), ratio(cm[c, c], cm[:, c].sum())
-        out |= {f"{short}_Se": se, f"{short}_+P": pp,
-                f"{short}_F1": ratio(2 * cm[c, c], cm[c].sum() + cm[:, c].sum())}
+        out |= {
+            f"{short}_Se": se,
+            f"{short}_+P": pp,
+            f"{short}_F1": ratio(2 * cm[c, c], cm[c].sum() + cm[:, c].sum()),
+        }
     return out
 
 
-def score_all(records_dir: Path, predictions: Path,
-              only: dict[str, np.ndarray] | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+def score_all(
+    records_dir: Path, predictions: Path, only: dict[str, np.ndarray] | None = None
+) -> tuple[pd.DataFrame, np.ndarray]:
     """Per-record rows plus a 'total' row (pooled beats), and the total confusion matrix.
 
     `only` ({record: reference samples}) limits the scored records, and the classification
@@ -132,8 +144,9 @@ def score_all(records_dir: Path, predictions: Path,
     records_dir, predictions = Path(records_dir), Path(predictions)
     beats = sorted(predictions.glob("*/beats.csv"))
     if not beats:
-        raise DataError(f"{predictions}: no predictions (<record>/beats.csv); run "
-                        f"`raytasks predict` first")
+        raise DataError(
+            f"{predictions}: no predictions (<record>/beats.csv); run `raytasks predict` first"
+        )
     rows, total = [], None
     for f in beats:
         name = f.parent.name
@@ -160,21 +173,43 @@ def score_all(records_dir: Path, predictions: Path,
 
 def ec57_table(rows: pd.DataFrame, cm: np.ndarray) -> str:
     """The per-record and total table (percentages) and the total confusion matrix."""
-    cols = ["record", "ref_beats", "missed", "extra", "QRS_Se", "QRS_+P", "N_Se", "N_+P",
-            "S_Se", "S_+P", "V_Se", "V_+P", "F_Se", "F_+P", "Q_Se", "Q_+P"]
+    cols = [
+        "record",
+        "ref_beats",
+        "missed",
+        "extra",
+        "QRS_Se",
+        "QRS_+P",
+        "N_Se",
+        "N_+P",
+        "S_Se",
+        "S_+P",
+        "V_Se",
+        "V_+P",
+        "F_Se",
+        "F_+P",
+        "Q_Se",
+        "Q_+P",
+    ]
     pct = rows[cols].copy()
     for c in cols[4:]:
         pct[c] = (100 * pct[c]).round(2)
-    lines = [pct.to_string(index=False, na_rep="-"), "",
-             "total confusion of matched beats (rows reference, columns predicted):",
-             "      " + "".join(f"{c:>8}" for c in CLASS_SHORT)]
-    lines += [f"{CLASS_SHORT[i]:>6}" + "".join(f"{v:>8d}" for v in cm[i])
-              for i in range(NUM_CLASSES)]
+    lines = [
+        pct.to_string(index=False, na_rep="-"),
+        "",
+        "total confusion of matched beats (rows reference, columns predicted):",
+        "      " + "".join(f"{c:>8}" for c in CLASS_SHORT),
+    ]
+    lines += [
+        f"{CLASS_SHORT[i]:>6}" + "".join(f"{v:>8d}" for v in cm[i]) for i in range(NUM_CLASSES)
+    ]
     return "\n".join(lines)
 
 
 def write_scores(rows: pd.DataFrame, cm: np.ndarray, out: Path) -> None:
     """score.csv and score.txt, each replaced atomically (paths.write_text)."""
-    for name, text in (("score.csv", rows.to_csv(index=False)),
-                       ("score.txt", ec57_table(rows, cm) + "\n")):
+    for name, text in (
+        ("score.csv", rows.to_csv(index=False)),
+        ("score.txt", ec57_table(rows, cm) + "\n"),
+    ):
         write_text(out / name, text)

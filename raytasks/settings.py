@@ -30,61 +30,89 @@ def setting(default, help: str, *, choices=None, limits=None):
 @dataclass(frozen=True)
 class TrainSettings:
     arch: str = setting("resnet1d", "architecture (raytasks.nets registry)", choices="arch")
-    model: dict = setting({}, "architecture config fields (see raytasks.nets); -m key=value")
+    model: dict = setting({}, "architecture config fields (see raytasks.nets); -m key=value")  # noqa: RUF009 (a field(default_factory=dict))
     data: str = setting("data/processed/intra", "a built scheme: <processed>/<scheme>")
     epochs: int = setting(10, "training epochs", limits=(int, 1, None))
     batch_size: int = setting(256, "batch size per worker", limits=(int, 1, None))
     lr: float = setting(3e-3, "peak learning rate (AdamW)", limits=(float, 1e-9, 10.0))
     weight_decay: float = setting(1e-4, "AdamW weight decay", limits=(float, 0.0, None))
-    schedule: str = setting("onecycle", "learning-rate schedule",
-                            choices=("onecycle", "cosine"))
-    loss: str = setting("ce", "ce, class-weighted ce, or focal loss",
-                        choices=("ce", "weighted_ce", "focal"))
+    schedule: str = setting("onecycle", "learning-rate schedule", choices=("onecycle", "cosine"))
+    loss: str = setting(
+        "ce", "ce, class-weighted ce, or focal loss", choices=("ce", "weighted_ce", "focal")
+    )
     focal_gamma: float = setting(2.0, "focal loss gamma", limits=(float, 0.0, None))
-    label_smoothing: float = setting(0.0, "label smoothing of the cross-entropy",
-                                     limits=(float, 0.0, 1.0))
+    label_smoothing: float = setting(
+        0.0, "label smoothing of the cross-entropy", limits=(float, 0.0, 1.0)
+    )
     class_weight_power: float = setting(
-        0.5, "weighted_ce/focal: weight ~ (1/class share in the stream)^power",
-        limits=(float, 0.0, None))
-    balance: float = setting(0.5, "class balance of the stream: 0 natural .. 1 equal classes",
-                             limits=(float, 0.0, 1.0))
-    aug_scale: float = setting(0.0, "augment: amplitude x U(1-s, 1+s); 0 off",
-                               limits=(float, 0.0, 1.0))
-    aug_wander: float = setting(0.0, "augment: baseline wander amplitude; 0 off",
-                                limits=(float, 0.0, None))
-    aug_noise: float = setting(0.0, "augment: Gaussian noise sigma; 0 off",
-                               limits=(float, 0.0, None))
-    aug_shift: int = setting(0, "augment: random time shift, +- samples; 0 off",
-                             limits=(int, 0, BEAT_LEN - 1))
-    seed: int = setting(0, "seed of weights, stream resampling and shuffling",
-                        limits=(int, None, None))
+        0.5,
+        "weighted_ce/focal: weight ~ (1/class share in the stream)^power",
+        limits=(float, 0.0, None),
+    )
+    balance: float = setting(
+        0.5, "class balance of the stream: 0 natural .. 1 equal classes", limits=(float, 0.0, 1.0)
+    )
+    aug_scale: float = setting(
+        0.0, "augment: amplitude x U(1-s, 1+s); 0 off", limits=(float, 0.0, 1.0)
+    )
+    aug_wander: float = setting(
+        0.0, "augment: baseline wander amplitude; 0 off", limits=(float, 0.0, None)
+    )
+    aug_noise: float = setting(
+        0.0, "augment: Gaussian noise sigma; 0 off", limits=(float, 0.0, None)
+    )
+    aug_shift: int = setting(
+        0, "augment: random time shift, +- samples; 0 off", limits=(int, 0, BEAT_LEN - 1)
+    )
+    seed: int = setting(
+        0, "seed of weights, stream resampling and shuffling", limits=(int, None, None)
+    )
     workers: int = setting(1, "TorchTrainer workers (DDP)", limits=(int, 1, None))
     cpus_per_worker: float = setting(
-        1.0, "CPUs per worker (Ray bookkeeping; fractions share a core)",
-        limits=(float, 0.01, None))
-    threads: int = setting(0, "torch threads per worker (0: its CPUs, rounded); more than its "
-                              "CPUs is worth it once Ray Data has streamed ahead",
-                           limits=(int, 0, None))
-    placement: str = setting("PACK", "PACK fills a node before the next; SPREAD puts workers "
-                                     "on different nodes", choices=("PACK", "SPREAD"))
-    metric: str = setting(OBJECTIVE, "valid metric that ranks checkpoints and picks the export",
-                          choices="metric")
+        1.0, "CPUs per worker (Ray bookkeeping; fractions share a core)", limits=(float, 0.01, None)
+    )
+    threads: int = setting(
+        0,
+        "torch threads per worker (0: its CPUs, rounded); more than its "
+        "CPUs is worth it once Ray Data has streamed ahead",
+        limits=(int, 0, None),
+    )
+    placement: str = setting(
+        "PACK",
+        "PACK fills a node before the next; SPREAD puts workers on different nodes",
+        choices=("PACK", "SPREAD"),
+    )
+    metric: str = setting(
+        OBJECTIVE, "valid metric that ranks checkpoints and picks the export", choices="metric"
+    )
     keep: int = setting(2, "best checkpoints kept on disk", limits=(int, 1, None))
     max_failures: int = setting(
-        2, "worker-group restarts (from the latest checkpoint) before giving up",
-        limits=(int, -1, None))
-    prefetch: int = setting(4, "Ray Data blocks each worker fetches ahead of its train loop",
-                            limits=(int, 1, None))
-    gpu: bool = setting(False, "train on GPU(s): use_gpu workers, mixed precision, pinned "
-                               "batches on the device", limits=(bool, None, None))
+        2,
+        "worker-group restarts (from the latest checkpoint) before giving up",
+        limits=(int, -1, None),
+    )
+    prefetch: int = setting(
+        4, "Ray Data blocks each worker fetches ahead of its train loop", limits=(int, 1, None)
+    )
+    gpu: bool = setting(
+        False,
+        "train on GPU(s): use_gpu workers, mixed precision, pinned batches on the device",
+        limits=(bool, None, None),
+    )
     gpus_per_worker: float = setting(
-        1.0, "with --gpu: GPUs per worker (a fraction shares one GPU)",
-        limits=(float, 0.01, None))
-    rr: bool = setting(False, "also feed the beat's RR intervals (pre/post/local RR) to the "
-                              "model", limits=(bool, None, None))
+        1.0, "with --gpu: GPUs per worker (a fraction shares one GPU)", limits=(float, 0.01, None)
+    )
+    rr: bool = setting(
+        False,
+        "also feed the beat's RR intervals (pre/post/local RR) to the model",
+        limits=(bool, None, None),
+    )
     rr_beat_dropout: float = setting(
-        0.0, "with rr: share of training beats whose beat logits are hidden, so the RR path "
-             "learns to classify alone too", limits=(float, 0.0, 0.99))
+        0.0,
+        "with rr: share of training beats whose beat logits are hidden, so the RR path "
+        "learns to classify alone too",
+        limits=(float, 0.0, 0.99),
+    )
 
     @classmethod
     def from_dict(cls, values: dict | None = None) -> "TrainSettings":
@@ -136,8 +164,11 @@ def check_setting(key: str, value) -> str | None:
 
     allowed = choices(key)
     if allowed is not None:
-        return None if isinstance(value, str) and value in allowed else (
-            f"{key} must be one of {list(allowed)}, got {value!r}")
+        return (
+            None
+            if isinstance(value, str) and value in allowed
+            else (f"{key} must be one of {list(allowed)}, got {value!r}")
+        )
     limits = {f.name: f.metadata["limits"] for f in FIELDS}.get(key)
     if limits:
         return check_value(key, value, *limits)
@@ -164,9 +195,11 @@ def as_settings(settings) -> TrainSettings:
 
 # ---------------------------------------------------------------- derived from the data
 
+
 @dataclass(frozen=True)
 class TrainData:
     """What the settings' `data` resolves to: shard lists, class counts, loss weights."""
+
     data_dir: str
     train_files: list
     valid_files: list
@@ -188,8 +221,13 @@ def derive(settings: TrainSettings) -> TrainData:
     if settings.rr:  # before any Ray work: the stream carries RR columns only when shards do
         check_rr(train_files)
     counts = class_counts(train_files)
-    return TrainData(str(data_dir), train_files, split_files(data_dir, "valid"),
-                     counts.tolist(), stream_weights(counts, settings))
+    return TrainData(
+        str(data_dir),
+        train_files,
+        split_files(data_dir, "valid"),
+        counts.tolist(),
+        stream_weights(counts, settings),
+    )
 
 
 def stream_weights(counts, settings: TrainSettings) -> list[float] | None:
@@ -207,4 +245,3 @@ def stream_weights(counts, settings: TrainSettings) -> list[float] | None:
     w[present] = (share[present].mean() / share[present]) ** settings.class_weight_power
     w /= (w * share).sum() / share.sum()  # keep the loss scale of unweighted CE
     return w.tolist()
-

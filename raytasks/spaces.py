@@ -31,10 +31,26 @@ from raytasks.settings import NAMES as TRAIN_SETTINGS
 from raytasks.settings import check_setting
 
 SPACES_DIR = ROOT / "searchspaces"
-DISTS = {"uniform": ("low", "high"), "loguniform": ("low", "high"),
-         "randint": ("low", "high"), "qrandint": ("low", "high", "q"), "choice": ("values",)}
-NOT_SEARCHABLE = {"arch", "model", "data", "epochs", "workers", "cpus_per_worker", "threads",
-                  "placement", "metric", "keep", "max_failures"}
+DISTS = {
+    "uniform": ("low", "high"),
+    "loguniform": ("low", "high"),
+    "randint": ("low", "high"),
+    "qrandint": ("low", "high", "q"),
+    "choice": ("values",),
+}
+NOT_SEARCHABLE = {
+    "arch",
+    "model",
+    "data",
+    "epochs",
+    "workers",
+    "cpus_per_worker",
+    "threads",
+    "placement",
+    "metric",
+    "keep",
+    "max_failures",
+}
 
 
 class SpaceError(ValueError):
@@ -94,6 +110,7 @@ def key_lines(text: str) -> dict[tuple, int]:
 @dataclass
 class Where:
     """A space file and its key lines: `at(*place)` is "file:line" for an error."""
+
     path: Path
     lines: dict
 
@@ -105,8 +122,11 @@ class Where:
 
 
 def _is_num(v, kind=float) -> bool:
-    return isinstance(v, int if kind is int else (int, float)) and not isinstance(v, bool) \
+    return (
+        isinstance(v, int if kind is int else (int, float))
+        and not isinstance(v, bool)
         and math.isfinite(v)
+    )
 
 
 def _check_spec(w: Where, place: tuple, spec) -> None:
@@ -114,17 +134,21 @@ def _check_spec(w: Where, place: tuple, spec) -> None:
     key = place[-1]
     where = w.at(*place)
     if not isinstance(spec, dict) or "dist" not in spec:
-        raise SpaceError(f"{where}: '{key}' must be a table with 'dist' "
-                         f"(one of {sorted(DISTS)}); got {spec!r}")
+        raise SpaceError(
+            f"{where}: '{key}' must be a table with 'dist' (one of {sorted(DISTS)}); got {spec!r}"
+        )
     dist = spec["dist"]
     if not isinstance(dist, str) or dist not in DISTS:
-        raise SpaceError(f"{where}: '{key}' has unknown distribution {dist!r}; "
-                         f"known: {sorted(DISTS)}")
+        raise SpaceError(
+            f"{where}: '{key}' has unknown distribution {dist!r}; known: {sorted(DISTS)}"
+        )
     missing = [a for a in DISTS[dist] if a not in spec]
     extra = sorted(set(spec) - set(DISTS[dist]) - {"dist"})
     if missing or extra:
-        raise SpaceError(f"{where}: '{key}' ({dist}) needs exactly {list(DISTS[dist])}; "
-                         f"missing {missing}, unexpected {extra}")
+        raise SpaceError(
+            f"{where}: '{key}' ({dist}) needs exactly {list(DISTS[dist])}; "
+            f"missing {missing}, unexpected {extra}"
+        )
     if dist == "choice":
         if not isinstance(spec["values"], list) or not spec["values"]:
             raise SpaceError(f"{where}: '{key}' choice needs a non-empty list of values")
@@ -132,15 +156,16 @@ def _check_spec(w: Where, place: tuple, spec) -> None:
     kind = int if dist in ("randint", "qrandint") else float
     low, high = spec["low"], spec["high"]
     if not (_is_num(low, kind) and _is_num(high, kind)):
-        raise SpaceError(f"{where}: '{key}' low/high must be "
-                         f"{'integers' if kind is int else 'numbers'}; got {low!r}, {high!r}")
+        raise SpaceError(
+            f"{where}: '{key}' low/high must be "
+            f"{'integers' if kind is int else 'numbers'}; got {low!r}, {high!r}"
+        )
     if low > high or (low == high and dist in ("randint",)):
         raise SpaceError(f"{where}: '{key}' has low {low} > high {high}")
     if dist == "loguniform" and low <= 0:
         raise SpaceError(f"{where}: '{key}' loguniform needs low > 0")
     if dist == "qrandint" and not (_is_num(spec["q"], int) and spec["q"] >= 1):
-        raise SpaceError(f"{where}: '{key}' qrandint needs an integer q >= 1, "
-                         f"got {spec['q']!r}")
+        raise SpaceError(f"{where}: '{key}' qrandint needs an integer q >= 1, got {spec['q']!r}")
 
 
 def spec_values(spec: dict) -> list:
@@ -169,8 +194,9 @@ def _value_problem(arch: str, key: str, value, is_model: bool, fixed_model: dict
     return problem
 
 
-def _check_values(w: Where, place: tuple, arch: str, values: list, is_model: bool,
-                  fixed_model: dict) -> None:
+def _check_values(
+    w: Where, place: tuple, arch: str, values: list, is_model: bool, fixed_model: dict
+) -> None:
     for value in values:
         problem = _value_problem(arch, place[-1], value, is_model, fixed_model)
         if problem:
@@ -191,53 +217,68 @@ def _check_point(w: Where, i: int, point, a: ArchSpace) -> None:
     pm = point.get("model", {})
     bad = sorted((set(point) - set(a.space) - {"model"}) | (set(pm) - set(a.model)))
     if bad:
-        place = ("points_to_evaluate", i, "model", bad[0]) if bad[0] in pm else (
-            "points_to_evaluate", i, bad[0])
-        raise SpaceError(f"{w.at(*place)}: points_to_evaluate sets {bad}, which the space "
-                         f"does not search")
-    items = [(k, v, a.space[k], ("points_to_evaluate", i, k)) for k, v in point.items()
-             if k != "model"]
+        place = (
+            ("points_to_evaluate", i, "model", bad[0])
+            if bad[0] in pm
+            else ("points_to_evaluate", i, bad[0])
+        )
+        raise SpaceError(
+            f"{w.at(*place)}: points_to_evaluate sets {bad}, which the space does not search"
+        )
+    items = [
+        (k, v, a.space[k], ("points_to_evaluate", i, k)) for k, v in point.items() if k != "model"
+    ]
     items += [(k, v, a.model[k], ("points_to_evaluate", i, "model", k)) for k, v in pm.items()]
     for key, value, spec, place in items:
         if spec["dist"] == "choice":
             ok = value in spec["values"] and type(value) in {type(c) for c in spec["values"]}
         else:
-            ok = (_is_num(value, int if spec["dist"] in ("randint", "qrandint") else float)
-                  and spec["low"] <= value <= spec["high"])
+            ok = (
+                _is_num(value, int if spec["dist"] in ("randint", "qrandint") else float)
+                and spec["low"] <= value <= spec["high"]
+            )
         if not ok:
-            drawn = spec["values"] if spec["dist"] == "choice" else (
-                f"[{spec['low']}, {spec['high']}]")
-            raise SpaceError(f"{w.at(*place)}: points_to_evaluate {key} = {value!r} is not "
-                             f"one the space can draw ({drawn})")
+            drawn = (
+                spec["values"] if spec["dist"] == "choice" else (f"[{spec['low']}, {spec['high']}]")
+            )
+            raise SpaceError(
+                f"{w.at(*place)}: points_to_evaluate {key} = {value!r} is not "
+                f"one the space can draw ({drawn})"
+            )
 
 
-def _check_keys(w: Where, arch: str, fixed: dict, space: dict, model: dict,
-                fixed_model: dict) -> None:
+def _check_keys(
+    w: Where, arch: str, fixed: dict, space: dict, model: dict, fixed_model: dict
+) -> None:
     """Every key a training setting (searchable where searched) or a field of the arch."""
     fields = config_fields(arch)
     for section, keys in (("fixed", fixed), ("space", space)):
         for key in keys:
             if key not in TRAIN_SETTINGS or (section == "space" and key in NOT_SEARCHABLE):
-                raise SpaceError(f"{w.at(section, key)}: unknown or unsearchable training "
-                                 f"field '{key}'")
+                raise SpaceError(
+                    f"{w.at(section, key)}: unknown or unsearchable training field '{key}'"
+                )
     for section, keys in (("space", model), ("fixed", fixed_model)):
         for key in keys:
             if key not in fields:
-                raise SpaceError(f"{w.at(section, 'model', key)}: unknown field '{key}' for "
-                                 f"architecture {arch}; known: {sorted(fields)}")
+                raise SpaceError(
+                    f"{w.at(section, 'model', key)}: unknown field '{key}' for "
+                    f"architecture {arch}; known: {sorted(fields)}"
+                )
 
 
 def _check_arch(path: Path, text: str, arch: str, data: dict) -> ArchSpace:
     w = Where(path, key_lines(text))
     if not isinstance(arch, str) or arch not in list_models():
-        raise SpaceError(f"{w.at('arch')}: unknown architecture {arch!r}; "
-                         f"known: {list_models()}")
+        raise SpaceError(f"{w.at('arch')}: unknown architecture {arch!r}; known: {list_models()}")
     unknown_top = sorted(set(data) - {"arch", "archs", "fixed", "space", "points_to_evaluate"})
     if unknown_top:
         raise SpaceError(f"{w.at(unknown_top[0])}: unknown key(s) {unknown_top}")
     fixed, space = _table(w, data, "fixed"), _table(w, data, "space")
-    model, fixed_model = _table(w, space, "model", ("space",)), _table(w, fixed, "model",
-                                                                         ("fixed",))
+    model, fixed_model = (
+        _table(w, space, "model", ("space",)),
+        _table(w, fixed, "model", ("fixed",)),
+    )
     space.pop("model", None)
     fixed.pop("model", None)
     _check_keys(w, arch, fixed, space, model, fixed_model)
@@ -254,8 +295,10 @@ def _check_arch(path: Path, text: str, arch: str, data: dict) -> ArchSpace:
     a = ArchSpace(arch, fixed, space, model, [])
     points = data.get("points_to_evaluate", [])
     if not isinstance(points, list):
-        raise SpaceError(f"{w.at('points_to_evaluate')}: points_to_evaluate must be "
-                         f"[[points_to_evaluate]] tables")
+        raise SpaceError(
+            f"{w.at('points_to_evaluate')}: points_to_evaluate must be "
+            f"[[points_to_evaluate]] tables"
+        )
     for i, point in enumerate(points):
         _check_point(w, i, point, a)
         a.points.append(point)
@@ -268,16 +311,22 @@ def _check_archs(path: Path, text: str, data: dict, only_archs) -> list[str]:
     w = Where(path, key_lines(text))
     archs = data["archs"]
     if not isinstance(archs, list) or not archs or not all(isinstance(a, str) for a in archs):
-        raise SpaceError(f"{w.at('archs')}: archs must be a list of architecture names, "
-                         f"e.g. [\"gru\", \"cnn1d\"]; got {archs!r}")
+        raise SpaceError(
+            f"{w.at('archs')}: archs must be a list of architecture names, "
+            f'e.g. ["gru", "cnn1d"]; got {archs!r}'
+        )
     unknown = [a for a in archs if a not in list_models()]
     if unknown:
-        raise SpaceError(f"{w.at('archs')}: unknown architecture(s) {unknown}; "
-                         f"known: {list_models()}")
+        raise SpaceError(
+            f"{w.at('archs')}: unknown architecture(s) {unknown}; known: {list_models()}"
+        )
     shared = _table(w, data, "fixed")
     for key, value in shared.items():
-        problem = (f"unknown or unsearchable training field '{key}'" if key not in
-                   TRAIN_SETTINGS or key == "model" else check_setting(key, value))
+        problem = (
+            f"unknown or unsearchable training field '{key}'"
+            if key not in TRAIN_SETTINGS or key == "model"
+            else check_setting(key, value)
+        )
         if problem:
             raise SpaceError(f"{w.at('fixed', key)}: {problem}")
     if only_archs:
@@ -314,6 +363,7 @@ def load_space(name_or_path: str, only_archs: list[str] | None = None) -> Space:
 
 # ---------------------------------------------------------------- to Ray Tune / HyperOpt
 
+
 def tune_domain(spec: dict):
     from ray import tune
 
@@ -334,8 +384,11 @@ def to_tune(space: Space) -> dict:
     if space.conditional:
         raise SpaceError(f"{space.name}: a conditional space needs HyperOpt (to_hyperopt)")
     a = next(iter(space.archs.values()))
-    return {"arch": a.arch, **{k: tune_domain(s) for k, s in a.space.items()},
-            "model": {k: tune_domain(s) for k, s in a.model.items()}}
+    return {
+        "arch": a.arch,
+        **{k: tune_domain(s) for k, s in a.space.items()},
+        "model": {k: tune_domain(s) for k, s in a.model.items()},
+    }
 
 
 def _hp(label: str, spec: dict):
@@ -423,7 +476,7 @@ def trial_settings(space: Space, sampled: dict) -> dict:
     model.update(sampled.pop("model", {}) or {})
     for k, v in sampled.items():
         if k.startswith("model."):
-            model[k[len("model."):]] = v
+            model[k[len("model.") :]] = v
         else:
             settings[k] = v
     for k, s in {**a.space, **{f"model.{m}": sp for m, sp in a.model.items()}}.items():

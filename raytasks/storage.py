@@ -82,8 +82,9 @@ class Storage:
     def listdir(self, *parts: str) -> list[str]:
         """Names of the sub-folders of a folder (sorted; none when it does not exist)."""
         sel = pafs.FileSelector(self.path(*parts), allow_not_found=True)
-        return sorted(i.base_name for i in self.fs.get_file_info(sel)
-                      if i.type == pafs.FileType.Directory)
+        return sorted(
+            i.base_name for i in self.fs.get_file_info(sel) if i.type == pafs.FileType.Directory
+        )
 
     def read_bytes(self, *parts: str) -> bytes:
         with self.fs.open_input_stream(self.path(*parts)) as f:
@@ -104,15 +105,23 @@ class Storage:
         dest = self.path(*parts)
         self.fs.delete_dir_contents(dest, missing_dir_ok=True)
         self.fs.create_dir(dest, recursive=True)
-        pafs.copy_files(str(local), dest, source_filesystem=pafs.LocalFileSystem(),
-                        destination_filesystem=self.fs)
+        pafs.copy_files(
+            str(local),
+            dest,
+            source_filesystem=pafs.LocalFileSystem(),
+            destination_filesystem=self.fs,
+        )
 
     def get_dir(self, local: Path, *parts: str) -> Path:
         """Copy <storage>/<parts> to a local folder, staged then renamed into place."""
         local = Path(local)
         with staged_dir(local) as staged:
-            pafs.copy_files(self.path(*parts), str(staged), source_filesystem=self.fs,
-                            destination_filesystem=pafs.LocalFileSystem())
+            pafs.copy_files(
+                self.path(*parts),
+                str(staged),
+                source_filesystem=self.fs,
+                destination_filesystem=pafs.LocalFileSystem(),
+            )
         return local
 
 
@@ -184,16 +193,20 @@ def run_dev(cfg: dict, local: bool = False) -> str:
     if local and dev == config.PLACEHOLDER_DEV:
         return "local"
     if not dev or dev == config.PLACEHOLDER_DEV:
-        problem = ("set your dev tag first: `dev = \"alice\"` in config.toml, "
-                   "or RAYTASKS_DEV=alice, or --dev alice")
+        problem = (
+            'set your dev tag first: `dev = "alice"` in config.toml, '
+            "or RAYTASKS_DEV=alice, or --dev alice"
+        )
     else:
         try:
             return check_name(dev, "dev tag")
         except PathError as e:
             problem = str(e)
     if in_job():  # a job's settings come from the checkout it was submitted from
-        problem += (" in the config.toml of the checkout you submit from "
-                    "(ray job submit --working-dir . -- ...)")
+        problem += (
+            " in the config.toml of the checkout you submit from "
+            "(ray job submit --working-dir . -- ...)"
+        )
     raise config.ConfigError(problem)
 
 
@@ -224,8 +237,10 @@ def for_job(cfg: dict) -> dict:
 
 # -- leaderboard rows: one file per search, merged when read ---------------------------------
 
-def write_results(area: DevArea, experiment: str, rows: pd.DataFrame,
-                  plot: Path | None, info: dict) -> None:
+
+def write_results(
+    area: DevArea, experiment: str, rows: pd.DataFrame, plot: Path | None, info: dict
+) -> None:
     buf = io.StringIO()
     rows.to_csv(buf, index=False)
     area.write_bytes(buf.getvalue().encode(), "results", experiment, "leaderboard.csv")
@@ -248,8 +263,11 @@ def team_rows(store: Storage) -> pd.DataFrame:
 
 def merge_rows(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
     """Union of two leaderboards, one row per (experiment, trial): merging twice adds nothing."""
-    both = pd.concat([f for f in (old, new) if not f.empty], ignore_index=True) \
-        if not (old.empty and new.empty) else pd.DataFrame()
+    both = (
+        pd.concat([f for f in (old, new) if not f.empty], ignore_index=True)
+        if not (old.empty and new.empty)
+        else pd.DataFrame()
+    )
     if both.empty:
         return both
     return both.drop_duplicates(subset=["experiment", "trial_id"], keep="last")

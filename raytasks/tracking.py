@@ -21,16 +21,22 @@ from pathlib import Path
 from raytasks.metrics import METRIC_NAMES, RECALL_NAMES
 
 # reported metric -> W&B key; every valid metric of raytasks.metrics goes to valid/<name>
-RENAME = {"train_loss": "train/loss", "lr": "train/lr", "train_beats_per_s": "train/beats_per_s",
-          "data_wait_s": "train/data_wait_s", "valid_loss": "valid/loss",
-          **{m: f"valid/{m}" for m in METRIC_NAMES + RECALL_NAMES}}
+RENAME = {
+    "train_loss": "train/loss",
+    "lr": "train/lr",
+    "train_beats_per_s": "train/beats_per_s",
+    "data_wait_s": "train/data_wait_s",
+    "valid_loss": "valid/loss",
+    **{m: f"valid/{m}" for m in METRIC_NAMES + RECALL_NAMES},
+}
 SETTLE_S = 2.0  # a finished logging actor's task events reach the GCS within this
 QUIET_ENV = {"WANDB_SILENT": "true", "WANDB_CONSOLE": "off"}
 
 
 def wandb_mode() -> str:
     online = os.environ.get("WANDB_MODE") == "online" or (
-        os.environ.get("WANDB_API_KEY") and os.environ.get("WANDB_MODE") != "offline")
+        os.environ.get("WANDB_API_KEY") and os.environ.get("WANDB_MODE") != "offline"
+    )
     return "online" if online else "offline"
 
 
@@ -81,8 +87,14 @@ def callback(project: str, experiment: dict, settings_of, wandb_dir: Path):
     wandb_dir.mkdir(parents=True, exist_ok=True)
     # made here: importing Ray's W&B integration costs every raytasks command ~1 s
     cls = type("RaytasksWandbLoggerCallback", (RaytasksWandb, WandbLoggerCallback), {})
-    return cls(experiment, settings_of, project=project, group=experiment["experiment"],
-               mode=mode, dir=str(wandb_dir))
+    return cls(
+        experiment,
+        settings_of,
+        project=project,
+        group=experiment["experiment"],
+        mode=mode,
+        dir=str(wandb_dir),
+    )
 
 
 class RaytasksWandb:
@@ -101,8 +113,9 @@ class RaytasksWandb:
         # as Ray's, on the driver's node (where the run's folder is), without
         # max_restarts: a restartable actor with its arguments in the object store
         # makes Ray's core worker print an error line into every job log
-        self._remote_logger_class = ray.remote(num_cpus=0, **_force_on_current_node(),
-                                               runtime_env={"env_vars": env})(quiet_actor())
+        self._remote_logger_class = ray.remote(
+            num_cpus=0, **_force_on_current_node(), runtime_env={"env_vars": env}
+        )(quiet_actor())
 
     def log_trial_end(self, trial, failed=False):
         if trial in self._trial_queues:  # a trial that never reported has no actor
@@ -114,9 +127,11 @@ class RaytasksWandb:
     def log_trial_start(self, trial):
         settings, exp = self.settings_of(trial.config), self.experiment
         self.kwargs.update(
-            name=run_name(settings["arch"], trial.trial_id), reinit="finish_previous",
+            name=run_name(settings["arch"], trial.trial_id),
+            reinit="finish_previous",
             tags=run_tags(exp["dev"], exp["space"], settings["arch"]),
-            config={**exp, **flat(settings), "trial_id": trial.trial_id})
+            config={**exp, **flat(settings), "trial_id": trial.trial_id},
+        )
         super().log_trial_start(trial)
 
 
@@ -149,8 +164,9 @@ def flat(settings: dict) -> dict:
     return out
 
 
-def log_export(run: dict, trial_id: str, model_dir: Path, confusion_png: Path,
-               wandb_dir: Path) -> None:
+def log_export(
+    run: dict, trial_id: str, model_dir: Path, confusion_png: Path, wandb_dir: Path
+) -> None:
     """The exported model as an artifact of its trial's run, and its valid confusion plot
     (the run is resumed by id: offline, `wandb sync` merges both parts into one run).
     `run`: the trial run's project, group, name and tags (as its first part has them)."""
@@ -158,10 +174,17 @@ def log_export(run: dict, trial_id: str, model_dir: Path, confusion_png: Path,
 
     os.environ.update(QUIET_ENV)
     group = run["group"]
-    run = wandb.init(**run, id=trial_id, resume="allow", mode=wandb_mode(),
-                     dir=str(wandb_dir), reinit="create_new")
-    artifact = wandb.Artifact(model_dir.name, type="model",
-                              metadata={"trial_id": trial_id, "experiment": group})
+    run = wandb.init(
+        **run,
+        id=trial_id,
+        resume="allow",
+        mode=wandb_mode(),
+        dir=str(wandb_dir),
+        reinit="create_new",
+    )
+    artifact = wandb.Artifact(
+        model_dir.name, type="model", metadata={"trial_id": trial_id, "experiment": group}
+    )
     artifact.add_dir(str(model_dir))
     run.log_artifact(artifact)
     run.log({"valid/confusion": wandb.Image(str(confusion_png))})

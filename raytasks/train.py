@@ -31,16 +31,19 @@ CPU = torch.device("cpu")
 
 # ---------------------------------------------------------------- pieces of the loop
 
+
 def loss_fn(s: TrainSettings, weights, device: torch.device = CPU):
     weight = torch.tensor(weights, dtype=torch.float32, device=device) if weights else None
 
     def loss(logits, y):
-        ce = F.cross_entropy(logits, y, weight=weight, label_smoothing=s.label_smoothing,
-                             reduction="none")
+        ce = F.cross_entropy(
+            logits, y, weight=weight, label_smoothing=s.label_smoothing, reduction="none"
+        )
         if s.loss == "focal":
             pt = torch.exp(-F.cross_entropy(logits, y, reduction="none"))
             ce = (1 - pt) ** s.focal_gamma * ce
         return ce.mean()
+
     return loss
 
 
@@ -56,6 +59,7 @@ def lr_lambda(s: TrainSettings, total_steps: int):
         if t < warm:
             return start + (1 - start) * t / warm
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * (t - warm) / (1 - warm)))
+
     return f
 
 
@@ -95,8 +99,10 @@ def train_device(s: TrainSettings, train_worker: bool = False) -> torch.device:
     if not s.gpu:
         return CPU
     if not torch.cuda.is_available():
-        raise TrainConfigError(f"--gpu: no CUDA device visible to this process (torch "
-                               f"{torch.__version__}, CUDA build {torch.version.cuda})")
+        raise TrainConfigError(
+            f"--gpu: no CUDA device visible to this process (torch "
+            f"{torch.__version__}, CUDA build {torch.version.cuda})"
+        )
     if train_worker:
         import ray.train.torch
 
@@ -114,17 +120,25 @@ def mixed_precision(device: torch.device):
 
 
 def save_state(path: Path, model, opt, sched, epoch: int, metrics: dict, start_epoch: int):
-    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "epoch": epoch, "metrics": metrics,
-                "start_epoch": start_epoch}, path / "state.pt")
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "epoch": epoch,
+            "metrics": metrics,
+            "start_epoch": start_epoch,
+        },
+        path / "state.pt",
+    )
 
 
 # ---------------------------------------------------------------- the epoch loop
 
+
 def restore(s: TrainSettings, data: TrainData, world: int, device: torch.device, checkpoint):
     """(model, optimizer, scheduler, first epoch): fresh, or as the checkpoint left them."""
-    model = create_model(s.arch, rr=s.rr, rr_beat_dropout=s.rr_beat_dropout,
-                         **s.model).to(device)
+    model = create_model(s.arch, rr=s.rr, rr_beat_dropout=s.rr_beat_dropout, **s.model).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     steps = math.ceil(data.train_rows / world / s.batch_size) * s.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(s, steps))
@@ -154,6 +168,7 @@ def make_step(s: TrainSettings, data: TrainData, net, opt, sched, device, rank: 
         scaler.update()
         sched.step()
         return batch_loss.item() * len(y)
+
     return step
 
 
@@ -166,12 +181,26 @@ def run_epoch(step, batches) -> dict:
         total += step(batch)
         seen += len(batch["y"])
         ready = time.perf_counter()
-    return {"train_loss": total / max(seen, 1),
-            "train_beats_per_s": seen / (time.perf_counter() - t0), "data_wait_s": wait}
+    return {
+        "train_loss": total / max(seen, 1),
+        "train_beats_per_s": seen / (time.perf_counter() - t0),
+        "data_wait_s": wait,
+    }
 
 
-def train_loop(s: TrainSettings, data: TrainData, *, rank: int, world: int, checkpoint,
-               batches, valid, report, worker_nodes: int = 1, device: torch.device = CPU):
+def train_loop(
+    s: TrainSettings,
+    data: TrainData,
+    *,
+    rank: int,
+    world: int,
+    checkpoint,
+    batches,
+    valid,
+    report,
+    worker_nodes: int = 1,
+    device: torch.device = CPU,
+):
     """Train s.epochs epochs, resuming after the checkpoint's epoch if one is given.
 
     batches(epoch) yields {'x', 'y'} torch batches on `device`; valid() gives the valid
@@ -190,15 +219,21 @@ def train_loop(s: TrainSettings, data: TrainData, *, rank: int, world: int, chec
     valid_x, valid_y = valid() if rank == 0 else (None, None)
     for epoch in range(start, s.epochs):
         net.train()
-        metrics = {"epoch": epoch, "start_epoch": start, "worker_nodes": worker_nodes,
-                   **run_epoch(step, batches(epoch)), "lr": sched.get_last_lr()[0]}
+        metrics = {
+            "epoch": epoch,
+            "start_epoch": start,
+            "worker_nodes": worker_nodes,
+            **run_epoch(step, batches(epoch)),
+            "lr": sched.get_last_lr()[0],
+        }
         if rank != 0:
             report(metrics, None)
             continue
         logits = predict_logits(model, valid_x, device=device)
         metrics.update(compute_metrics(valid_y, logits.argmax(axis=1)))
-        metrics["valid_loss"] = F.cross_entropy(torch.from_numpy(logits),
-                                                torch.as_tensor(valid_y).long()).item()
+        metrics["valid_loss"] = F.cross_entropy(
+            torch.from_numpy(logits), torch.as_tensor(valid_y).long()
+        ).item()
         with tempfile.TemporaryDirectory() as d:
             save_state(Path(d), model, opt, sched, epoch, metrics, start)
             report(metrics, d)
@@ -221,21 +256,40 @@ def train_loop_per_worker(config: dict):
     steps = data.train_rows // world // s.batch_size if world > 1 else None
 
     def batches(epoch):
-        share = epoch_batches(shard, epoch, counts=data.train_counts, balance=s.balance,
-                              seed=s.seed, batch_size=s.batch_size, rr=s.rr, rank=rank,
-                              steps=steps, device=device, prefetch=s.prefetch)
+        share = epoch_batches(
+            shard,
+            epoch,
+            counts=data.train_counts,
+            balance=s.balance,
+            seed=s.seed,
+            batch_size=s.batch_size,
+            rr=s.rr,
+            rank=rank,
+            steps=steps,
+            device=device,
+            prefetch=s.prefetch,
+        )
         return share if rank else progress(share, s, data, epoch, world, "rank 0")
 
     def report(metrics, state_dir):
         ckpt = ray.train.Checkpoint.from_directory(state_dir) if state_dir else None
-        ray.train.report(metrics, checkpoint=ckpt,
-                         checkpoint_dir_name=f"epoch_{metrics['epoch']:04d}")
+        ray.train.report(
+            metrics, checkpoint=ckpt, checkpoint_dir_name=f"epoch_{metrics['epoch']:04d}"
+        )
 
     wrap = config.get("wrap_batches")
-    train_loop(s, data, rank=rank, world=world, checkpoint=ray.train.get_checkpoint(),
-               batches=wrap(batches, rank) if wrap else batches,
-               valid=lambda: dataset_arrays(ray.train.get_dataset_shard("valid"), s.rr),
-               report=report, worker_nodes=worker_nodes(world), device=device)
+    train_loop(
+        s,
+        data,
+        rank=rank,
+        world=world,
+        checkpoint=ray.train.get_checkpoint(),
+        batches=wrap(batches, rank) if wrap else batches,
+        valid=lambda: dataset_arrays(ray.train.get_dataset_shard("valid"), s.rr),
+        report=report,
+        worker_nodes=worker_nodes(world),
+        device=device,
+    )
 
 
 def worker_nodes(world: int) -> int:
@@ -252,28 +306,41 @@ def worker_nodes(world: int) -> int:
 
 # ---------------------------------------------------------------- drivers
 
+
 def check_gpus(s: TrainSettings) -> None:
     """With `gpu`, refuse (one line) a Ray cluster without the GPUs the workers ask for."""
     want = s.workers * s.gpus_per_worker
     have = ray.cluster_resources().get("GPU", 0)
     if s.gpu and have < want:
-        raise TrainConfigError(f"--gpu: no GPU available (the Ray cluster has {have:g}; "
-                               f"{s.workers} worker(s) x {s.gpus_per_worker:g} GPU "
-                               f"needed); train without --gpu or on a machine with one")
+        raise TrainConfigError(
+            f"--gpu: no GPU available (the Ray cluster has {have:g}; "
+            f"{s.workers} worker(s) x {s.gpus_per_worker:g} GPU "
+            f"needed); train without --gpu or on a machine with one"
+        )
 
 
 def open_datasets(data_dir: str | Path, seed: int = 0, log=print) -> dict:
     """A built scheme's train and valid splits as Ray Data datasets (data.stream.open_split):
     train read once or streamed, by its size; valid (small, read whole by rank 0) read once.
     A search opens them once and hands them to every trial."""
-    return {"train": open_split(split_files(data_dir, "train"), seed=seed, log=log),
-            "valid": open_split(split_files(data_dir, "valid"), seed=seed, mode="materialize",
-                                log=lambda _: None)}
+    return {
+        "train": open_split(split_files(data_dir, "train"), seed=seed, log=log),
+        "valid": open_split(
+            split_files(data_dir, "valid"), seed=seed, mode="materialize", log=lambda _: None
+        ),
+    }
 
 
-def build_trainer(s: TrainSettings, name: str, storage: Path | str, callbacks=(),
-                  filesystem=None, data: TrainData | None = None, wrap_batches=None,
-                  datasets: dict | None = None):
+def build_trainer(
+    s: TrainSettings,
+    name: str,
+    storage: Path | str,
+    callbacks=(),
+    filesystem=None,
+    data: TrainData | None = None,
+    wrap_batches=None,
+    datasets: dict | None = None,
+):
     """A TorchTrainer for `s`, fed by Ray Data: the train dataset is split between the
     workers (equal rows each), the valid one goes whole to every worker."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
@@ -286,22 +353,30 @@ def build_trainer(s: TrainSettings, name: str, storage: Path | str, callbacks=()
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"settings": s, "data": data, "wrap_batches": wrap_batches},
-        datasets=datasets, dataset_config=DataConfig(datasets_to_split=["train"]),
-        scaling_config=ScalingConfig(num_workers=s.workers, use_gpu=s.gpu,
-                                     resources_per_worker=resources,
-                                     placement_strategy=s.placement),
+        datasets=datasets,
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+        scaling_config=ScalingConfig(
+            num_workers=s.workers,
+            use_gpu=s.gpu,
+            resources_per_worker=resources,
+            placement_strategy=s.placement,
+        ),
         run_config=RunConfig(
-            name=name, storage_path=str(storage), storage_filesystem=filesystem,
+            name=name,
+            storage_path=str(storage),
+            storage_filesystem=filesystem,
             callbacks=list(callbacks),
-            checkpoint_config=CheckpointConfig(num_to_keep=s.keep,
-                                               checkpoint_score_attribute=s.metric,
-                                               checkpoint_score_order="max"),
-            failure_config=FailureConfig(max_failures=s.max_failures)),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=s.keep,
+                checkpoint_score_attribute=s.metric,
+                checkpoint_score_order="max",
+            ),
+            failure_config=FailureConfig(max_failures=s.max_failures),
+        ),
     )
 
 
-def fit(settings: TrainSettings | dict, name: str, storage: Path, callbacks=(),
-        wrap_batches=None):
+def fit(settings: TrainSettings | dict, name: str, storage: Path, callbacks=(), wrap_batches=None):
     """Train with TorchTrainer; returns (best checkpoint, its metrics, the Result)."""
     s = as_settings(settings)
     result = build_trainer(s, name, storage, callbacks, wrap_batches=wrap_batches).fit()
@@ -311,8 +386,13 @@ def fit(settings: TrainSettings | dict, name: str, storage: Path, callbacks=(),
     return best, metrics, result
 
 
-def fit_local(settings: TrainSettings | dict, report, checkpoint=None, label: str = "train",
-              datasets: dict | None = None):
+def fit_local(
+    settings: TrainSettings | dict,
+    report,
+    checkpoint=None,
+    label: str = "train",
+    datasets: dict | None = None,
+):
     """The same loop in this process (no TorchTrainer), iterating the Ray Data datasets
     itself: one Tune trial per CPU slot; `label` starts its progress lines (a Tune trial's:
     <arch>-<trial id>)."""
@@ -322,18 +402,41 @@ def fit_local(settings: TrainSettings | dict, report, checkpoint=None, label: st
     datasets = datasets or open_datasets(data.data_dir, s.seed)
 
     def batches(epoch):
-        every = epoch_batches(datasets["train"], epoch, counts=data.train_counts,
-                              balance=s.balance, seed=s.seed, batch_size=s.batch_size,
-                              rr=s.rr, device=device, prefetch=s.prefetch)
+        every = epoch_batches(
+            datasets["train"],
+            epoch,
+            counts=data.train_counts,
+            balance=s.balance,
+            seed=s.seed,
+            batch_size=s.batch_size,
+            rr=s.rr,
+            device=device,
+            prefetch=s.prefetch,
+        )
         return progress(every, s, data, epoch, 1, label)
 
-    train_loop(s, data, rank=0, world=1, checkpoint=checkpoint, batches=batches,
-               valid=lambda: dataset_arrays(datasets["valid"], s.rr), report=report,
-               device=device)
+    train_loop(
+        s,
+        data,
+        rank=0,
+        world=1,
+        checkpoint=checkpoint,
+        batches=batches,
+        valid=lambda: dataset_arrays(datasets["valid"], s.rr),
+        report=report,
+        device=device,
+    )
 
 
-def progress(batches, s: TrainSettings, data: TrainData, epoch: int, world: int, label: str,
-             min_s: float = 5.0):
+def progress(
+    batches,
+    s: TrainSettings,
+    data: TrainData,
+    epoch: int,
+    world: int,
+    label: str,
+    min_s: float = 5.0,
+):
     """An epoch's batches, with a line at every 25% once the epoch has run min_s seconds:
     a job log shows where a long epoch is (with an ETA); a short epoch prints nothing."""
     total = max(1, math.ceil(data.train_rows / world / s.batch_size))
@@ -345,12 +448,16 @@ def progress(batches, s: TrainSettings, data: TrainData, epoch: int, world: int,
         mark = (int(i / total * 4) + 1) / 4
         took = time.perf_counter() - t0
         if took >= min_s:
-            print(f"{label} epoch {epoch + 1}/{s.epochs}: {i / total:.0%} of {total} "
-                  f"batches in {took:.0f} s, ETA {took * (total - i) / i:.0f} s", flush=True)
+            print(
+                f"{label} epoch {epoch + 1}/{s.epochs}: {i / total:.0%} of {total} "
+                f"batches in {took:.0f} s, ETA {took * (total - i) / i:.0f} s",
+                flush=True,
+            )
 
 
-def export(checkpoint, metrics: dict, settings: TrainSettings | dict, out_dir: Path,
-           source: str = "") -> Path:
+def export(
+    checkpoint, metrics: dict, settings: TrainSettings | dict, out_dir: Path, source: str = ""
+) -> Path:
     """The checkpoint -> a saved model in out_dir (raytasks.saved.export_checkpoint)."""
     s = as_settings(settings)
     return saved.export_checkpoint(checkpoint, metrics, s, derive(s), out_dir, source)

@@ -69,6 +69,7 @@ class SearchError(ValueError):
 @dataclass
 class SearchRequest:
     """What `raytasks tune` is asked to do: one field per flag (defaults = the flags')."""
+
     space: str
     archs: list[str] | None = None  # restrict a conditional space
     samples: int = 8
@@ -100,6 +101,7 @@ class SearchRequest:
 @dataclass
 class Plan:
     """A checked request with everything resolved before Ray starts."""
+
     request: SearchRequest
     space: Space
     cfg: dict
@@ -148,9 +150,13 @@ def conditional_hyperopt(space, metric: str, samples: int, seed: int):
             self._hpopt_trials.refresh()
 
     return ConditionalHyperOptSearch(
-        to_hyperopt(space), metric=metric, mode=MODE,
+        to_hyperopt(space),
+        metric=metric,
+        mode=MODE,
         points_to_evaluate=hyperopt_points(space) or None,
-        n_initial_points=max(2, samples // 4), random_state_seed=seed)
+        n_initial_points=max(2, samples // 4),
+        random_state_seed=seed,
+    )
 
 
 def trial_fn(sampled: dict, space, base: dict, fs=None, datasets=None):
@@ -167,10 +173,14 @@ def trial_fn(sampled: dict, space, base: dict, fs=None, datasets=None):
         from raytasks.train import build_trainer
 
         ctx = tune.get_context()
-        trainer = build_trainer(settings,
-                                name=f"train-{ctx.get_trial_id()}",
-                                storage=f"{base['_storage']}/train", filesystem=fs,
-                                callbacks=[TuneReportCallback()], datasets=datasets)
+        trainer = build_trainer(
+            settings,
+            name=f"train-{ctx.get_trial_id()}",
+            storage=f"{base['_storage']}/train",
+            filesystem=fs,
+            callbacks=[TuneReportCallback()],
+            datasets=datasets,
+        )
         trainer.fit()
         return
     from raytasks.train import fit_local
@@ -179,8 +189,7 @@ def trial_fn(sampled: dict, space, base: dict, fs=None, datasets=None):
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(state_dir))
 
     label = tracking.run_name(settings.arch, tune.get_context().get_trial_id())
-    fit_local(settings, report, checkpoint=tune.get_checkpoint(), label=label,
-              datasets=datasets)
+    fit_local(settings, report, checkpoint=tune.get_checkpoint(), label=label, datasets=datasets)
 
 
 def run_settings(space, sampled: dict, base: dict) -> TrainSettings:
@@ -191,14 +200,17 @@ def run_settings(space, sampled: dict, base: dict) -> TrainSettings:
 
 # ---------------------------------------------------------------- plan: no Ray yet
 
+
 def plan(req: SearchRequest, store: Storage | None = None) -> Plan:
     """Check everything about the request that can be checked before Ray starts."""
     space = load_space(req.space, req.archs)
     cfg = for_job(config.load(dev=req.dev, scheme=req.scheme, storage=req.storage))
     dev = run_dev(cfg)  # a job's message says where its settings come from
     if req.metric not in METRIC_NAMES + RECALL_NAMES:
-        raise SearchError(f"--metric: unknown metric {req.metric!r}; one of "
-                          f"{', '.join(METRIC_NAMES + RECALL_NAMES)}")
+        raise SearchError(
+            f"--metric: unknown metric {req.metric!r}; one of "
+            f"{', '.join(METRIC_NAMES + RECALL_NAMES)}"
+        )
     if req.grace > req.max_epochs:
         raise SearchError("--grace must not exceed --max-epochs")
     data_dir = config.scheme_dir(cfg)
@@ -224,9 +236,10 @@ def experiment_name(area: DevArea, space_name: str, experiment, existing: bool):
     if experiment is not None:  # an experiment of this dev: <storage>/<dev>/runs/<name>
         check_name(experiment, "--experiment")
     if not existing:
-        return check_name(os.environ.get("RAYTASKS_EXPERIMENT") or (
-            f"{area.dev}-{space_name}-{utc_stamp()}"),
-            "experiment (from the space's file name)")
+        return check_name(
+            os.environ.get("RAYTASKS_EXPERIMENT") or (f"{area.dev}-{space_name}-{utc_stamp()}"),
+            "experiment (from the space's file name)",
+        )
     name = check_name(experiment or latest_experiment(area, space_name), "--experiment")
     if not area.exists("runs", name):
         raise SearchError(f"--experiment: no experiment {name!r} in {area.runs()}")
@@ -234,6 +247,7 @@ def experiment_name(area: DevArea, space_name: str, experiment, existing: bool):
 
 
 # ---------------------------------------------------------------- search: Ray from here
+
 
 def check_cluster(req: SearchRequest) -> None:
     """The cluster can hold `concurrency` trials and leave 1 CPU free; it has the GPUs."""
@@ -244,22 +258,33 @@ def check_cluster(req: SearchRequest) -> None:
         raise SearchError(
             f"--cpus-per-trial: {req.concurrency} trials x {req.workers} worker(s) x "
             f"{req.cpus_per_trial} CPU leaves less than 1 of the cluster's {total:g} CPUs "
-            f"free; lower --concurrency or --cpus-per-trial")
+            f"free; lower --concurrency or --cpus-per-trial"
+        )
     gpus = ray.cluster_resources().get("GPU", 0)
     if req.gpus_per_trial and req.gpus_per_trial * req.workers > gpus:
-        raise SearchError(f"--gpus-per-trial: a trial asks for "
-                          f"{req.gpus_per_trial * req.workers:g} GPU(s), the cluster has "
-                          f"{gpus:g}")
+        raise SearchError(
+            f"--gpus-per-trial: a trial asks for "
+            f"{req.gpus_per_trial * req.workers:g} GPU(s), the cluster has "
+            f"{gpus:g}"
+        )
 
 
 def search_settings(p: Plan) -> dict:
     """The trials' fixed settings are saved with the search, so that --resume and
     --export-only use (and record in model.json) what the trials ran with, not new flags."""
     req, area = p.request, p.area
-    base = {"data": str(p.data_dir), "epochs": req.max_epochs, "seed": req.seed,
-            "workers": req.workers, "cpus_per_worker": req.cpus_per_trial,
-            "metric": req.metric, "max_failures": 0, "placement": req.placement,
-            "gpu": req.gpus_per_trial > 0, "gpus_per_worker": req.gpus_per_trial or 1.0}
+    base = {
+        "data": str(p.data_dir),
+        "epochs": req.max_epochs,
+        "seed": req.seed,
+        "workers": req.workers,
+        "cpus_per_worker": req.cpus_per_trial,
+        "metric": req.metric,
+        "max_failures": 0,
+        "placement": req.placement,
+        "gpu": req.gpus_per_trial > 0,
+        "gpus_per_worker": req.gpus_per_trial or 1.0,
+    }
     if req.existing and area.exists("runs", p.name, "search.json"):
         base = json.loads(area.read_bytes("runs", p.name, "search.json"))
     elif not req.existing:
@@ -277,11 +302,16 @@ def trainable(p: Plan, base: dict):
     req = p.request
     datasets = open_datasets(base["data"], seed=base["seed"])
     # with --workers > 1 the trial process only drives its TorchTrainer (Tune refuses 0 CPU)
-    resources = {"CPU": 0.05} if req.workers > 1 else {"CPU": req.cpus_per_trial} | (
-        {"GPU": req.gpus_per_trial} if req.gpus_per_trial else {})
+    resources = (
+        {"CPU": 0.05}
+        if req.workers > 1
+        else {"CPU": req.cpus_per_trial}
+        | ({"GPU": req.gpus_per_trial} if req.gpus_per_trial else {})
+    )
     return tune.with_resources(
-        tune.with_parameters(trial_fn, space=p.space, base=base, fs=p.store.fs,
-                             datasets=datasets), resources)
+        tune.with_parameters(trial_fn, space=p.space, base=base, fs=p.store.fs, datasets=datasets),
+        resources,
+    )
 
 
 def reporter(p: Plan):
@@ -291,20 +321,27 @@ def reporter(p: Plan):
 
     metric = p.request.metric
     metrics = {"training_iteration": "epochs", metric: metric, "valid_loss": "valid_loss"}
-    metrics |= {f"TP_{c}": f"recall_{s}" for c, s in enumerate(CLASS_SHORT)
-                if f"TP_{c}" != metric}
-    params = {"trial/arch": "arch"} | {f"trial/{k}": k.removeprefix("model.")
-                                       for k in table_keys(p.space)}
-    return CLIReporter(metric_columns=metrics, parameter_columns=params, metric=metric,
-                       mode=MODE, sort_by_metric=True, max_column_length=16,
-                       max_report_frequency=10 if sys.stdout.isatty() else 30)
+    metrics |= {f"TP_{c}": f"recall_{s}" for c, s in enumerate(CLASS_SHORT) if f"TP_{c}" != metric}
+    params = {"trial/arch": "arch"} | {
+        f"trial/{k}": k.removeprefix("model.") for k in table_keys(p.space)
+    }
+    return CLIReporter(
+        metric_columns=metrics,
+        parameter_columns=params,
+        metric=metric,
+        mode=MODE,
+        sort_by_metric=True,
+        max_column_length=16,
+        max_report_frequency=10 if sys.stdout.isatty() else 30,
+    )
 
 
 def table_keys(space, width: int = 6) -> list[str]:
     """The searched settings the live table shows: those most architectures search first
     (for `all`: lr, balance, loss... before one net's fields), at most `width`."""
-    searched = [k for a in space.archs.values()
-                for k in [*a.space, *(f"model.{m}" for m in a.model)]]
+    searched = [
+        k for a in space.archs.values() for k in [*a.space, *(f"model.{m}" for m in a.model)]
+    ]
     counts = {k: searched.count(k) for k in searched}  # first-seen order breaks ties
     return sorted(counts, key=lambda k: -counts[k])[:width]
 
@@ -313,24 +350,46 @@ def run_config(p: Plan, base: dict):
     from ray import tune
 
     req = p.request
-    callbacks = [] if not req.wandb else [tracking.callback(
-        p.cfg["wandb_project"], wandb_settings(p, base),
-        lambda c: asdict(run_settings(p.space, c, base)), wandb_home(p.area))]
+    callbacks = (
+        []
+        if not req.wandb
+        else [
+            tracking.callback(
+                p.cfg["wandb_project"],
+                wandb_settings(p, base),
+                lambda c: asdict(run_settings(p.space, c, base)),
+                wandb_home(p.area),
+            )
+        ]
+    )
     return tune.RunConfig(
-        name=p.name, storage_path=p.area.runs(), storage_filesystem=p.store.fs,
-        callbacks=callbacks, progress_reporter=reporter(p), verbose=1,
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2,
-                                                checkpoint_score_attribute=req.metric,
-                                                checkpoint_score_order=MODE))
+        name=p.name,
+        storage_path=p.area.runs(),
+        storage_filesystem=p.store.fs,
+        callbacks=callbacks,
+        progress_reporter=reporter(p),
+        verbose=1,
+        checkpoint_config=tune.CheckpointConfig(
+            num_to_keep=2, checkpoint_score_attribute=req.metric, checkpoint_score_order=MODE
+        ),
+    )
 
 
 def wandb_settings(p: Plan, base: dict) -> dict:
     """What every W&B run of this search shares: the search's own fixed settings."""
     req = p.request
     fixed = {k: v for k, v in base.items() if not k.startswith("_") and k != "epochs"}
-    return {"experiment": p.name, "dev": p.dev, "space": p.space.name,
-            "scheme": p.cfg["scheme"], **fixed, "max_epochs": req.max_epochs,
-            "grace": req.grace, "samples": req.samples, "concurrency": req.concurrency}
+    return {
+        "experiment": p.name,
+        "dev": p.dev,
+        "space": p.space.name,
+        "scheme": p.cfg["scheme"],
+        **fixed,
+        "max_epochs": req.max_epochs,
+        "grace": req.grace,
+        "samples": req.samples,
+        "concurrency": req.concurrency,
+    }
 
 
 def wandb_home(area: DevArea) -> Path:
@@ -356,18 +415,35 @@ def search(p: Plan, base: dict):
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if req.resume:
         print(f"resuming {where}", flush=True)
-        return tune.Tuner.restore(where, trainable(p, base), resume_unfinished=True,
-                                  resume_errored=True, storage_filesystem=p.store.fs).fit()
+        return tune.Tuner.restore(
+            where,
+            trainable(p, base),
+            resume_unfinished=True,
+            resume_errored=True,
+            storage_filesystem=p.store.fs,
+        ).fit()
     # metric/mode live in the searcher and the scheduler, not in TuneConfig: HyperOpt
     # gets a native (conditional) space, so it never reads them from TuneConfig
     searcher = conditional_hyperopt(p.space, req.metric, req.samples, req.seed)
-    scheduler = ASHAScheduler(metric=req.metric, mode=MODE, time_attr="training_iteration",
-                              max_t=req.max_epochs, grace_period=req.grace, reduction_factor=2)
-    return tune.Tuner(trainable(p, base), run_config=run_config(p, base),
-                      tune_config=tune.TuneConfig(
-                          search_alg=ConcurrencyLimiter(searcher, max_concurrent=req.concurrency),
-                          scheduler=scheduler, num_samples=req.samples,
-                          time_budget_s=req.time_budget, trial_name_creator=trial_name)).fit()
+    scheduler = ASHAScheduler(
+        metric=req.metric,
+        mode=MODE,
+        time_attr="training_iteration",
+        max_t=req.max_epochs,
+        grace_period=req.grace,
+        reduction_factor=2,
+    )
+    return tune.Tuner(
+        trainable(p, base),
+        run_config=run_config(p, base),
+        tune_config=tune.TuneConfig(
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=req.concurrency),
+            scheduler=scheduler,
+            num_samples=req.samples,
+            time_budget_s=req.time_budget,
+            trial_name_creator=trial_name,
+        ),
+    ).fit()
 
 
 def trial_name(trial) -> str:
@@ -388,8 +464,9 @@ def run(req: SearchRequest, store: Storage | None = None) -> SearchOutcome:
     if req.export_only:
         from ray import tune
 
-        grid = tune.Tuner.restore(p.area.runs(p.name), trainable(p, base),
-                                  storage_filesystem=p.store.fs).get_results()
+        grid = tune.Tuner.restore(
+            p.area.runs(p.name), trainable(p, base), storage_filesystem=p.store.fs
+        ).get_results()
         return SearchOutcome(grid, None, export(p, grid, base))
     grid = search(p, base)
     rows = record(p, grid, base)
@@ -400,15 +477,24 @@ def run(req: SearchRequest, store: Storage | None = None) -> SearchOutcome:
 
 # ---------------------------------------------------------------- record, export, publish
 
+
 def record(p: Plan, grid, base: dict):
     """Leaderboard rows of this search, and its best trial per architecture printed.
     Scheme, metric and max epochs are the search's saved ones (search.json): a --resume
     with other flags still records what the trials ran with."""
     metric = saved_metric(p, base)
-    rows = leaderboard.rows_of(grid, p.dev, p.name, p.space, {
-        "scheme": Path(base["data"]).name, "metric": metric, "max_epochs": base["epochs"]})
-    print(f"\nexperiment {p.name}: {len(rows)} trial(s) reported; best per architecture "
-          f"by {metric} (valid):", flush=True)
+    rows = leaderboard.rows_of(
+        grid,
+        p.dev,
+        p.name,
+        p.space,
+        {"scheme": Path(base["data"]).name, "metric": metric, "max_epochs": base["epochs"]},
+    )
+    print(
+        f"\nexperiment {p.name}: {len(rows)} trial(s) reported; best per architecture "
+        f"by {metric} (valid):",
+        flush=True,
+    )
     print(leaderboard.best_table(rows, metric), flush=True)
     return rows
 
@@ -431,8 +517,7 @@ def export(p: Plan, grid, base: dict) -> list[Path]:
             log_best(p, *written[0])
     if p.local_models is None:
         return [Path(p.area.models(path.name)) for path, _ in written]
-    return [p.area.get_dir(p.local_models / path.name, "models", path.name)
-            for path, _ in written]
+    return [p.area.get_dir(p.local_models / path.name, "models", path.name) for path, _ in written]
 
 
 def log_best(p: Plan, model_dir: Path, trial_id: str) -> None:
@@ -443,9 +528,12 @@ def log_best(p: Plan, model_dir: Path, trial_id: str) -> None:
     x, y, _, _ = load_eval_data(config.where(p.cfg, "processed"), p.cfg["scheme"], "valid")
     png = plot_confusion_png(model_dir, x, y, f"{p.cfg['scheme']} valid", model_dir.parent)
     arch = json.loads((model_dir / "model.json").read_text())["arch"]
-    run = {"project": p.cfg["wandb_project"], "group": p.name,
-           "name": tracking.run_name(arch, trial_id),
-           "tags": tracking.run_tags(p.dev, p.space.name, arch)}
+    run = {
+        "project": p.cfg["wandb_project"],
+        "group": p.name,
+        "name": tracking.run_name(arch, trial_id),
+        "tags": tracking.run_tags(p.dev, p.space.name, arch),
+    }
     tracking.log_export(run, trial_id, model_dir, png, wandb_home(p.area))
 
 
@@ -462,10 +550,12 @@ def export_best(grid, space, base: dict, metric: str, out: Path) -> list[tuple[P
     written = []
     for path, (value, ckpt, metrics, result) in targets:
         settings = run_settings(space, result.config, base)
-        export_checkpoint(ckpt, metrics, settings, derive(settings), path,
-                          source=str(result.path))
-        print(f"{path.name}: {settings.arch} trial {metrics.get('trial_id', '')} "
-              f"({metric} {value:.4f})", flush=True)
+        export_checkpoint(ckpt, metrics, settings, derive(settings), path, source=str(result.path))
+        print(
+            f"{path.name}: {settings.arch} trial {metrics.get('trial_id', '')} "
+            f"({metric} {value:.4f})",
+            flush=True,
+        )
         written.append((path, metrics.get("trial_id", "")))
     return written
 
@@ -488,9 +578,16 @@ def best_checkpoints(grid, space, metric: str) -> dict[str, tuple]:
 def publish(p: Plan, base: dict, rows, models: list[str]) -> None:
     """This search's rows, plot and summary into <storage>/<dev>/results/<name>/; outside a
     job, the team leaderboard (every dev's rows) is also refreshed in the local results/."""
-    info = {"dev": p.dev, "experiment": p.name, "space": p.space.name, "models": models,
-            "trials": len(rows), "metric": saved_metric(p, base), "storage": p.store.uri,
-            "finished": utc_iso()}
+    info = {
+        "dev": p.dev,
+        "experiment": p.name,
+        "space": p.space.name,
+        "models": models,
+        "trials": len(rows),
+        "metric": saved_metric(p, base),
+        "storage": p.store.uri,
+        "finished": utc_iso(),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         plot = Path(tmp) / "leaderboard.png"
         if not rows.empty:
@@ -501,8 +598,7 @@ def publish(p: Plan, base: dict, rows, models: list[str]) -> None:
     if not in_job():
         results = config.where(p.cfg, "results")
         leaderboard.sync(team_rows(p.store), results)
-        print(f"team leaderboard: {results / 'leaderboard.csv'} (+ leaderboard.png)",
-              flush=True)
+        print(f"team leaderboard: {results / 'leaderboard.csv'} (+ leaderboard.png)", flush=True)
 
 
 # ---------------------------------------------------------------- the command
@@ -517,60 +613,123 @@ Examples:
 """
 
 
-@click.command("tune", epilog=EXAMPLES, context_settings={
-    "help_option_names": ["-h", "--help"], "show_default": True})
-@click.option("--space", required=True,
-              help="searchspaces/<SPACE>.toml (gru, lstm, cnn1d, cnn2d, resnet1d, transformer, "
-                   "inception1d, all) or a path to a .toml.")
+@click.command(
+    "tune",
+    epilog=EXAMPLES,
+    context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
+)
+@click.option(
+    "--space",
+    required=True,
+    help="searchspaces/<SPACE>.toml (gru, lstm, cnn1d, cnn2d, resnet1d, transformer, "
+    "inception1d, all) or a path to a .toml.",
+)
 @click.option("--archs", default=None, help="Restrict a conditional space: e.g. gru,cnn1d.")
 @click.option("--samples", type=click.IntRange(1), default=8, help="Trials to run.")
-@click.option("--max-epochs", type=click.IntRange(1), default=8,
-              help="Epochs of a trial ASHA lets finish.")
-@click.option("--grace", type=click.IntRange(1), default=2,
-              help="Epochs before ASHA may stop a trial.")
-@click.option("--time-budget", type=float, default=None, show_default="none",
-              help="Stop the search after S seconds.")
+@click.option(
+    "--max-epochs", type=click.IntRange(1), default=8, help="Epochs of a trial ASHA lets finish."
+)
+@click.option(
+    "--grace", type=click.IntRange(1), default=2, help="Epochs before ASHA may stop a trial."
+)
+@click.option(
+    "--time-budget",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    show_default="none",
+    help="Stop the search after S seconds.",
+)
 @click.option("--concurrency", type=click.IntRange(1), default=2, help="Trials at once.")
-@click.option("--cpus-per-trial", type=click.FloatRange(0.01), default=0.5,
-              help="CPUs per trial (per worker with --workers > 1); leave 1 CPU of the "
-                   "cluster free.")
-@click.option("--gpus-per-trial", type=click.FloatRange(0), default=0.0,
-              help="GPUs per trial (per worker with --workers > 1); a fraction shares a GPU, "
-                   "e.g. 0.25 runs 4 trials on one.")
-@click.option("--workers", type=click.IntRange(1), default=1,
-              help="1: train in the trial's process; >1: a TorchTrainer per trial.")
-@click.option("--placement", type=click.Choice(["PACK", "SPREAD"]), default="PACK",
-              help="With --workers > 1: SPREAD puts a trial's workers on different nodes.")
-@click.option("--metric", type=click.Choice(METRIC_NAMES + RECALL_NAMES), default=OBJECTIVE,
-              help="Valid metric to maximise (ranks trials, checkpoints and the export).")
-@click.option("--scheme", default=None, show_default="intra",
-              help="Built data scheme under the processed dir.")
+@click.option(
+    "--cpus-per-trial",
+    type=click.FloatRange(0.01),
+    default=0.5,
+    help="CPUs per trial (per worker with --workers > 1); leave 1 CPU of the cluster free.",
+)
+@click.option(
+    "--gpus-per-trial",
+    type=click.FloatRange(0),
+    default=0.0,
+    help="GPUs per trial (per worker with --workers > 1); a fraction shares a GPU, "
+    "e.g. 0.25 runs 4 trials on one.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1),
+    default=1,
+    help="1: train in the trial's process; >1: a TorchTrainer per trial.",
+)
+@click.option(
+    "--placement",
+    type=click.Choice(["PACK", "SPREAD"]),
+    default="PACK",
+    help="With --workers > 1: SPREAD puts a trial's workers on different nodes.",
+)
+@click.option(
+    "--metric",
+    type=click.Choice(METRIC_NAMES + RECALL_NAMES),
+    default=OBJECTIVE,
+    help="Valid metric to maximise (ranks trials, checkpoints and the export).",
+)
+@click.option(
+    "--scheme",
+    default=None,
+    show_default="intra",
+    help="Built data scheme under the processed dir.",
+)
 @click.option("--seed", type=int, default=TrainSettings.seed, help="Searcher and training seed.")
-@click.option("--dev", default=None, show_default="config.toml / RAYTASKS_DEV",
-              help="Your dev tag.")
-@click.option("--resume", is_flag=True, help="Continue the latest interrupted search of this "
-                                             "dev and space (or --experiment).")
-@click.option("--experiment", default=None, show_default="the latest",
-              help="Experiment name to resume or export from.")
-@click.option("--export", is_flag=True,
-              help="Export the best trial to <storage>/<dev>/models/<dev>-<space>/ (and "
-                   "models/, outside a job) and, for a space of several architectures, each "
-                   "one's best to ...-<arch>/.")
-@click.option("--export-only", is_flag=True,
-              help="Search nothing: export from a finished search (--experiment, default the "
-                   "latest of this dev and space).")
-@click.option("--wandb/--no-wandb", default=True,
-              help="Log each trial to Weights & Biases (offline unless WANDB_API_KEY).")
-@click.option("--storage", default=None, show_default="config.toml / RAYTASKS_STORAGE",
-              help="Team storage: a folder or a pyarrow.fs URI.")
+@click.option(
+    "--dev", default=None, show_default="config.toml / RAYTASKS_DEV", help="Your dev tag."
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the latest interrupted search of this dev and space (or --experiment).",
+)
+@click.option(
+    "--experiment",
+    default=None,
+    show_default="the latest",
+    help="Experiment name to resume or export from.",
+)
+@click.option(
+    "--export",
+    is_flag=True,
+    help="Export the best trial to <storage>/<dev>/models/<dev>-<space>/ (and "
+    "models/, outside a job) and, for a space of several architectures, each "
+    "one's best to ...-<arch>/.",
+)
+@click.option(
+    "--export-only",
+    is_flag=True,
+    help="Search nothing: export from a finished search (--experiment, default the "
+    "latest of this dev and space).",
+)
+@click.option(
+    "--wandb/--no-wandb",
+    default=True,
+    help="Log each trial to Weights & Biases (offline unless WANDB_API_KEY).",
+)
+@click.option(
+    "--storage",
+    default=None,
+    show_default="config.toml / RAYTASKS_STORAGE",
+    help="Team storage: a folder or a pyarrow.fs URI.",
+)
 def tune_cmd(**flags):
     """Search a space with HyperOpt + ASHA on Ray Tune; leaderboard, plots, optional export."""
     flags["archs"] = flags["archs"].split(",") if flags["archs"] else None
     req = SearchRequest(**{f.name: flags[f.name] for f in fields(SearchRequest)})
     try:
         run(req)
-    except (SearchError, SpaceError, DataError, config.ConfigError, PathError,
-            TrainConfigError) as e:
+    except (
+        SearchError,
+        SpaceError,
+        DataError,
+        config.ConfigError,
+        PathError,
+        TrainConfigError,
+    ) as e:
         raise click.ClickException(" ".join(str(e).split())) from None
 
 

@@ -5,11 +5,23 @@ from pathlib import Path
 import numpy as np
 
 # MIT annotation codes -> AAMI class, for the beat codes only
-CODE_TO_AAMI = {1: 0, 2: 0, 3: 0, 34: 0, 11: 0,  # N L R e j
-                8: 1, 4: 1, 7: 1, 9: 1,          # A a J S
-                5: 2, 10: 2,                     # V E
-                6: 3,                            # F
-                12: 4, 38: 4, 13: 4}             # / f Q
+CODE_TO_AAMI = {
+    1: 0,
+    2: 0,
+    3: 0,
+    34: 0,
+    11: 0,  # N L R e j
+    8: 1,
+    4: 1,
+    7: 1,
+    9: 1,  # A a J S
+    5: 2,
+    10: 2,  # V E
+    6: 3,  # F
+    12: 4,
+    38: 4,
+    13: 4,
+}  # / f Q
 SKIP, NUM, SUB, CHN, AUX = 59, 60, 61, 62, 63
 
 

@@ -1,7 +1,12 @@
 """Shared fixtures: a few real MIT-BIH records from ../shared, their shards, one Ray cluster.
 
-Ray is started once per session. Run the suite inside `unshare -n` (make test does not do it
-for you; .ci/run does) so Ray's startup probes cannot leave the machine.
+Ray is started once per session. `make test` runs the suite inside `unshare -n` where it can
+(so Ray's startup probes cannot leave the machine); `make test-fast` runs what needs no Ray.
+
+Markers: `ray` (the test starts Ray: every test using the `ray_cluster` fixture is marked
+here), `cluster` (it starts a multi-process cluster of its own), `slow` (> ~5 s without
+Ray). With RAYTASKS_TEST_NO_RAY=1 (make test-fast) starting Ray fails the test: a test that
+starts Ray without its marker cannot hide in the fast loop.
 """
 
 import os
@@ -43,8 +48,11 @@ def copy_records(dest: Path, names) -> Path:
 
 def snapshot(root: Path) -> dict:
     """Every file under root (hidden ones too) with its bytes: "left byte-identical"."""
-    return {str(p.relative_to(root)): p.read_bytes()
-            for p in sorted(Path(root).rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(Path(root).rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +81,24 @@ def processed(tmp_path_factory, slice_dir) -> Path:
 def ray_cluster():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False,
-             configure_logging=False)
+    ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "ray_cluster" in item.fixturenames:
+            item.add_marker(pytest.mark.ray)
+
+
+@pytest.fixture(autouse=True)
+def _no_ray_in_the_fast_loop(monkeypatch):
+    if os.environ.get("RAYTASKS_TEST_NO_RAY") != "1":
+        return
+    import ray
+
+    def refuse(*a, **kw):
+        raise RuntimeError("this test starts Ray: mark it `ray` (make test-fast runs no Ray)")
+
+    monkeypatch.setattr(ray, "init", refuse)

@@ -30,11 +30,16 @@ def members(ray_cluster, processed, tmp_path_factory):
             shutil.rmtree(keep, ignore_errors=True)
             shutil.copytree(state_dir, keep)
 
-        cfg = {"arch": "cnn1d", "model": {"channels": channels}, "seed": seed,
-               "data": str(processed / "intra"), "epochs": 1, "batch_size": 128}
+        cfg = {
+            "arch": "cnn1d",
+            "model": {"channels": channels},
+            "seed": seed,
+            "data": str(processed / "intra"),
+            "epochs": 1,
+            "batch_size": 128,
+        }
         train.fit_local(dict(cfg), report)
-        train.export(Checkpoint.from_directory(keep), reports[-1],
-                     cfg, root / tag)
+        train.export(Checkpoint.from_directory(keep), reports[-1], cfg, root / tag)
     return root
 
 
@@ -53,16 +58,20 @@ def test_ensemble_averages_probabilities_and_evaluates(env, processed, tmp_path)
     res = CliRunner().invoke(main, ["ensemble", "a", "b", "--tag", "ens"])
     assert res.exit_code == 0, res.output
     ens, info = saved.load_model(env / "ens")
-    assert info["arch"] == "ensemble" and info["members"] == ["a", "b"]
+    assert info["arch"] == "ensemble"
+    assert info["members"] == ["a", "b"]
     x, y = load_split(split_files(processed / "intra", "valid"))
-    probs = [torch.from_numpy(saved.predict_logits(saved.load_model(env / t)[0], x)).softmax(-1)
-             for t in ("a", "b")]
+    probs = [
+        torch.from_numpy(saved.predict_logits(saved.load_model(env / t)[0], x)).softmax(-1)
+        for t in ("a", "b")
+    ]
     expected = ((probs[0] + probs[1]) / 2).log().numpy()
     logits = saved.predict_logits(ens, x)
     np.testing.assert_allclose(logits, expected, atol=1e-5)
     # stored valid metrics are the ensemble's own; offsets never lower F2 on valid
-    assert info["valid_metrics"] == pytest.approx(compute_metrics(y, logits.argmax(1)),
-                                                 nan_ok=True)  # no Q beats in this slice
+    assert info["valid_metrics"] == pytest.approx(
+        compute_metrics(y, logits.argmax(1)), nan_ok=True
+    )  # no Q beats in this slice
     offsets = np.asarray(info["offsets"])
     assert fbeta_macro(y, logits, offsets) >= fbeta_macro(y, logits, np.zeros(5))
     # the members travel inside the ensemble: it still loads with the originals gone
@@ -77,12 +86,15 @@ def test_ensemble_averages_probabilities_and_evaluates(env, processed, tmp_path)
     assert f"{size / 1e6:.2f} MB" in report
 
 
-@pytest.mark.parametrize("args, message", [
-    (["a"], "at least two"),
-    (["a", "nope"], "missing model.json"),
-    (["a", "b", "--tag", "a"], "cannot replace one of its members"),
-    (["a", "inter-b"], "different or unknown schemes"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["a"], "at least two"),
+        (["a", "nope"], "missing model.json"),
+        (["a", "b", "--tag", "a"], "cannot replace one of its members"),
+        (["a", "inter-b"], "different or unknown schemes"),
+    ],
+)
 def test_bad_ensembles_refused_and_nothing_written(env, args, message):
     other = env / "inter-b"
     shutil.copytree(env / "b", other)
@@ -90,8 +102,10 @@ def test_bad_ensembles_refused_and_nothing_written(env, args, message):
     info["data"]["scheme"] = "inter"
     (other / "model.json").write_text(json.dumps(info))
     if "--tag" not in args:
-        args = args + ["--tag", "ens"]
+        args = [*args, "--tag", "ens"]
     res = CliRunner().invoke(main, ["ensemble", *args])
-    assert res.exit_code in (1, 2) and message in res.output, res.output  # no traceback
-    assert not (env / "ens").exists() and not list(env.glob(".*tmp"))
+    assert res.exit_code in (1, 2), res.output  # no traceback
+    assert message in res.output, res.output
+    assert not (env / "ens").exists()
+    assert not list(env.glob(".*tmp"))
     assert (env / "a" / "model.pt").exists()

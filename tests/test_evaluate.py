@@ -18,8 +18,20 @@ from raytasks.data.stream import load_split, split_files
 from raytasks.metrics import fbeta_macro, fit_offsets
 from tests.conftest import read_shards
 
-COLUMNS = ["modeltag", "Accuracy", "F1scoremicro", "F1scoremacro", "Precisionmacro",
-           "Recallmacro", "F2scoremacro", "TP_0", "TP_1", "TP_2", "TP_3", "TP_4"]
+COLUMNS = [
+    "modeltag",
+    "Accuracy",
+    "F1scoremicro",
+    "F1scoremacro",
+    "Precisionmacro",
+    "Recallmacro",
+    "F2scoremacro",
+    "TP_0",
+    "TP_1",
+    "TP_2",
+    "TP_3",
+    "TP_4",
+]
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +48,14 @@ def models_dir(ray_cluster, processed, tmp_path_factory):
         shutil.rmtree(keep, ignore_errors=True)
         shutil.copytree(state_dir, keep)
 
-    cfg = {"arch": "cnn1d", "model": {"channels": [8, 16]}, "data": str(processed / "intra"),
-           "epochs": 2, "batch_size": 128, "balance": 0.5}
+    cfg = {
+        "arch": "cnn1d",
+        "model": {"channels": [8, 16]},
+        "data": str(processed / "intra"),
+        "epochs": 2,
+        "batch_size": 128,
+        "balance": 0.5,
+    }
     train.fit_local(dict(cfg), report)
     train.export(Checkpoint.from_directory(keep), reports[-1], cfg, root / "tiny-intra")
     return root
@@ -61,8 +79,10 @@ def test_output_csv_columns_and_recalls_match_sklearn(env, processed, models_dir
     assert res.exit_code == 0, res.output
     rows = pd.read_csv(env / "output.csv")
     assert rows.columns.tolist() == COLUMNS
-    assert rows["modeltag"].tolist() in (["tiny-intra", "tiny-intra@recall"],
-                                         ["tiny-intra@recall", "tiny-intra"])
+    assert rows["modeltag"].tolist() in (
+        ["tiny-intra", "tiny-intra@recall"],
+        ["tiny-intra@recall", "tiny-intra"],
+    )
     model, info = saved.load_model(models_dir / "tiny-intra")
     x, y = load_split(split_files(processed / "intra", "valid"))
     logits = saved.predict_logits(model, x)
@@ -76,9 +96,11 @@ def test_output_csv_columns_and_recalls_match_sklearn(env, processed, models_dir
     assert row.loc["tiny-intra@recall", "F2scoremacro"] >= row.loc["tiny-intra", "F2scoremacro"]
     for name in ("confusion.png", "recall.png"):
         png = (env / "tiny-intra" / name).read_bytes()
-        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        assert len(png) > 5000
     report = (env / "tiny-intra" / "report.md").read_text()
-    assert "optimistic" in report and "intra/valid" in report
+    assert "optimistic" in report
+    assert "intra/valid" in report
 
 
 def test_offsets_never_lower_fbeta_where_fitted(processed):
@@ -107,7 +129,7 @@ def assert_rows_match(rows: pd.DataFrame, model_dir, x, y):
     from sklearn.metrics import accuracy_score
 
     model, info = saved.load_model(model_dir)
-    logits = saved.predict_logits(model, x[:, :model.input_width])
+    logits = saved.predict_logits(model, x[:, : model.input_width])
     present = sorted(set(y))
     for tag, off in ((model_dir.name, 0.0), (f"{model_dir.name}@recall", info["offsets"])):
         row = rows.set_index("modeltag").loc[tag]
@@ -120,7 +142,8 @@ def assert_rows_match(rows: pd.DataFrame, model_dir, x, y):
 def test_test_split_goes_to_its_own_folder(env, processed, models_dir):
     res = run("--split", "test")
     assert res.exit_code == 0, res.output
-    assert (env / "test" / "output.csv").exists() and not (env / "output.csv").exists()
+    assert (env / "test" / "output.csv").exists()
+    assert not (env / "output.csv").exists()
     # and it holds the test split's figures, not valid's
     x, y = load_split(split_files(processed / "intra", "test"))
     assert_rows_match(pd.read_csv(env / "test" / "output.csv"), models_dir / "tiny-intra", x, y)
@@ -133,11 +156,11 @@ def test_scheme_inter_evaluates_on_inter_valid(env, processed, models_dir):
     assert res.exit_code == 0, res.output
     assert "inter/valid" in (env / "selected" / "tiny-intra" / "report.md").read_text()
     x, y = load_split(split_files(processed / "inter", "valid"))
-    assert_rows_match(pd.read_csv(env / "selected" / "output.csv"),
-                      models_dir / "tiny-intra", x, y)
+    assert_rows_match(pd.read_csv(env / "selected" / "output.csv"), models_dir / "tiny-intra", x, y)
     res = run("--scheme", "inter")  # every shipped model here is an intra one
-    assert res.exit_code == 1 and "skipping models trained on another scheme: tiny-intra" in \
-        res.output and "no model in models/ was trained on 'inter'" in res.output, res.output
+    assert res.exit_code == 1, res.output
+    assert "skipping models trained on another scheme: tiny-intra" in res.output, res.output
+    assert "no model in models/ was trained on 'inter'" in res.output, res.output
 
 
 @pytest.mark.parametrize("damage", ["corrupt", "missing"])
@@ -165,7 +188,8 @@ def test_model_flag_never_replaces_the_shipped_table(env, models_dir):
     assert res.exit_code == 0, res.output
     after = snapshot(env)
     changed = sorted(k for k in after if before.get(k) != after[k])
-    assert changed and all(k.startswith("selected/") for k in changed), changed
+    assert changed, changed
+    assert all(k.startswith("selected/") for k in changed), changed
     assert {k: after[k] for k in before} == before
     assert len(pd.read_csv(env / "selected" / "output.csv")) == 2
 
@@ -179,9 +203,11 @@ def test_unwritable_output_changes_nothing(env):
     (env / "output.csv" / "keep").write_text("x")
     before = snapshot(env)
     res = run()
-    assert res.exit_code == 1 and isinstance(res.exception, SystemExit), res.output
+    assert res.exit_code == 1, res.output
+    assert isinstance(res.exception, SystemExit), res.output
     errors = [ln for ln in res.output.splitlines() if ln.startswith("Error")]
-    assert len(errors) == 1 and "output.csv" in errors[0], res.output
+    assert len(errors) == 1, res.output
+    assert "output.csv" in errors[0], res.output
     assert snapshot(env) == before
 
 
@@ -193,15 +219,21 @@ def test_data_reads_hackathon_parquet(env, processed, models_dir, tmp_path):
     res = run("--file", str(tmp_path / "heart_big_valid.parq"))
     assert res.exit_code == 0, res.output
     rows = pd.read_csv(env / "external" / "output.csv")
-    assert rows.columns.tolist() == COLUMNS and len(rows) == 2
+    assert rows.columns.tolist() == COLUMNS
+    assert len(rows) == 2
     assert f"{len(hack)} beats" in res.output
     # the file's beats and labels, not some other data, gave the figures
-    assert_rows_match(rows, models_dir / "tiny-intra", hack[FEATURES].to_numpy(np.float32),
-                      hack["target"].to_numpy(np.int64))
+    assert_rows_match(
+        rows,
+        models_dir / "tiny-intra",
+        hack[FEATURES].to_numpy(np.float32),
+        hack["target"].to_numpy(np.int64),
+    )
     # a parquet with the wrong schema is refused
     hack.drop(columns=["target"]).to_parquet(tmp_path / "bad.parq")
     res = run("--file", str(tmp_path / "bad.parq"))
-    assert res.exit_code != 0 and "bad.parq" in res.output
+    assert res.exit_code != 0
+    assert "bad.parq" in res.output
 
 
 def test_records_dir_is_preprocessed_like_training(env, mitdb, models_dir, tmp_path):
@@ -228,8 +260,9 @@ def test_records_dir_is_preprocessed_like_training(env, mitdb, models_dir, tmp_p
 
 
 def snapshot(root) -> dict:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 def keep_mtime(path, change):
@@ -239,8 +272,9 @@ def keep_mtime(path, change):
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
-def test_warm_run_is_byte_identical_and_never_stale(env, processed, models_dir, tmp_path,
-                                                     monkeypatch):
+def test_warm_run_is_byte_identical_and_never_stale(
+    env, processed, models_dir, tmp_path, monkeypatch
+):
     import pyarrow.parquet as pq
     import torch
 
@@ -276,23 +310,27 @@ def test_warm_run_is_byte_identical_and_never_stale(env, processed, models_dir, 
     keep_mtime(model / "model.pt", shift_bias)
     assert run("--model", str(model), "--out", str(env)).exit_code == 0
     changed = (env / "output.csv").read_bytes()
-    assert changed != cold["output.csv"] and changed == fresh()
+    assert changed != cold["output.csv"]
+    assert changed == fresh()
 
     def relabel(path):  # some valid labels change: the data's content, not its size
         table = pq.read_table(path)
         y = table.column("target").to_numpy().copy()
         y[:40] = (y[:40] + 1) % 5
-        pq.write_table(table.set_column(table.schema.get_field_index("target"), "target",
-                                        pa.array(y)), path)
+        pq.write_table(
+            table.set_column(table.schema.get_field_index("target"), "target", pa.array(y)), path
+        )
 
     keep_mtime(sorted((data / "intra" / "valid").glob("*.parquet"))[0], relabel)
     assert run("--model", str(model), "--out", str(env)).exit_code == 0
     relabelled = (env / "output.csv").read_bytes()
-    assert relabelled != changed and relabelled == fresh()
+    assert relabelled != changed
+    assert relabelled == fresh()
 
 
-def test_cache_keeps_an_entry_a_concurrent_run_wrote_meanwhile(processed, models_dir,
-                                                                 tmp_path, monkeypatch):
+def test_cache_keeps_an_entry_a_concurrent_run_wrote_meanwhile(
+    processed, models_dir, tmp_path, monkeypatch
+):
     """Two runs missing the same entry: the one finishing second keeps the first one's
     folder (a reader may be copying from it) instead of swapping it out, and reads it."""
     from raytasks import evaluate
@@ -309,12 +347,14 @@ def test_cache_keeps_an_entry_a_concurrent_run_wrote_meanwhile(processed, models
         r = computed(*args, **kwargs)
         shutil.copytree(twin, first["files"])
         (first["files"] / "result.json").write_text(
-            (twin / "result.json").read_text().replace('"tag"', '"twin": 1, "tag"'))
+            (twin / "result.json").read_text().replace('"tag"', '"twin": 1, "tag"')
+        )
         return r
 
     monkeypatch.setattr(evaluate, "evaluate_model", racing)
     again = evaluate.model_result(model, x, y, desc, store, "key", context)
-    assert again["files"] == first["files"] and again.get("twin") == 1  # the twin's, kept
+    assert again["files"] == first["files"]  # the twin's, kept
+    assert again.get("twin") == 1
     assert [p.name for p in store.iterdir()] == [first["files"].name]  # ours dropped
 
 
@@ -327,7 +367,8 @@ def hackathon_file(processed, path, n=None):
 
 
 def test_hackathon_file_evaluates_readable_shipped_models_and_lists_the_rest(
-        env, processed, tmp_path, monkeypatch):
+    env, processed, tmp_path, monkeypatch
+):
     """Every shipped model that reads the beat alone is evaluated; each that needs RR columns
     (or a recording's context) is skipped with one line naming it and why."""
     import json
@@ -337,14 +378,28 @@ def test_hackathon_file_evaluates_readable_shipped_models_and_lists_the_rest(
     data = hackathon_file(processed, tmp_path / "heart_big_valid.parq", n=300)
     res = run("--file", str(data))
     assert res.exit_code == 0, res.exception or res.output
-    infos = {d.name: json.loads((d / "model.json").read_text())
-             for d in sorted(shipped.glob("*/model.json")) for d in [d.parent]}
-    needs_rr = {t for t, i in infos.items() if i.get("rr") or (
-        i["arch"] == "ensemble" and any(json.loads((shipped / t / "members" / m / "model.json")
-                                                   .read_text()).get("rr") for m in i["members"]))}
-    assert needs_rr and needs_rr != set(infos)  # the check below must be able to fail
-    evaluated = {t.removesuffix("@recall") for t in
-                 pd.read_csv(env / "external" / "output.csv")["modeltag"]}
+    infos = {
+        d.name: json.loads((d / "model.json").read_text())
+        for d in sorted(shipped.glob("*/model.json"))
+        for d in [d.parent]
+    }
+    needs_rr = {
+        t
+        for t, i in infos.items()
+        if i.get("rr")
+        or (
+            i["arch"] == "ensemble"
+            and any(
+                json.loads((shipped / t / "members" / m / "model.json").read_text()).get("rr")
+                for m in i["members"]
+            )
+        )
+    }
+    assert needs_rr  # the check below must be able to fail
+    assert needs_rr != set(infos)
+    evaluated = {
+        t.removesuffix("@recall") for t in pd.read_csv(env / "external" / "output.csv")["modeltag"]
+    }
     assert evaluated == set(infos) - needs_rr
     skipped = [ln for ln in res.output.splitlines() if ln.startswith("skipped ")]
     assert sorted(ln.split()[1].rstrip(":") for ln in skipped) == sorted(needs_rr)
@@ -358,11 +413,14 @@ def test_evaluation_imports_no_ray():
     import subprocess
     import sys
 
-    code = ("import sys, raytasks.evaluate, raytasks.saved, raytasks.ensemble, raytasks.predict; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'torch')))")
+    code = (
+        "import sys, raytasks.evaluate, raytasks.saved, raytasks.ensemble, raytasks.predict; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'torch')))"
+    )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, env=env)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
     assert out.stdout.strip() == "[]", out.stdout
 
 
@@ -374,15 +432,22 @@ def test_calibrate_refits_offsets_on_the_model_s_scheme(env, processed, models_d
     shutil.copytree(models_dir / "tiny-intra", model_dir)
     before = saved.read_info(model_dir)
     weights = (model_dir / "model.pt").read_bytes()
-    res = CliRunner().invoke(main, ["calibrate", "--model", str(model_dir),
-                                    "--target-recall", "0.6"])
-    assert res.exit_code == 0 and res.exception is None, res.output
+    res = CliRunner().invoke(
+        main, ["calibrate", "--model", str(model_dir), "--target-recall", "0.6"]
+    )
+    assert res.exit_code == 0, res.output
+    assert res.exception is None, res.output
     info = saved.read_info(model_dir)
-    assert info["schema"] == saved.SCHEMA and info["offsets"] != before["offsets"]
-    assert info["offsets_fit"] == {"on": "valid", "scheme": "intra", "objective":
-                                   "macro precision with sick-class recall >= 0.6"}
-    assert {k: v for k, v in info.items() if not k.startswith("offsets")} \
-        == {k: v for k, v in before.items() if not k.startswith("offsets")}
+    assert info["schema"] == saved.SCHEMA
+    assert info["offsets"] != before["offsets"]
+    assert info["offsets_fit"] == {
+        "on": "valid",
+        "scheme": "intra",
+        "objective": "macro precision with sick-class recall >= 0.6",
+    }
+    assert {k: v for k, v in info.items() if not k.startswith("offsets")} == {
+        k: v for k, v in before.items() if not k.startswith("offsets")
+    }
     assert (model_dir / "model.pt").read_bytes() == weights
     model, _ = saved.load_model(model_dir)
     x, y = load_split(split_files(processed / "intra", "valid"))
@@ -406,11 +471,16 @@ def test_progress_line_prints_a_model_s_rows_as_it_finishes():
     def point(f2, recalls):
         return {"metrics": {OBJECTIVE: f2, **dict(zip(RECALL_NAMES, recalls))}}
 
-    r = {"points": {"cnn1d-intra": point(0.81234, [0.99, 0.5, 0.9, 0.25, 1.0]),
-                    "cnn1d-intra@recall": point(0.85, [0.98, 0.7, 0.91, 0.5, 1.0])}}
+    r = {
+        "points": {
+            "cnn1d-intra": point(0.81234, [0.99, 0.5, 0.9, 0.25, 1.0]),
+            "cnn1d-intra@recall": point(0.85, [0.98, 0.7, 0.91, 0.5, 1.0]),
+        }
+    }
     assert progress_line(2, 5, r, 3.14159) == (
         f"[2/5] cnn1d-intra {OBJECTIVE} 0.8123 recall 0.99/0.50/0.90/0.25/1.00; "
-        f"cnn1d-intra@recall {OBJECTIVE} 0.8500 recall 0.98/0.70/0.91/0.50/1.00 (3.1 s)")
+        f"cnn1d-intra@recall {OBJECTIVE} 0.8500 recall 0.98/0.70/0.91/0.50/1.00 (3.1 s)"
+    )
 
 
 def test_confusion_titles_name_the_split_and_scheme(processed, tmp_path):
@@ -438,5 +508,6 @@ def test_confusion_titles_name_the_split_and_scheme(processed, tmp_path):
     assert titles == [f"m: counts on {desc}", f"m: row-normalised (recall) on {desc}"]
     assert desc.startswith("inter/test ")
     texts = {t.get_text() for t in keep.fig.axes[1].texts}
-    assert "0.00050" in texts and "1.00" in texts
+    assert "0.00050" in texts
+    assert "1.00" in texts
     assert (tmp_path / "c.png").stat().st_size > 10_000

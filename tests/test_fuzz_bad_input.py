@@ -21,16 +21,21 @@ from raytasks.data import FEATURES
 from raytasks.paths import NAME
 from tests.conftest import copy_records, read_shards, snapshot
 
-FUZZ = settings(max_examples=40, deadline=None, database=None, derandomize=True,
-                suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                       HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=40,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 def refused_in_one_line(res) -> str:
     assert res.exit_code != 0, res.output
     assert isinstance(res.exception, SystemExit), repr(res.exception)
     lines = res.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), res.output
+    assert len(lines) == 1, res.output
+    assert lines[0].startswith("Error: "), res.output
     return lines[0]
 
 
@@ -42,8 +47,9 @@ def toml_value(v) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, float):
-        return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf") if math.isinf(v) \
-            else repr(v)
+        return (
+            "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf") if math.isinf(v) else repr(v)
+        )
     if isinstance(v, str):
         return json.dumps(v)
     if isinstance(v, list):
@@ -68,6 +74,7 @@ def quiet_env(monkeypatch, tmp_path):
 
 # ---------------------------------------------------------------- settings files
 
+
 def is_port(text: str) -> bool:
     try:
         return PORT_RANGE[0] <= int(text) <= PORT_RANGE[1]
@@ -75,17 +82,28 @@ def is_port(text: str) -> bool:
         return False
 
 
-not_a_string = st.one_of(st.integers(), st.booleans(), st.floats(),
-                         st.lists(st.integers(), max_size=2))
+not_a_string = st.one_of(
+    st.integers(), st.booleans(), st.floats(), st.lists(st.integers(), max_size=2)
+)
 bad_setting = st.one_of(
-    st.tuples(st.just("port"), st.one_of(
-        st.booleans(), st.text(max_size=6).filter(lambda t: not is_port(t)), st.floats(),
-        st.integers().filter(lambda p: not PORT_RANGE[0] <= p <= PORT_RANGE[1]))),
-    st.tuples(st.sampled_from(PATH_SETTINGS + ("host", "wandb_project")), not_a_string),
-    st.tuples(st.sampled_from(["dev", "scheme"]),
-              st.text(max_size=12).filter(lambda t: not NAME.fullmatch(t))),
-    st.tuples(st.from_regex(r"[a-z][a-z_]{0,9}", fullmatch=True).filter(
-        lambda k: k not in DEFAULTS), st.integers()),
+    st.tuples(
+        st.just("port"),
+        st.one_of(
+            st.booleans(),
+            st.text(max_size=6).filter(lambda t: not is_port(t)),
+            st.floats(),
+            st.integers().filter(lambda p: not PORT_RANGE[0] <= p <= PORT_RANGE[1]),
+        ),
+    ),
+    st.tuples(st.sampled_from((*PATH_SETTINGS, "host", "wandb_project")), not_a_string),
+    st.tuples(
+        st.sampled_from(["dev", "scheme"]),
+        st.text(max_size=12).filter(lambda t: not NAME.fullmatch(t)),
+    ),
+    st.tuples(
+        st.from_regex(r"[a-z][a-z_]{0,9}", fullmatch=True).filter(lambda k: k not in DEFAULTS),
+        st.integers(),
+    ),
 )
 
 
@@ -124,25 +142,32 @@ model = { hidden = 64 }
 """
 text_not = st.text(max_size=8)
 SLOTS = {  # slot: (text replaced, its line, bad values for it)
-    "epochs": ("epochs = 4", 3, st.one_of(st.integers(max_value=0), st.floats(), text_not,
-                                          st.booleans())),
-    "lr_low": ("low = 5e-4", 5, st.one_of(st.floats(max_value=0.0), st.floats(min_value=0.0101),
-                                          text_not, st.booleans())),
+    "epochs": (
+        "epochs = 4",
+        3,
+        st.one_of(st.integers(max_value=0), st.floats(), text_not, st.booleans()),
+    ),
+    "lr_low": (
+        "low = 5e-4",
+        5,
+        st.one_of(st.floats(max_value=0.0), st.floats(min_value=0.0101), text_not, st.booleans()),
+    ),
     "loss": ('"focal"]', 6, text_not.filter(lambda t: t not in ("ce", "weighted_ce", "focal"))),
     "hidden_low": ("low = 32", 8, st.one_of(st.integers(max_value=7), st.floats(), text_not)),
-    "q": ("q = 16", 8, st.one_of(st.integers(max_value=0), st.floats(), text_not,
-                                 st.booleans())),
-    "pooling": ('"mean"]', 9, text_not.filter(lambda t: t not in ("attention", "mean",
-                                                                  "last"))),
+    "q": ("q = 16", 8, st.one_of(st.integers(max_value=0), st.floats(), text_not, st.booleans())),
+    "pooling": ('"mean"]', 9, text_not.filter(lambda t: t not in ("attention", "mean", "last"))),
     "dropout_high": ("high = 0.4", 10, st.one_of(st.floats(min_value=0.9901), text_not)),
-    "point_lr": ("lr = 3e-3", 12, st.one_of(st.floats(max_value=4.9e-4),
-                                            st.floats(min_value=0.0101), text_not)),
+    "point_lr": (
+        "lr = 3e-3",
+        12,
+        st.one_of(st.floats(max_value=4.9e-4), st.floats(min_value=0.0101), text_not),
+    ),
 }
 
 
 def space_with(slot: str, value) -> str:
     old, _, _ = SLOTS[slot]
-    key, _, rest = old.partition(" = ")
+    key, _, _ = old.partition(" = ")
     if old.endswith("]"):  # a choice: the bad value joins the list
         new = f"{old[:-1]}, {toml_value(value)}]"
     else:
@@ -167,6 +192,7 @@ def test_bad_space(quiet_env, processed, monkeypatch, data):
 
 # ---------------------------------------------------------------- imported files
 
+
 @pytest.fixture
 def good_frame(processed) -> pd.DataFrame:
     frame = read_shards(sorted((processed / "intra" / "valid").glob("*.parquet"))).iloc[:150]
@@ -175,16 +201,24 @@ def good_frame(processed) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-bad_cell = st.one_of(st.sampled_from([np.inf, -np.inf, np.nan]), st.floats(min_value=1.02),
-                     st.floats(max_value=-0.02))
-bad_label = st.one_of(st.integers().filter(lambda c: not 0 <= c <= 4),
-                      st.floats(0, 4).filter(lambda v: v != round(v)))
+bad_cell = st.one_of(
+    st.sampled_from([np.inf, -np.inf, np.nan]),
+    st.floats(min_value=1.02),
+    st.floats(max_value=-0.02),
+)
+bad_label = st.one_of(
+    st.integers().filter(lambda c: not 0 <= c <= 4), st.floats(0, 4).filter(lambda v: v != round(v))
+)
 defects = st.one_of(
     st.tuples(st.just("cell"), st.integers(0, 149), st.integers(0, 186), bad_cell),
     st.tuples(st.just("label"), st.integers(0, 149), bad_label),
     st.tuples(st.just("drop"), st.integers(0, 187)),
-    st.tuples(st.just("extra"), st.from_regex(r"[a-z]{1,6}", fullmatch=True).filter(
-        lambda c: c not in ("record", "sample"))),  # the two optional columns
+    st.tuples(
+        st.just("extra"),
+        st.from_regex(r"[a-z]{1,6}", fullmatch=True).filter(
+            lambda c: c not in ("record", "sample")
+        ),
+    ),  # the two optional columns
     st.tuples(st.just("csv_cut"), st.integers(0, 149), st.floats(0, 0.999)),
     st.tuples(st.just("parquet_cut"), st.floats(0, 0.99)),
 )
@@ -207,13 +241,13 @@ def damaged_file(frame: pd.DataFrame, defect, dest_dir) -> str:
         row = lines[defect[1]]
         cut = 1 + int(defect[2] * (row.rindex(",") - 1))
         path = dest_dir / "bad.csv"
-        path.write_text("".join(lines[:defect[1]]) + row[:cut])
+        path.write_text("".join(lines[: defect[1]]) + row[:cut])
         return path
     path = dest_dir / "bad.parq"
     frame.to_parquet(path)
     if kind == "parquet_cut":
         data = path.read_bytes()
-        path.write_bytes(data[:int(defect[1] * len(data))])
+        path.write_bytes(data[: int(defect[1] * len(data))])
     return path
 
 
@@ -223,12 +257,26 @@ def test_bad_import(quiet_env, good_frame, defect):
     out = quiet_env / "processed"
     if not (out / "mine").exists():
         good_frame.to_parquet(quiet_env / "good.parq")
-        assert invoke(["data", "import", "--train", quiet_env / "good.parq", "--name", "mine",
-                       "--out", out]).exit_code == 0
+        assert (
+            invoke(
+                [
+                    "data",
+                    "import",
+                    "--train",
+                    quiet_env / "good.parq",
+                    "--name",
+                    "mine",
+                    "--out",
+                    out,
+                ]
+            ).exit_code
+            == 0
+        )
     before = snapshot(out)
     bad = damaged_file(good_frame, defect, quiet_env)
-    line = refused_in_one_line(invoke(["data", "import", "--train", bad, "--name", "mine",
-                                       "--out", out]))
+    line = refused_in_one_line(
+        invoke(["data", "import", "--train", bad, "--name", "mine", "--out", out])
+    )
     assert bad.name in line, line
     assert snapshot(out) == before
 
@@ -239,7 +287,7 @@ record_damage = st.one_of(
     st.tuples(st.just("dat_cut"), st.floats(0, 0.9999)),
     st.tuples(st.just("atr_cut"), st.floats(0, 0.9999)),
     st.tuples(st.just("dat_flip"), st.floats(0, 0.9999), st.integers(1, 255)),
-    st.tuples(st.just("atr_past_end"), st.integers(1, 10 ** 8)),
+    st.tuples(st.just("atr_past_end"), st.integers(1, 10**8)),
 )
 
 
@@ -248,7 +296,7 @@ def damage_record(recs, damage) -> str:
     path = recs / ("100.dat" if kind.startswith("dat") else "100.atr")
     data = bytearray(path.read_bytes())
     if kind.endswith("cut"):
-        data = data[:int(damage[1] * len(data))]
+        data = data[: int(damage[1] * len(data))]
     elif kind == "dat_flip":
         data[int(damage[1] * len(data))] ^= damage[2]
     else:  # an N beat `skip` samples past the signal's end, before the end marker

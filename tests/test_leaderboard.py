@@ -14,23 +14,43 @@ from raytasks.spaces import load_space
 
 def result(arch: str, values: list[float], trial_id: str):
     """A trial's result as Tune hands it over: its metrics per epoch and its config."""
-    df = pd.DataFrame([{m: v for m in METRIC_NAMES + RECALL_NAMES} | {
-        "epoch": i + 1, "training_iteration": i + 1, "trial_id": trial_id}
-        for i, v in enumerate(values)])
-    return SimpleNamespace(metrics_dataframe=df, config={"trial": {
-        "arch": arch, "lr": 1e-3, "aug_shift": 2, "model.hidden": 64}})
+    df = pd.DataFrame(
+        [
+            {m: v for m in METRIC_NAMES + RECALL_NAMES}
+            | {"epoch": i + 1, "training_iteration": i + 1, "trial_id": trial_id}
+            for i, v in enumerate(values)
+        ]
+    )
+    return SimpleNamespace(
+        metrics_dataframe=df,
+        config={"trial": {"arch": arch, "lr": 1e-3, "aug_shift": 2, "model.hidden": 64}},
+    )
 
 
 def board(tmp_path: Path) -> pd.DataFrame:
     space = load_space("all")
-    intra = lb.rows_of([result("gru", [0.5, 0.7], "a1"), result("cnn1d", [0.6], "a2"),
-                        result("cnn1d", [0.55, 0.65], "a3")], "alice", "alice-all-1", space,
-                       {"scheme": "intra", "metric": "F2scoremacro", "max_epochs": 2})
-    inter = lb.rows_of([result("gru", [0.3, 0.4], "b1")], "bob", "bob-all-1", space,
-                       {"scheme": "inter", "metric": "F2scoremacro", "max_epochs": 2})
+    intra = lb.rows_of(
+        [
+            result("gru", [0.5, 0.7], "a1"),
+            result("cnn1d", [0.6], "a2"),
+            result("cnn1d", [0.55, 0.65], "a3"),
+        ],
+        "alice",
+        "alice-all-1",
+        space,
+        {"scheme": "intra", "metric": "F2scoremacro", "max_epochs": 2},
+    )
+    inter = lb.rows_of(
+        [result("gru", [0.3, 0.4], "b1")],
+        "bob",
+        "bob-all-1",
+        space,
+        {"scheme": "inter", "metric": "F2scoremacro", "max_epochs": 2},
+    )
     old = intra.head(1).drop(columns=["scheme"]).assign(experiment="old-1", F2scoremacro=0.99)
     return lb.sync(pd.concat([intra, inter]), tmp_path).pipe(
-        lambda b: lb.sync(old, tmp_path))  # a row from before the scheme column merges
+        lambda b: lb.sync(old, tmp_path)
+    )  # a row from before the scheme column merges
 
 
 def test_rows_rank_within_a_scheme_and_keep_cut_trials_apart(tmp_path):
@@ -44,12 +64,14 @@ def test_rows_rank_within_a_scheme_and_keep_cut_trials_apart(tmp_path):
     schemes = [line.split()[2] for line in lines]
     # intra (most rows) first, best first inside it; the 0.99 of the old row is not mixed in
     assert schemes == ["intra", "intra", "inter", "?"]
-    assert "0.7000" in lines[0] and "cut" not in lines[0]
+    assert "0.7000" in lines[0]
+    assert "cut" not in lines[0]
     best = lb.best_per_arch(lb.with_scheme(merged), "F2scoremacro")
-    assert [(r.scheme, r.arch) for r in best.itertuples()][:2] == [("intra", "gru"),
-                                                                  ("intra", "cnn1d")]
-    title = lb.title(lb.with_scheme(merged).assign(cut=lb.cut(merged)), "F2scoremacro",
-                     "valid")
+    assert [(r.scheme, r.arch) for r in best.itertuples()][:2] == [
+        ("intra", "gru"),
+        ("intra", "cnn1d"),
+    ]
+    title = lb.title(lb.with_scheme(merged).assign(cut=lb.cut(merged)), "F2scoremacro", "valid")
     assert title.startswith("leaderboard by F2scoremacro on ?/inter/intra valid")
     assert "5 trials (1 cut early), 3 searches, devs alice, bob" in title
     assert (tmp_path / "leaderboard.png").stat().st_size > 10_000
@@ -64,7 +86,8 @@ def test_record_uses_the_saved_search_not_the_resume_flags(capsys):
     saved = {"data": "/d/processed/intra", "epochs": 3, "metric": "F2scoremacro"}
     grid = [result("cnn1d", [0.2, 0.8, 0.1], "t1"), result("cnn1d", [0.5], "t2")]
     rows = record(p, grid, saved)
-    assert set(rows["metric"]) == {"F2scoremacro"} and set(rows["max_epochs"]) == {3}
+    assert set(rows["metric"]) == {"F2scoremacro"}
+    assert set(rows["max_epochs"]) == {3}
     assert set(rows["scheme"]) == {"intra"}
     assert rows.set_index("trial_id").loc["t1", "best_epoch"] == 2
     assert lb.cut(rows).tolist() == [False, True]  # 3 and 1 of the saved 3 (the flag: 9)

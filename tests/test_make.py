@@ -14,8 +14,14 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="no make")
 
 def make(*args, dry=True):
     # -o .venv/.installed: never (re)install the venv from a test
-    cmd = ["make", "--no-print-directory", "-o", ".venv/.installed", *(["-n"] if dry else []),
-           *args]
+    cmd = [
+        "make",
+        "--no-print-directory",
+        "-o",
+        ".venv/.installed",
+        *(["-n"] if dry else []),
+        *args,
+    ]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
@@ -32,21 +38,28 @@ def test_help_lists_every_target_with_a_description():
     assert all(text.strip() for text in listed.values()), listed
 
 
-@pytest.mark.parametrize("target,args,expected", [
-    ("run", [], ["raytasks data build --scheme intra", "raytasks evaluate --split valid"]),
-    ("run", ["DATA=heart.parq"], ['raytasks evaluate --file "heart.parq"']),
-    ("data", [], ["raytasks data build --scheme all"]),
-    ("test", [], ["-m pytest -q tests"]),
-    ("lint", [], ["ruff check raytasks tests bench"]),
-    ("cluster-up", ["NODES=2"], ["raytasks cluster up --nodes 2"]),
-    ("submit", ["SPACE=gru", "ARGS=--samples 2"], ["raytasks submit --space gru -- --samples 2"]),
-    ("logs", ["JOB=x-1"], ["raytasks logs x-1"]),
-    ("stop", ["JOB=x-1"], ["raytasks stop x-1"]),
-    ("pull", ["JOB=x-1"], ["raytasks pull x-1"]),
-    ("jobs", [], ["raytasks jobs"]),
-    ("leaderboard", [], ["raytasks leaderboard"]),
-    ("clean", [], ["rm -rf data/processed runs wandb"]),
-])
+@pytest.mark.parametrize(
+    ("target", "args", "expected"),
+    [
+        ("run", [], ["raytasks data build --scheme intra", "raytasks evaluate --split valid"]),
+        ("run", ["DATA=heart.parq"], ['raytasks evaluate --file "heart.parq"']),
+        ("data", [], ["raytasks data build --scheme all"]),
+        ("test", [], ["-m pytest -q tests"]),
+        ("lint", [], ["ruff check raytasks tests bench"]),
+        ("cluster-up", ["NODES=2"], ["raytasks cluster up --nodes 2"]),
+        (
+            "submit",
+            ["SPACE=gru", "ARGS=--samples 2"],
+            ["raytasks submit --space gru -- --samples 2"],
+        ),
+        ("logs", ["JOB=x-1"], ["raytasks logs x-1"]),
+        ("stop", ["JOB=x-1"], ["raytasks stop x-1"]),
+        ("pull", ["JOB=x-1"], ["raytasks pull x-1"]),
+        ("jobs", [], ["raytasks jobs"]),
+        ("leaderboard", [], ["raytasks leaderboard"]),
+        ("clean", [], ["rm -rf data/processed runs wandb"]),
+    ],
+)
 def test_target_runs_its_command(target, args, expected):
     res = make(target, *args)
     assert res.returncode == 0, res.stderr
@@ -54,11 +67,13 @@ def test_target_runs_its_command(target, args, expected):
         assert text in res.stdout, res.stdout
 
 
-@pytest.mark.parametrize("target,var", [("submit", "SPACE"), ("logs", "JOB"), ("stop", "JOB"),
-                                        ("pull", "JOB")])
+@pytest.mark.parametrize(
+    ("target", "var"), [("submit", "SPACE"), ("logs", "JOB"), ("stop", "JOB"), ("pull", "JOB")]
+)
 def test_target_without_its_argument_says_how(target, var):
     res = make(target, dry=False)
-    assert res.returncode != 0 and f"usage: make {target} {var}=" in res.stdout + res.stderr
+    assert res.returncode != 0
+    assert f"usage: make {target} {var}=" in res.stdout + res.stderr
 
 
 def test_lint_passes():

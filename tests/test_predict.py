@@ -22,15 +22,28 @@ MINUTES = 3
 TWO = ("232", "233")
 
 
-def write_slice(src: Path, name: str, dest: Path, minutes: float = MINUTES, atr: bool = True,
-                fs_out: float | None = None) -> Path:
+def write_slice(
+    src: Path,
+    name: str,
+    dest: Path,
+    minutes: float = MINUTES,
+    atr: bool = True,
+    fs_out: float | None = None,
+) -> Path:
     """The first minutes of a record as a new WFDB record (and its beats as a .atr)."""
     import wfdb
 
     rec = wfdb.rdrecord(str(src / name), sampto=int(minutes * 60 * 360))
     dest.mkdir(parents=True, exist_ok=True)
-    wfdb.wrsamp(name, fs=fs_out or rec.fs, units=rec.units, sig_name=rec.sig_name,
-                p_signal=rec.p_signal, fmt=["16"] * rec.n_sig, write_dir=str(dest))
+    wfdb.wrsamp(
+        name,
+        fs=fs_out or rec.fs,
+        units=rec.units,
+        sig_name=rec.sig_name,
+        p_signal=rec.p_signal,
+        fmt=["16"] * rec.n_sig,
+        write_dir=str(dest),
+    )
     if atr:
         ann = wfdb.rdann(str(src / name), "atr", sampto=int(minutes * 60 * 360))
         wfdb.wrann(name, "atr", ann.sample, np.array(ann.symbol), write_dir=str(dest))
@@ -51,7 +64,8 @@ def test_detector_finds_the_annotated_beats_of_the_first_minutes(mitdb, name):
     ref = ref[ref < len(x)]
     peaks = detect_peaks(x, 360.0)
     ri, di = match_beats(ref / 360, peaks / 360, 0.150)
-    assert len(ri) / len(ref) >= 0.99 and len(di) / len(peaks) >= 0.97
+    assert len(ri) / len(ref) >= 0.99
+    assert len(di) / len(peaks) >= 0.97
     # R-peak positions, not QRS onsets: the training beats start at the annotated R-peak
     assert np.median(np.abs(peaks[di] - ref[ri])) <= 2
 
@@ -61,17 +75,21 @@ def test_matcher_on_hand_made_cases():
     # exact, 0.1 s late, 0.2 s late (too far), a stray between 3 and 4, none near 5
     det = np.array([1.0, 2.1, 3.2, 3.5, 9.0])
     ri, di = match_beats(ref, det, 0.15)
-    assert ri.tolist() == [0, 1] and di.tolist() == [0, 1]
+    assert ri.tolist() == [0, 1]
+    assert di.tolist() == [0, 1]
     # two detections for one beat: only the closest one matches, the other is extra
     ri, di = match_beats(np.array([1.0]), np.array([0.95, 1.01]), 0.15)
-    assert ri.tolist() == [0] and di.tolist() == [1]
+    assert ri.tolist() == [0]
+    assert di.tolist() == [1]
     # closest pairs first: a detection between two beats does not steal the nearer match
     ri, di = match_beats(np.array([1.0, 1.25]), np.array([1.12, 1.24]), 0.15)
     assert sorted(zip(ri.tolist(), di.tolist())) == [(0, 0), (1, 1)]
     assert match_beats(ref, np.array([]), 0.15)[0].size == 0
     s = score_record(ref, np.array([0, 1, 2, 0, 0]), det, np.array([0, 2, 2, 1, 0]))
     assert (s["tp"], s["fn"], s["fp"]) == (2, 3, 3)
-    assert s["cm"][0, 0] == 1 and s["cm"][1, 2] == 1 and s["cm"].sum() == 2
+    assert s["cm"][0, 0] == 1
+    assert s["cm"][1, 2] == 1
+    assert s["cm"].sum() == 2
 
 
 def test_beats_at_reference_peaks_are_the_training_beats(slice_dir):
@@ -80,13 +98,15 @@ def test_beats_at_reference_peaks_are_the_training_beats(slice_dir):
     path = slice_dir / "118.hea"
     info = probe(path, None)
     want = record_beats(slice_dir, "118")
-    whole = detect_chunk({"path": str(path), "info": info, "t0": 0.0, "t1": None,
-                          "mode": "atr", "name": "118"})
+    whole = detect_chunk(
+        {"path": str(path), "info": info, "t0": 0.0, "t1": None, "mode": "atr", "name": "118"}
+    )
     assert whole["error"] == ""
     np.testing.assert_array_equal(whole["peaks"], want["sample"].to_numpy())
     np.testing.assert_array_equal(whole["beats"], want[[str(i) for i in range(187)]].to_numpy())
-    part = detect_chunk({"path": str(path), "info": info, "t0": 600.0, "t1": 900.0,
-                         "mode": "atr", "name": "118"})
+    part = detect_chunk(
+        {"path": str(path), "info": info, "t0": 600.0, "t1": 900.0, "mode": "atr", "name": "118"}
+    )
     sel = (want["sample"] >= 600 * 360) & (want["sample"] < 900 * 360)
     np.testing.assert_array_equal(part["peaks"], want["sample"][sel].to_numpy())
     same = np.isclose(part["beats"], whole["beats"][sel.to_numpy()], atol=1e-4).all(axis=1)
@@ -105,8 +125,16 @@ def two_records(ray_cluster, mitdb, tmp_path_factory):
     for name in TWO:
         write_slice(mitdb, name, root / "rec", atr=False)
         write_slice(mitdb, name, root / "ref")
-    res = run_predict("--records", str(root / "rec"), "--out", str(root / "out"),
-                      "--workers", "2", "--chunk-s", "60")
+    res = run_predict(
+        "--records",
+        str(root / "rec"),
+        "--out",
+        str(root / "out"),
+        "--workers",
+        "2",
+        "--chunk-s",
+        "60",
+    )
     assert res.exit_code == 0, (res.output, res.exception)
     return root
 
@@ -123,31 +151,38 @@ def test_ray_data_path_writes_every_output(two_records):
         np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-3)
         assert np.all(np.diff(beats["time_s"]) > 0.15)  # chunk seams left no duplicate
         s = json.loads((out / name / "summary.json").read_text())
-        assert s["beats"] == len(beats) and s["n_V"] == int((beats["class"] == 2).sum())
+        assert s["beats"] == len(beats)
+        assert s["n_V"] == int((beats["class"] == 2).sum())
         assert abs(s["duration_s"] - 60 * MINUTES) < 1
         png = (out / name / "strip.png").read_bytes()
-        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10000
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        assert len(png) > 10000
         # the summary of the record's main ectopic class against the reference beats
         c, short = (1, "S") if name == "232" else (2, "V")
         want = (classes == c).sum(), longest_run(classes, c, ref / 360)[0]
         got = s[f"n_{short}"], s[f"longest_{short}_run"]
-        assert abs(got[0] - want[0]) <= 0.15 * want[0] + 3 and abs(got[1] - want[1]) <= 2, (
-            name, got, want)
+        assert abs(got[0] - want[0]) <= 0.15 * want[0] + 3, (name, got, want)
+        assert abs(got[1] - want[1]) <= 2, (name, got, want)
         assert s[f"{short}_per_hour"] == pytest.approx(got[0] / (MINUTES / 60), rel=0.01)
     assert not list(out.glob(".*"))
 
 
 def test_score_reaches_the_reference(two_records):
-    res = CliRunner().invoke(main, ["score", "--records", str(two_records / "ref"),
-                                    "--predictions", str(two_records / "out")])
+    res = CliRunner().invoke(
+        main,
+        ["score", "--records", str(two_records / "ref"), "--predictions", str(two_records / "out")],
+    )
     assert res.exit_code == 0, (res.output, res.exception)
     rows = pd.read_csv(two_records / "out" / "score.csv").set_index("record")
     assert list(rows.index.astype(str)) == [*TWO, "total"]
-    assert rows.loc["total", "QRS_Se"] > 0.98 and rows.loc["total", "QRS_+P"] > 0.97
+    assert rows.loc["total", "QRS_Se"] > 0.98
+    assert rows.loc["total", "QRS_+P"] > 0.97
     assert rows.loc["total", "ref_beats"] == sum(
-        len(read_atr(two_records / "ref" / f"{n}.atr")[0]) for n in TWO)
+        len(read_atr(two_records / "ref" / f"{n}.atr")[0]) for n in TWO
+    )
     # an intra model saw these records' beats in training: matched beats are mostly right
-    assert rows.loc["total", "accuracy"] > 0.9 and rows.loc["233", "V_Se"] > 0.9
+    assert rows.loc["total", "accuracy"] > 0.9
+    assert rows.loc["233", "V_Se"] > 0.9
     assert "total confusion" in (two_records / "out" / "score.txt").read_text()
 
 
@@ -160,13 +195,15 @@ def test_edf_and_csv_round_trips(ray_cluster, slice_dir, tmp_path):
     x = mlii(slice_dir, "232")
     edf = tmp_path / "files" / "232e.edf"
     edf.parent.mkdir()
-    head = pyedflib.highlevel.make_signal_header("ECG MLII", dimension="mV", sample_frequency=360,
-                                                 physical_min=-5, physical_max=5)
+    head = pyedflib.highlevel.make_signal_header(
+        "ECG MLII", dimension="mV", sample_frequency=360, physical_min=-5, physical_max=5
+    )
     pyedflib.highlevel.write_edf(str(edf), [np.ascontiguousarray(x)], [head])
     csv = tmp_path / "files" / "232c.csv"
     x250 = resample_poly(x, 25, 36)
     pd.DataFrame({"time": np.arange(len(x250)) / 250, "MLII": x250}).to_csv(csv, index=False)
-    assert probe(edf, None)["fs"] == 360 and len(read_span(edf, probe(edf, None), 0, 60)) == 21600
+    assert probe(edf, None)["fs"] == 360
+    assert len(read_span(edf, probe(edf, None), 0, 60)) == 21600
     for rec in (wfdb_hea, tmp_path / "files"):
         res = run_predict("--records", str(rec), "--out", str(tmp_path / "out"), "--fs", "250")
         assert res.exit_code == 0, (res.output, res.exception)
@@ -196,9 +233,14 @@ def test_bad_recordings_are_named_and_skipped(ray_cluster, slice_dir, tmp_path):
     res = run_predict("--records", str(rec), "--out", str(out), "--fs", "360")
     assert res.exit_code == 0, (res.output, res.exception)
     skipped = [ln for ln in res.output.splitlines() if ln.startswith("skipped:")]
-    for bad, why in (("short.csv", "too short"), ("flat.csv", "flat"),
-                     ("clipped.csv", "saturated"), ("232.hea", "80 Hz"),
-                     ("bad.csv", "line 3"), ("208", "208")):
+    for bad, why in (
+        ("short.csv", "too short"),
+        ("flat.csv", "flat"),
+        ("clipped.csv", "saturated"),
+        ("232.hea", "80 Hz"),
+        ("bad.csv", "line 3"),
+        ("208", "208"),
+    ):
         assert any(bad in ln and why in ln for ln in skipped), (bad, res.output)
     assert len(skipped) == 6
     assert sorted(p.name for p in out.iterdir()) == ["118", "summary.csv"]

@@ -19,7 +19,8 @@ def test_every_shipped_model_loads_as_version_1():
     for d in SHIPPED:
         raw = json.loads((d / "model.json").read_text())
         info = saved.read_info(d)
-        assert info == raw and "schema" not in raw  # read as is: version 1
+        assert info == raw  # read as is: version 1
+        assert "schema" not in raw
         assert set(raw) <= set(saved.INFO_FIELDS), d  # every field it carries is known
         model, _ = saved.load_model(d)
         assert saved.scheme_of(info) in ("intra", "inter")
@@ -37,10 +38,10 @@ def test_newer_schema_and_non_model_json_are_refused(tmp_path):
     assert json.loads((d / "model.json").read_text())["schema"] == saved.SCHEMA
     assert saved.load_model(d)[1]["schema"] == saved.SCHEMA  # the written file loads
     (d / "model.json").write_text(json.dumps(info | {"schema": saved.SCHEMA + 1}))
-    with pytest.raises(DataError, match=f"schema {saved.SCHEMA + 1}.*update raytasks"):
+    with pytest.raises(DataError, match=rf"schema {saved.SCHEMA + 1}.*update raytasks"):
         saved.load_model(d)
     (d / "model.json").write_text("[1, 2]")
-    with pytest.raises(DataError, match="not a model.json"):
+    with pytest.raises(DataError, match=r"not a model\.json"):
         saved.read_info(d)
     (d / "model.json").write_text("{")
     with pytest.raises(DataError, match="not valid JSON"):
@@ -51,7 +52,7 @@ def test_write_info_refuses_fields_outside_the_schema(tmp_path):
     d = tmp_path / "m"
     shutil.copytree(SHIPPED[0], d)
     before = (d / "model.json").read_bytes()
-    with pytest.raises(ValueError, match="not in saved.INFO_FIELDS.*'note'"):
+    with pytest.raises(ValueError, match=r"not in saved.INFO_FIELDS.*'note'"):
         saved.write_info(d, saved.read_info(d) | {"note": "typo"})
     assert (d / "model.json").read_bytes() == before
 
@@ -75,7 +76,11 @@ def test_times_in_files_are_iso_and_in_names_compact():
 def test_a_model_s_scheme_is_its_data_build_s():
     """What evaluate skips and calibrate refits on: data.scheme only (a calibrated model
     without one records intra in offsets_fit but is of unknown scheme)."""
-    assert saved.scheme_of({"arch": "cnn1d", "data": {"scheme": "inter"},
-                            "offsets_fit": {"scheme": "intra"}}) == "inter"
+    assert (
+        saved.scheme_of(
+            {"arch": "cnn1d", "data": {"scheme": "inter"}, "offsets_fit": {"scheme": "intra"}}
+        )
+        == "inter"
+    )
     assert saved.scheme_of({"arch": "cnn1d", "offsets_fit": {"scheme": "intra"}}) is None
     assert saved.scheme_of({"arch": "cnn1d", "data": None}) is None

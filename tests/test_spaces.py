@@ -33,32 +33,53 @@ def test_shipped_spaces_sample_valid_training_configs(name):
         settings = trial_settings(space, stochastic.sample(to_hyperopt(space), rng=rng))
         TrainSettings.from_dict(settings)  # raises on anything train would refuse
         archs.add(settings["arch"])
-    assert archs <= set(space.archs) and (len(archs) > 1) == space.conditional
+    assert archs <= set(space.archs)
+    assert (len(archs) > 1) == space.conditional
 
 
 def test_single_space_maps_to_tune_distributions():
     from ray.tune.search.sample import Categorical, Float, Integer
 
     t = to_tune(load_space("gru"))
-    assert isinstance(t["lr"], Float) and isinstance(t["batch_size"], Categorical)
+    assert isinstance(t["lr"], Float)
+    assert isinstance(t["batch_size"], Categorical)
     assert isinstance(t["model"]["hidden"], Integer)
     with pytest.raises(SpaceError, match="conditional"):
         to_tune(load_space("all"))
 
 
 BAD = {
-    "unknown_dist": ('arch = "gru"\n[space]\nlr = { dist = "normal", low = 0, high = 1 }\n',
-                     ":3:", "unknown distribution"),
-    "low_gt_high": ('arch = "gru"\n[space]\n\nlr = { dist = "uniform", low = 2, high = 1 }\n',
-                    ":4:", "low 2 > high 1"),
-    "unknown_arch_field": ('arch = "cnn1d"\n[space.model]\nhidden = { dist = "choice", '
-                           'values = [1] }\n', ":3:", "unknown field 'hidden'"),
-    "unknown_train_field": ('arch = "gru"\n[space]\nlearning_rate = { dist = "uniform", '
-                            'low = 0, high = 1 }\n', ":3:", "learning_rate"),
-    "missing_arg": ('arch = "gru"\n[space]\nlr = { dist = "loguniform", low = 1e-3 }\n', ":3:",
-                    "missing ['high']"),
-    "bad_point": ('arch = "gru"\n[space]\nlr = { dist = "uniform", low = 1e-4, high = 1 }\n'
-                  '[[points_to_evaluate]]\nbatch_size = 64\n', ":5:", "does not search"),
+    "unknown_dist": (
+        'arch = "gru"\n[space]\nlr = { dist = "normal", low = 0, high = 1 }\n',
+        ":3:",
+        "unknown distribution",
+    ),
+    "low_gt_high": (
+        'arch = "gru"\n[space]\n\nlr = { dist = "uniform", low = 2, high = 1 }\n',
+        ":4:",
+        "low 2 > high 1",
+    ),
+    "unknown_arch_field": (
+        'arch = "cnn1d"\n[space.model]\nhidden = { dist = "choice", values = [1] }\n',
+        ":3:",
+        "unknown field 'hidden'",
+    ),
+    "unknown_train_field": (
+        'arch = "gru"\n[space]\nlearning_rate = { dist = "uniform", low = 0, high = 1 }\n',
+        ":3:",
+        "learning_rate",
+    ),
+    "missing_arg": (
+        'arch = "gru"\n[space]\nlr = { dist = "loguniform", low = 1e-3 }\n',
+        ":3:",
+        "missing ['high']",
+    ),
+    "bad_point": (
+        'arch = "gru"\n[space]\nlr = { dist = "uniform", low = 1e-4, high = 1 }\n'
+        "[[points_to_evaluate]]\nbatch_size = 64\n",
+        ":5:",
+        "does not search",
+    ),
     "unknown_arch": ('arch = "vgg"\n', ":1:", "unknown architecture"),
 }
 
@@ -70,7 +91,8 @@ def test_malformed_space_refused_naming_the_line(case, tmp_path, monkeypatch):
     path.write_text(text)
     with pytest.raises(SpaceError) as err:
         load_space(str(path))
-    assert f"{path}{line}" in str(err.value) and needle in str(err.value), str(err.value)
+    assert f"{path}{line}" in str(err.value), str(err.value)
+    assert needle in str(err.value), str(err.value)
     # the command refuses it the same way, before starting Ray: any start of Ray here fails
     monkeypatch.setenv("RAYTASKS_DEV", "tester")
     import ray
@@ -83,7 +105,8 @@ def test_malformed_space_refused_naming_the_line(case, tmp_path, monkeypatch):
     monkeypatch.setattr(raytasks.ray_connect, "init_ray", no_ray)
     monkeypatch.setattr(ray, "init", no_ray)
     res = CliRunner().invoke(main, ["tune", "--space", str(path)])
-    assert res.exit_code != 0 and needle in res.output, res.output
+    assert res.exit_code != 0, res.output
+    assert needle in res.output, res.output
     assert isinstance(res.exception, SystemExit), res.exception
 
 
@@ -92,7 +115,8 @@ def test_tune_refuses_placeholder_dev(monkeypatch, tmp_path):
     (tmp_path / "none.toml").write_text("")  # no settings file: defaults
     monkeypatch.setenv("RAYTASKS_CONFIG", str(tmp_path / "none.toml"))
     res = CliRunner().invoke(main, ["tune", "--space", "gru"])
-    assert res.exit_code != 0 and "set your dev tag" in res.output
+    assert res.exit_code != 0
+    assert "set your dev tag" in res.output
 
 
 def test_live_table_shows_the_settings_most_architectures_search():
@@ -102,7 +126,9 @@ def test_live_table_shows_the_settings_most_architectures_search():
     searched = {n: {*a.space, *(f"model.{m}" for m in a.model)} for n, a in space.archs.items()}
     shared = {k: sum(k in s for s in searched.values()) for s in searched.values() for k in s}
     keys = table_keys(space)
-    assert len(keys) == 6 and "lr" in keys and "balance" in keys
+    assert len(keys) == 6
+    assert "lr" in keys
+    assert "balance" in keys
     assert min(shared[k] for k in keys) >= max(v for k, v in shared.items() if k not in keys)
     one = load_space("cnn1d").archs["cnn1d"]
     assert table_keys(load_space("cnn1d")) == list(one.space)[:6]  # a single net: file order

@@ -36,15 +36,24 @@ def make_store(kind: str, tmp_path: Path) -> Storage:
     if kind == "local":
         return Storage.from_setting(str(tmp_path / "team"))
     (tmp_path / "base").mkdir()
-    return Storage(pafs.SubTreeFileSystem(str(tmp_path / "base"), pafs.LocalFileSystem()),
-                   "team")
+    return Storage(pafs.SubTreeFileSystem(str(tmp_path / "base"), pafs.LocalFileSystem()), "team")
 
 
 def rows_for(dev: str, experiment: str, n: int, f1: float = 0.5) -> pd.DataFrame:
-    rows = [{c: 0.0 for c in LEADERBOARD_COLUMNS} | {
-        "dev": dev, "experiment": experiment, "trial_id": f"t{i}", "arch": "cnn1d",
-        "epochs": 1, "best_epoch": 1, "F1scoremacro": f1 + i / 100, "config": "{}"}
-        for i in range(n)]
+    rows = [
+        {c: 0.0 for c in LEADERBOARD_COLUMNS}
+        | {
+            "dev": dev,
+            "experiment": experiment,
+            "trial_id": f"t{i}",
+            "arch": "cnn1d",
+            "epochs": 1,
+            "best_epoch": 1,
+            "F1scoremacro": f1 + i / 100,
+            "config": "{}",
+        }
+        for i in range(n)
+    ]
     return pd.DataFrame(rows, columns=LEADERBOARD_COLUMNS)
 
 
@@ -57,12 +66,18 @@ def test_searches_finishing_at_once_lose_no_row(kind, tmp_path):
     def finish(dev, i):
         start.wait()
         exp = f"{dev}-cnn1d-{i}"
-        write_results(store.dev(dev), exp, rows_for(dev, exp, 3), None,
-                      {"dev": dev, "experiment": exp, "models": [], "trials": 3})
+        write_results(
+            store.dev(dev),
+            exp,
+            rows_for(dev, exp, 3),
+            None,
+            {"dev": dev, "experiment": exp, "models": [], "trials": 3},
+        )
         sync_leaderboard(team_rows(store), results)
 
-    threads = [threading.Thread(target=finish, args=(dev, i))
-               for dev in ("alice", "bob") for i in range(4)]
+    threads = [
+        threading.Thread(target=finish, args=(dev, i)) for dev in ("alice", "bob") for i in range(4)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -70,7 +85,8 @@ def test_searches_finishing_at_once_lose_no_row(kind, tmp_path):
     assert store.listdir() == ["alice", "bob"]
     assert len(store.listdir("bob", "results")) == 4
     team = team_rows(store)
-    assert len(team) == 24 and sorted(team["dev"].unique()) == ["alice", "bob"]
+    assert len(team) == 24
+    assert sorted(team["dev"].unique()) == ["alice", "bob"]
     board = pd.read_csv(results / "leaderboard.csv")
     assert len(board) == 24  # every search's rows, whichever finished last
     assert all(e.startswith(f"{d}-") for d, e in zip(board["dev"], board["experiment"]))
@@ -78,8 +94,11 @@ def test_searches_finishing_at_once_lose_no_row(kind, tmp_path):
     # merging again adds nothing; earlier local rows (not in storage) stay
     old = rows_for("ship", "ship-all-1", 2)
     assert len(merge_rows(old, merge_rows(board, team))) == 26
-    assert not [p for p in store.fs.get_file_info(pafs.FileSelector(store.root, recursive=True))
-                if ".tmp-" in p.path]
+    assert not [
+        p
+        for p in store.fs.get_file_info(pafs.FileSelector(store.root, recursive=True))
+        if ".tmp-" in p.path
+    ]
 
 
 @pytest.mark.parametrize("kind", ["local", "subtree"])
@@ -98,7 +117,8 @@ def test_folders_round_trip(kind, tmp_path):
     (dest / "stale.txt").write_text("old")
     store.dev("alice").get_dir(dest, "models", "alice-gru")
     assert json.loads((dest / "model.json").read_text())["v"] == 2
-    assert (dest / "sub" / "w.pt").stat().st_size == 1000 and not (dest / "stale.txt").exists()
+    assert (dest / "sub" / "w.pt").stat().st_size == 1000
+    assert not (dest / "stale.txt").exists()
     assert sorted(p.name for p in dest.parent.iterdir()) == ["alice-gru"]  # no staging left
 
 
@@ -113,7 +133,8 @@ def test_the_dev_tag_becomes_a_storage_path_in_one_place(kind, tmp_path):
     area.write_bytes(b"{}", "runs", "alice-all-1", "search.json")
     on_disk = tmp_path / ("team" if kind == "local" else "base/team")
     assert (on_disk / "alice" / "runs" / "alice-all-1" / "search.json").read_bytes() == b"{}"
-    assert area.listdir("runs") == ["alice-all-1"] and area.exists("runs", "alice-all-1")
+    assert area.listdir("runs") == ["alice-all-1"]
+    assert area.exists("runs", "alice-all-1")
     assert not store.dev("bob").exists("runs", "alice-all-1")
     assert (area.local_path() is None) == (kind == "subtree")
     for bad in ("../bob", "a/b", ".snapshot", "-x", ""):
@@ -139,19 +160,25 @@ def test_whose_run_it_is_placeholder_rule(tmp_path, monkeypatch):
     assert run_dev(alice) == run_dev(alice, local=True) == "alice"
     assert local_runs(alice) == tmp_path / "runs" / "alice"
     monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")  # in a job: says which config
-    with pytest.raises(config.ConfigError, match="set your dev tag.*checkout you submit from"):
+    with pytest.raises(config.ConfigError, match=r"set your dev tag.*checkout you submit from"):
         run_dev(untagged)
 
 
 def test_only_storage_py_spells_a_dev_s_storage_path():
     """tune/cluster/cli reach <storage>/<dev>/... through `store.dev(dev)` (DevArea), never
     by handing a dev tag to the storage's raw-parts methods themselves."""
-    raw = re.compile(r"\bstore\.(path|exists|listdir|read_bytes|write_bytes|put_dir|get_dir|"
-                     r"local_path)\(")
+    raw = re.compile(
+        r"\bstore\.(path|exists|listdir|read_bytes|write_bytes|put_dir|get_dir|"
+        r"local_path)\("
+    )
     package = Path(rc.__file__).parent
-    found = [f"{f.name}:{i}: {line.strip()}" for f in sorted(package.rglob("*.py"))
-             if f.name != "storage.py"
-             for i, line in enumerate(f.read_text().splitlines(), 1) if raw.search(line)]
+    found = [
+        f"{f.name}:{i}: {line.strip()}"
+        for f in sorted(package.rglob("*.py"))
+        if f.name != "storage.py"
+        for i, line in enumerate(f.read_text().splitlines(), 1)
+        if raw.search(line)
+    ]
     assert found == []
 
 
@@ -162,14 +189,25 @@ def test_pull_a_finished_search_by_experiment(tmp_path, monkeypatch):
     model.mkdir()
     (model / "model.json").write_text("{}")
     store.dev("alice").put_dir(model, "models", "alice-cnn1d")
-    write_results(store.dev("alice"), exp, rows_for("alice", exp, 2), None,
-                  {"dev": "alice", "experiment": exp, "models": ["alice-cnn1d"], "trials": 2})
+    write_results(
+        store.dev("alice"),
+        exp,
+        rows_for("alice", exp, 2),
+        None,
+        {"dev": "alice", "experiment": exp, "models": ["alice-cnn1d"], "trials": 2},
+    )
     store.dev("bob").write_bytes(b"{}", "runs", "bob-gru-1", "search.json")  # still running
-    cfg = config.load(dev="alice", storage=str(tmp_path / "team"),
-                      models=str(tmp_path / "models"), results=str(tmp_path / "results"))
-    info, models, local = rc.pull(cfg, exp)
-    assert models == [tmp_path / "models" / "alice-cnn1d"] and (models[0] / "model.json").exists()
-    assert (local / "leaderboard.csv").exists() and (local / "job.json").exists()
+    cfg = config.load(
+        dev="alice",
+        storage=str(tmp_path / "team"),
+        models=str(tmp_path / "models"),
+        results=str(tmp_path / "results"),
+    )
+    _, models, local = rc.pull(cfg, exp)
+    assert models == [tmp_path / "models" / "alice-cnn1d"]
+    assert (models[0] / "model.json").exists()
+    assert (local / "leaderboard.csv").exists()
+    assert (local / "job.json").exists()
     assert len(pd.read_csv(tmp_path / "results" / "leaderboard.csv")) == 2
     with pytest.raises(config.ConfigError, match="bob's search bob-gru-1 has not finished"):
         rc.pull(cfg, "bob-gru-1")
@@ -192,29 +230,39 @@ def test_head_env_and_bindings(monkeypatch):
     env = rc.head_env(cfg)
     assert not {"RAYTASKS_DEV", "WANDB_API_KEY", "RAYTASKS_STORAGE"} & set(env)
     assert env["RAYTASKS_CLUSTER_STORAGE"] == "/srv/team"
-    assert rc.node_ip("127.0.0.1") == "127.0.0.1" and rc.node_ip("0.0.0.0") is None
+    assert rc.node_ip("127.0.0.1") == "127.0.0.1"
+    assert rc.node_ip("0.0.0.0") is None
     assert rc.exposure_warning({"host": "127.0.0.1", "port": 8265}) is None
     warning = rc.exposure_warning({"host": "0.0.0.0", "port": 8265})
-    assert "18265" in warning and "run any code" in warning and "\n" not in warning
+    assert "18265" in warning
+    assert "run any code" in warning
+    assert "\n" not in warning
 
 
 def test_down_stops_only_the_recorded_processes(tmp_path, monkeypatch):
     port = 30000 + os.getpid() % 2000
     sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
-    ours = subprocess.Popen(sleeper + [rc.temp_dir(port)], start_new_session=True)
-    child_code = "import subprocess,sys,time; subprocess.Popen([sys.executable,'-c'," \
-                 "'import time; time.sleep(120)']); time.sleep(120)"
+    ours = subprocess.Popen([*sleeper, rc.temp_dir(port)], start_new_session=True)
+    child_code = (
+        "import subprocess,sys,time; subprocess.Popen([sys.executable,'-c',"
+        "'import time; time.sleep(120)']); time.sleep(120)"
+    )
     ours_tree = subprocess.Popen([sys.executable, "-c", child_code], start_new_session=True)
-    bystander = subprocess.Popen(sleeper + [rc.temp_dir(port), f"--port={port}"])
+    bystander = subprocess.Popen([*sleeper, rc.temp_dir(port), f"--port={port}"])
     try:
         time.sleep(1)
-        record = {"port": port, "nodes": 1, "storage": "/x",
-                  "processes": rc.session_members(ours.pid) + rc.session_members(ours_tree.pid)}
+        record = {
+            "port": port,
+            "nodes": 1,
+            "storage": "/x",
+            "processes": rc.session_members(ours.pid) + rc.session_members(ours_tree.pid),
+        }
         rc.save_record(record)
         assert rc.load_record(port)["processes"]
         assert "RAYTASKS_STORAGE=/x" in rc.shell_env({"port": port, "host": "127.0.0.1"})
         stopped, killed = rc.down({"port": port, "host": "127.0.0.1"})
-        assert stopped == 3 and killed == []  # two sessions + the grandchild, on SIGTERM
+        assert stopped == 3  # two sessions + the grandchild, on SIGTERM
+        assert killed == []
         ours.wait(5), ours_tree.wait(5)  # (psutil reaped them: no exit status left here)
         assert bystander.poll() is None
         assert not Path(rc.temp_dir(port)).exists()

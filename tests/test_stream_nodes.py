@@ -7,8 +7,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 from tests.test_cluster import head_cli
+
+pytestmark = pytest.mark.cluster
 
 # runs in its own process: this test session's Ray is a single local node
 SCRIPT = """
@@ -41,29 +45,43 @@ train.fit({"arch": "cnn1d", "model": {"channels": [8, 16]}, "data": sys.argv[3],
 
 def test_two_workers_on_two_nodes_disjoint_rows_equal_steps(processed, tmp_path):
     port = 24000 + os.getpid() % 1000
-    env = {**os.environ, "RAYTASKS_PORT": str(port), "RAYTASKS_DEV": "carol",
-           "RAYTASKS_STORAGE": str(tmp_path / "storage")}
+    env = {
+        **os.environ,
+        "RAYTASKS_PORT": str(port),
+        "RAYTASKS_DEV": "carol",
+        "RAYTASKS_STORAGE": str(tmp_path / "storage"),
+    }
     env.pop("RAY_ADDRESS", None)
     up = head_cli(env, "cluster", "up", "--nodes", "2", "--cpus", "2")
     try:
         assert up.returncode == 0, up.stdout + up.stderr
         run = subprocess.run(
-            [sys.executable, "-c", SCRIPT, f"127.0.0.1:{port + 10000}", str(tmp_path),
-             str(processed / "intra")],
-            cwd=ROOT, env={**env, "RAY_AUTH_MODE": "token", "PYTHONPATH": str(ROOT)},
-            capture_output=True, text=True, timeout=400)
+            [
+                sys.executable,
+                "-c",
+                SCRIPT,
+                f"127.0.0.1:{port + 10000}",
+                str(tmp_path),
+                str(processed / "intra"),
+            ],
+            cwd=ROOT,
+            env={**env, "RAY_AUTH_MODE": "token", "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     finally:
         down = head_cli(env, "cluster", "down")
         assert down.returncode == 0, down.stderr
     for epoch in (0, 1):
-        ranks = [json.loads((tmp_path / f"rank{r}-epoch{epoch}.json").read_text())
-                 for r in (0, 1)]
+        ranks = [json.loads((tmp_path / f"rank{r}-epoch{epoch}.json").read_text()) for r in (0, 1)]
         assert ranks[0]["node"] != ranks[1]["node"]  # SPREAD: one worker per node
         assert ranks[0]["steps"] == ranks[1]["steps"] > 0  # DDP: the same number of steps
         rows = [set(r["rows"]) for r in ranks]
-        assert rows[0] and rows[1] and not rows[0] & rows[1]  # disjoint shares
+        assert rows[0]  # disjoint shares
+        assert rows[1]
+        assert not rows[0] & rows[1]
     # the second epoch is a new draw, not the first one again
-    first = [json.loads((tmp_path / f"rank0-epoch{e}.json").read_text())["rows"]
-             for e in (0, 1)]
+    first = [json.loads((tmp_path / f"rank0-epoch{e}.json").read_text())["rows"] for e in (0, 1)]
     assert first[0] != first[1]

@@ -19,8 +19,16 @@ from raytasks.settings import FIELDS, TrainConfigError, TrainSettings
 
 
 def tiny(processed, **over):
-    return {"arch": "cnn1d", "model": {"channels": [8, 16]}, "data": str(processed / "intra"),
-            "epochs": 1, "batch_size": 128, "workers": 2, "cpus_per_worker": 0.5, **over}
+    return {
+        "arch": "cnn1d",
+        "model": {"channels": [8, 16]},
+        "data": str(processed / "intra"),
+        "epochs": 1,
+        "batch_size": 128,
+        "workers": 2,
+        "cpus_per_worker": 0.5,
+        **over,
+    }
 
 
 def count_rows(folder: str):
@@ -34,15 +42,18 @@ def count_rows(folder: str):
                 rows += len(batch["y"])
                 yield batch
             Path(folder, f"rank{rank}-epoch{epoch}").write_text(str(rows))
+
         return counted
+
     return wrap
 
 
 def test_two_workers_report_and_checkpoint_reloads(ray_cluster, processed, tmp_path):
     seen = tmp_path / "seen"
     seen.mkdir()
-    best, metrics, result = train.fit(tiny(processed), "two-workers", tmp_path / "runs",
-                                      wrap_batches=count_rows(str(seen)))
+    best, metrics, _ = train.fit(
+        tiny(processed), "two-workers", tmp_path / "runs", wrap_batches=count_rows(str(seen))
+    )
     # two workers trained, each on its equal share of the epoch's resampled stream
     shares = {p.name: int(p.read_text()) for p in seen.iterdir()}
     assert sorted(shares) == ["rank0-epoch0", "rank1-epoch0"], shares
@@ -51,10 +62,12 @@ def test_two_workers_report_and_checkpoint_reloads(ray_cluster, processed, tmp_p
     assert 0.8 * len(train_y) < sum(shares.values()) < 1.2 * len(train_y)
     for name in METRIC_NAMES + [f"TP_{c}" for c in range(3)]:
         assert 0.0 <= metrics[name] <= 1.0, name
-    assert metrics["epoch"] == 0 and metrics["train_loss"] > 0
+    assert metrics["epoch"] == 0
+    assert metrics["train_loss"] > 0
     out = train.export(best, metrics, tiny(processed), tmp_path / "models" / "tiny")
     info = json.loads((out / "model.json").read_text())
-    assert info["arch"] == "cnn1d" and info["data"]["scheme"] == "intra"
+    assert info["arch"] == "cnn1d"
+    assert info["data"]["scheme"] == "intra"
     assert info["valid_metrics"]["F2scoremacro"] == metrics["F2scoremacro"]
     # the exported weights predict exactly what the checkpoint predicts
     with best.as_directory() as d:
@@ -84,13 +97,16 @@ def kill_once(marker: str, snapshot: str, at: tuple):
                 if (epoch, step, rank) == at and not Path(marker).exists():
                     deadline = time.monotonic() + 60
                     while time.monotonic() < deadline and not (
-                            Path(snapshot).exists()
-                            and f"epoch_{epoch - 1:04d}" in Path(snapshot).read_text()):
+                        Path(snapshot).exists()
+                        and f"epoch_{epoch - 1:04d}" in Path(snapshot).read_text()
+                    ):
                         time.sleep(0.2)
                     Path(marker).write_text(f"killed epoch {epoch} step {step}")
                     os._exit(1)
                 yield batch
+
         return wrapped
+
     return wrap
 
 
@@ -99,8 +115,9 @@ def test_worker_killed_mid_epoch_resumes_from_checkpoint(ray_cluster, processed,
     # rank 1 dies at step 3 of epoch 1, once Ray Train has registered epoch 0's checkpoint
     snapshot = tmp_path / "runs" / "fault" / "checkpoint_manager_snapshot.json"
     hook = kill_once(str(marker), str(snapshot), (1, 3, 1))
-    best, metrics, result = train.fit(tiny(processed, epochs=3), "fault", tmp_path / "runs",
-                                      wrap_batches=hook)
+    _, _, result = train.fit(
+        tiny(processed, epochs=3), "fault", tmp_path / "runs", wrap_batches=hook
+    )
     assert marker.read_text() == "killed epoch 1 step 3", "the failure was never injected"
     last = result.metrics
     assert last["epoch"] == 2
@@ -108,8 +125,9 @@ def test_worker_killed_mid_epoch_resumes_from_checkpoint(ray_cluster, processed,
     assert last["start_epoch"] == 1
 
 
-def test_rr_model_reads_rr_features_and_refuses_data_without_them(ray_cluster, processed,
-                                                                   tmp_path, monkeypatch):
+def test_rr_model_reads_rr_features_and_refuses_data_without_them(
+    ray_cluster, processed, tmp_path, monkeypatch
+):
     from ray.train import Checkpoint
 
     reports, keep = [], tmp_path / "ckpt"
@@ -121,10 +139,12 @@ def test_rr_model_reads_rr_features_and_refuses_data_without_them(ray_cluster, p
 
     cfg = tiny(processed, rr=True, workers=1)
     train.fit_local(dict(cfg), report)
-    out = train.export(Checkpoint.from_directory(keep), reports[-1], cfg,
-                       tmp_path / "models" / "rr-tiny")
+    out = train.export(
+        Checkpoint.from_directory(keep), reports[-1], cfg, tmp_path / "models" / "rr-tiny"
+    )
     model, info = saved.load_model(out)
-    assert info["rr"] is True and model.input_width == 187 + len(RR_FEATURES)
+    assert info["rr"] is True
+    assert model.input_width == 187 + len(RR_FEATURES)
     x, y = load_split(split_files(processed / "intra", "valid"), rr=True)
     logits = saved.predict_logits(model, x)
     assert (logits.argmax(1) == y).mean() == pytest.approx(reports[-1]["Accuracy"])
@@ -137,13 +157,24 @@ def test_rr_model_reads_rr_features_and_refuses_data_without_them(ray_cluster, p
     res = CliRunner().invoke(main, ["evaluate", "--model", str(out), "--out", str(results)])
     assert res.exit_code == 0, res.output
     assert pd.read_csv(results / "output.csv")["Accuracy"][0] == pytest.approx(
-        reports[-1]["Accuracy"])
+        reports[-1]["Accuracy"]
+    )
     beats = pd.DataFrame(x[:, :187], columns=FEATURES).assign(target=y)
     beats.to_parquet(tmp_path / "heart_big_valid.parq")
-    res = CliRunner().invoke(main, ["evaluate", "--model", str(out), "--file",
-                                    str(tmp_path / "heart_big_valid.parq"),
-                                    "--out", str(tmp_path / "external")])
-    assert res.exit_code == 1 and "reads RR-interval features" in res.output, res.output
+    res = CliRunner().invoke(
+        main,
+        [
+            "evaluate",
+            "--model",
+            str(out),
+            "--file",
+            str(tmp_path / "heart_big_valid.parq"),
+            "--out",
+            str(tmp_path / "external"),
+        ],
+    )
+    assert res.exit_code == 1, res.output
+    assert "reads RR-interval features" in res.output, res.output
     assert not (tmp_path / "external" / "output.csv").exists()
 
 
@@ -166,8 +197,15 @@ def test_bad_training_settings_refused():
         meta = f.metadata
         assert meta["help"], f.name
         assert meta["choices"] or meta["limits"] or f.name in ("model", "data"), f.name
-    for key, bad in (("prefetch", 0), ("gpus_per_worker", 0.0), ("gpu", 1), ("metric", "F3"),
-                     ("placement", "pack"), ("aug_shift", 187), ("epochs", 2.0)):
+    for key, bad in (
+        ("prefetch", 0),
+        ("gpus_per_worker", 0.0),
+        ("gpu", 1),
+        ("metric", "F3"),
+        ("placement", "pack"),
+        ("aug_shift", 187),
+        ("epochs", 2.0),
+    ):
         with pytest.raises(TrainConfigError, match=key):
             make({key: bad})
 
@@ -178,26 +216,53 @@ def test_cli_train_exports_model(ray_cluster, processed, tmp_path, monkeypatch):
     cfg_file = tmp_path / "train.toml"
     cfg_file.write_text('arch = "gru"\nepochs = 1\nbatch_size = 256\n[model]\nhidden = 8\n')
     # the old spellings (--data, --model KEY=VALUE, --rr false) still work, hidden in --help
-    res = CliRunner().invoke(main, ["train", "--config", str(cfg_file), "--data",
-                                    str(processed / "intra"), "--model", "bidirectional=false",
-                                    "-m", "hidden=6", "--rr", "false",
-                                    "--cpus-per-worker", "1", "--tag", "cli-gru"])
+    res = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--config",
+            str(cfg_file),
+            "--data",
+            str(processed / "intra"),
+            "--model",
+            "bidirectional=false",
+            "-m",
+            "hidden=6",
+            "--rr",
+            "false",
+            "--cpus-per-worker",
+            "1",
+            "--tag",
+            "cli-gru",
+        ],
+    )
     assert res.exit_code == 0, res.output
     info = json.loads((tmp_path / "models" / "cli-gru" / "model.json").read_text())
     assert info["arch"] == "gru"
-    assert info["model"]["hidden"] == 6 and info["model"]["bidirectional"] is False
+    assert info["model"]["hidden"] == 6
+    assert info["model"]["bidirectional"] is False
     assert info["train"]["cpus_per_worker"] == 1.0
     assert "F2scoremacro" in res.output
 
 
-def test_gpu_flag_without_a_gpu_fails_in_one_line(ray_cluster, processed, tmp_path,
-                                                  monkeypatch):
+def test_gpu_flag_without_a_gpu_fails_in_one_line(ray_cluster, processed, tmp_path, monkeypatch):
     if ray_cluster.cluster_resources().get("GPU", 0):
         pytest.skip("this cluster has a GPU")
     monkeypatch.setenv("RAYTASKS_RUNS", str(tmp_path / "runs"))
-    res = CliRunner().invoke(main, ["train", "--arch", "cnn1d", "--scheme-dir",
-                                    str(processed / "intra"), "--gpu", "--no-export"])
-    assert res.exit_code == 1 and isinstance(res.exception, SystemExit), res.exception
+    res = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--arch",
+            "cnn1d",
+            "--scheme-dir",
+            str(processed / "intra"),
+            "--gpu",
+            "--no-export",
+        ],
+    )
+    assert res.exit_code == 1, res.exception
+    assert isinstance(res.exception, SystemExit), res.exception
     assert "--gpu: no GPU available (the Ray cluster has 0" in res.output
     assert len(res.output.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists()  # refused before anything started

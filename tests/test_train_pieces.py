@@ -2,6 +2,7 @@
 loss (weighted CE, focal, label smoothing), both schedules, the stream's class weights,
 and the architecture options `-m` passes. No Ray: each runs in milliseconds."""
 
+import itertools
 import math
 import subprocess
 import sys
@@ -41,7 +42,8 @@ def test_aug_scale_multiplies_each_beat_by_one_factor_in_range():
     ratio = out[:, :BEAT] / x[:, :BEAT]
     factor = ratio[:, :1]
     torch.testing.assert_close(ratio, factor.expand_as(ratio))  # one factor per beat
-    assert factor.min() >= 0.7 - 1e-6 and factor.max() <= 1.3 + 1e-6
+    assert factor.min() >= 0.7 - 1e-6
+    assert factor.max() <= 1.3 + 1e-6
     assert factor.std() > 0.05  # beats get different factors
     assert torch.equal(out[:, BEAT:], x[:, BEAT:])  # RR features pass through
 
@@ -52,7 +54,8 @@ def test_aug_wander_adds_a_slow_sinusoid_per_beat():
     out = augment(x, settings(aug_wander=0.2), gen())
     added = out[:, :BEAT].double().numpy()
     amps = np.abs(added).max(axis=1)
-    assert amps.max() <= 0.2 + 1e-6 and (amps > 0.05).sum() > 10
+    assert amps.max() <= 0.2 + 1e-6
+    assert (amps > 0.05).sum() > 10
     t = np.arange(BEAT) / 125.0
     for row in added[amps > 0.05]:
         # a sinusoid obeys s[n+1] + s[n-1] = 2 cos(w) s[n]: estimate w, then fit it
@@ -69,7 +72,8 @@ def test_aug_noise_adds_gaussian_noise_of_sigma():
     x = beats(n=512)
     out = augment(x, settings(aug_noise=0.05), gen())
     noise = (out - x)[:, :BEAT].flatten().double()
-    assert abs(noise.mean()) < 0.002 and noise.std() == pytest.approx(0.05, rel=0.02)
+    assert abs(noise.mean()) < 0.002
+    assert noise.std() == pytest.approx(0.05, rel=0.02)
     assert torch.equal(out[:, BEAT:], x[:, BEAT:])
 
 
@@ -78,8 +82,7 @@ def test_aug_shift_rolls_every_beat_and_zero_fills():
     for seed in range(6):
         out = augment(x, settings(aug_shift=10), gen(seed))
         beat, shifted = x[:, :BEAT], out[:, :BEAT]
-        matches = [k for k in range(-10, 11)
-                   if torch.equal(shifted, _shift(beat, k))]
+        matches = [k for k in range(-10, 11) if torch.equal(shifted, _shift(beat, k))]
         assert len(matches) == 1, seed  # one shift, the same for the whole batch
         assert torch.equal(out[:, BEAT:], x[:, BEAT:])
 
@@ -87,13 +90,14 @@ def test_aug_shift_rolls_every_beat_and_zero_fills():
 def _shift(x, k):
     out = torch.zeros_like(x)
     if k >= 0:
-        out[:, k:] = x[:, :x.shape[1] - k]
+        out[:, k:] = x[:, : x.shape[1] - k]
     else:
         out[:, :k] = x[:, -k:]
     return out
 
 
 # ---------------------------------------------------------------- losses
+
 
 def logits_and_labels(n=32):
     g = torch.Generator().manual_seed(3)
@@ -113,8 +117,9 @@ def test_ce_and_label_smoothing_match_their_definition():
     plain = loss_fn(settings(), None)(logits, y)
     assert plain.item() == pytest.approx(manual_ce(logits, y).mean().item(), rel=1e-6)
     smooth = loss_fn(settings(label_smoothing=0.1), None)(logits, y)
-    assert smooth.item() == pytest.approx(manual_ce(logits, y, smoothing=0.1).mean().item(),
-                                          rel=1e-6)
+    assert smooth.item() == pytest.approx(
+        manual_ce(logits, y, smoothing=0.1).mean().item(), rel=1e-6
+    )
     assert smooth.item() != pytest.approx(plain.item(), rel=1e-3)
 
 
@@ -138,24 +143,31 @@ def test_focal_loss_matches_its_definition():
 
 # ---------------------------------------------------------------- schedules and weights
 
-@pytest.mark.parametrize("schedule,warm,start,floor", [("onecycle", 0.3, 1 / 25, 1e-4),
-                                                        ("cosine", 0.05, 0.1, 0.02)])
+
+@pytest.mark.parametrize(
+    ("schedule", "warm", "start", "floor"),
+    [("onecycle", 0.3, 1 / 25, 1e-4), ("cosine", 0.05, 0.1, 0.02)],
+)
 def test_schedules_warm_up_then_follow_a_cosine(schedule, warm, start, floor):
     f = lr_lambda(settings(schedule=schedule), 1000)
     assert f(0) == pytest.approx(start)
     assert f(round(warm * 1000)) == pytest.approx(1.0)
-    assert f(1000) == pytest.approx(floor) and f(5000) == pytest.approx(floor)  # clamped
+    assert f(1000) == pytest.approx(floor)  # clamped
+    assert f(5000) == pytest.approx(floor)
     mid = warm + (1 - warm) / 2  # halfway down the cosine
     assert f(round(mid * 1000)) == pytest.approx(floor + (1 - floor) * 0.5, abs=1e-3)
     steps = [f(s) for s in range(round(warm * 1000), 1001)]
-    assert all(a >= b for a, b in zip(steps, steps[1:]))  # never rises after the warm-up
+    assert all(a >= b for a, b in itertools.pairwise(steps))  # never rises after the warm-up
 
 
 def test_stream_weights_even_out_the_stream_s_class_shares():
     counts = np.array([9000, 300, 700, 80, 0])
     for balance, power in ((0.0, 0.5), (0.5, 0.5), (0.5, 1.0), (1.0, 0.7)):
-        w = np.array(stream_weights(counts, settings(loss="weighted_ce", balance=balance,
-                                                     class_weight_power=power)))
+        w = np.array(
+            stream_weights(
+                counts, settings(loss="weighted_ce", balance=balance, class_weight_power=power)
+            )
+        )
         # the stream's class shares, from the balance's definition p_c ~ n_c^(1 - balance)
         present = counts > 0
         share = np.where(present, counts.astype(float) ** (1 - balance), 0.0)
@@ -170,6 +182,7 @@ def test_stream_weights_even_out_the_stream_s_class_shares():
 
 # ---------------------------------------------------------------- architecture options
 
+
 def count(model, kind):
     return sum(isinstance(m, kind) for m in model.modules())
 
@@ -179,10 +192,14 @@ def test_recurrent_options_take_effect(arch):
     torch.manual_seed(0)
     x = torch.rand(4, BEAT)
     for pooling in ("mean", "last"):
-        m = create_model(arch, hidden=8, pooling=pooling, stem_channels=0,
-                         bidirectional=False, layers=2).eval()
-        assert m.stem is None and m.rnn.input_size == 1 and m.rnn.num_layers == 2
-        assert not m.rnn.bidirectional and m.head[1].in_features == 8
+        m = create_model(
+            arch, hidden=8, pooling=pooling, stem_channels=0, bidirectional=False, layers=2
+        ).eval()
+        assert m.stem is None
+        assert m.rnn.input_size == 1
+        assert m.rnn.num_layers == 2
+        assert not m.rnn.bidirectional
+        assert m.head[1].in_features == 8
         h, _ = m.rnn(x.unsqueeze(-1))
         z = h.mean(dim=1) if pooling == "mean" else h[:, -1]
         torch.testing.assert_close(m(x), m.head(z))
@@ -191,21 +208,23 @@ def test_recurrent_options_take_effect(arch):
 def test_convolutional_options_take_effect():
     x = torch.rand(2, BEAT)
     m = create_model("cnn1d", channels=[4, 8, 8, 16], kernel=5)
-    assert [c.out_channels for c in m.modules() if isinstance(c, torch.nn.Conv1d)] == [
-        4, 8, 8, 16] and {c.kernel_size for c in m.modules()
-                          if isinstance(c, torch.nn.Conv1d)} == {(5,)}
+    assert [c.out_channels for c in m.modules() if isinstance(c, torch.nn.Conv1d)] == [4, 8, 8, 16]
+    assert {c.kernel_size for c in m.modules() if isinstance(c, torch.nn.Conv1d)} == {(5,)}
     from raytasks.nets.resnet1d import SqueezeExcite
 
     plain = create_model("resnet1d", se=False, blocks_per_stage=2, channels=[8, 16])
-    assert count(plain, SqueezeExcite) == 0 and len(plain.stages) == 4
+    assert count(plain, SqueezeExcite) == 0
+    assert len(plain.stages) == 4
     assert count(create_model("resnet1d", channels=[8, 16]), SqueezeExcite) == 2
     t = create_model("transformer", d_model=16, heads=2, layers=3, ff=32)
     assert count(t, torch.nn.TransformerEncoderLayer) == 3
     assert t.encoder.layers[0].self_attn.num_heads == 2
     deep = create_model("inception1d", filters=4, depth=6, depth_per_residual=2)
-    assert len(deep.modules_) == 6 and len(deep.shortcuts) == 3
+    assert len(deep.modules_) == 6
+    assert len(deep.shortcuts) == 3
     for m in (plain, t, deep, create_model("cnn2d", height=8, channels=[4, 8])):
-        assert m(x).shape == (2, 5) and math.isfinite(m(x).sum().item())
+        assert m(x).shape == (2, 5)
+        assert math.isfinite(m(x).sum().item())
     with pytest.raises(ValueError, match="divisible"):
         create_model("transformer", d_model=10, heads=3)
 
@@ -242,11 +261,14 @@ print("still running")
 
 def test_an_asked_for_exit_in_a_gc_callback_prints_nothing_other_errors_still_do():
     def run(mode):
-        return subprocess.run([sys.executable, "-c", EXIT_IN_GC, mode], capture_output=True,
-                              text=True, check=True)
+        return subprocess.run(
+            [sys.executable, "-c", EXIT_IN_GC, mode], capture_output=True, text=True, check=True
+        )
 
     loud, quiet = run("loud"), run("quiet")
-    assert "SystemExit" in loud.stderr and "a real error" in loud.stderr  # Python's default
-    assert "SystemExit" not in quiet.stderr and "Exception ignored" in quiet.stderr
+    assert "SystemExit" in loud.stderr  # Python's default
+    assert "a real error" in loud.stderr
+    assert "SystemExit" not in quiet.stderr
+    assert "Exception ignored" in quiet.stderr
     assert "a real error" in quiet.stderr
     assert loud.stdout == quiet.stdout == "still running\n"

@@ -21,11 +21,15 @@ from tests.conftest import ROOT
 
 @pytest.fixture
 def tune_env(monkeypatch, tmp_path, processed):
-    env = {"RAYTASKS_DEV": "alice", "RAYTASKS_PROCESSED": str(processed),
-           "RAYTASKS_STORAGE": str(tmp_path / "storage"),
-           "RAYTASKS_RESULTS": str(tmp_path / "results"),
-           "RAYTASKS_MODELS": str(tmp_path / "models"), "WANDB_DIR": str(tmp_path),
-           "WANDB_MODE": "offline"}
+    env = {
+        "RAYTASKS_DEV": "alice",
+        "RAYTASKS_PROCESSED": str(processed),
+        "RAYTASKS_STORAGE": str(tmp_path / "storage"),
+        "RAYTASKS_RESULTS": str(tmp_path / "results"),
+        "RAYTASKS_MODELS": str(tmp_path / "models"),
+        "WANDB_DIR": str(tmp_path),
+        "WANDB_MODE": "offline",
+    }
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     return tmp_path
@@ -38,12 +42,21 @@ def test_tiny_search_asha_hyperopt_leaderboard_wandb_export(ray_cluster, tune_en
     from raytasks.tune import SearchRequest, run
 
     (tune_env / "team").mkdir()
-    store = Storage(pafs.SubTreeFileSystem(str(tune_env / "team"), pafs.LocalFileSystem()),
-                    "shared")
-    request = SearchRequest("all", archs=["gru", "cnn1d"], samples=4, max_epochs=3, grace=1,
-                            metric="F2scoremacro", export=True)
+    store = Storage(
+        pafs.SubTreeFileSystem(str(tune_env / "team"), pafs.LocalFileSystem()), "shared"
+    )
+    request = SearchRequest(
+        "all",
+        archs=["gru", "cnn1d"],
+        samples=4,
+        max_epochs=3,
+        grace=1,
+        metric="F2scoremacro",
+        export=True,
+    )
     grid = run(request, store=store).grid
-    assert len(grid) == 4 and not grid.errors
+    assert len(grid) == 4
+    assert not grid.errors
     iterations = [r.metrics["training_iteration"] for r in grid]
     assert min(iterations) < 3, f"ASHA stopped no trial early: {iterations}"
     # the two known-good points first, then HyperOpt's own proposals (new values)
@@ -51,7 +64,8 @@ def test_tiny_search_asha_hyperopt_leaderboard_wandb_export(ray_cluster, tune_en
     assert {c["arch"] for c in configs} == {"gru", "cnn1d"}
     assert len({round(c["lr"], 6) for c in configs}) >= 3
     board = pd.read_csv(tune_env / "results" / "leaderboard.csv")
-    assert len(board) == 4 and set(board["dev"]) == {"alice"}
+    assert len(board) == 4
+    assert set(board["dev"]) == {"alice"}
     assert board["experiment"].str.match(r"alice-all-\d{8}T\d{6}Z").all()
     assert (tune_env / "results" / "leaderboard.png").stat().st_size > 10_000
     # everything of the search under <storage>/alice/ on the SubTreeFileSystem
@@ -74,19 +88,28 @@ def test_tiny_search_asha_hyperopt_leaderboard_wandb_export(ray_cluster, tune_en
     assert res.exit_code == 0, res.output
     assert "alice-all@recall" in res.output
     # and each architecture's best ships beside it: the overall best is one of them
-    per_arch = {a: json.loads((tune_env / "models" / f"alice-all-{a}" / "model.json")
-                              .read_text()) for a in ("gru", "cnn1d")}
+    per_arch = {
+        a: json.loads((tune_env / "models" / f"alice-all-{a}" / "model.json").read_text())
+        for a in ("gru", "cnn1d")
+    }
     assert {i["arch"] for i in per_arch.values()} == {"gru", "cnn1d"}
     for arch, i in per_arch.items():
         arch_rows = board[board["arch"] == arch]
-        assert i["valid_metrics"]["F2scoremacro"] == pytest.approx(
-            arch_rows["F2scoremacro"].max())
+        assert i["valid_metrics"]["F2scoremacro"] == pytest.approx(arch_rows["F2scoremacro"].max())
     assert info["valid_metrics"]["F2scoremacro"] == pytest.approx(board["F2scoremacro"].max())
 
     # --export-only exports the same from the finished search without training anything
     monkeypatch.setenv("RAYTASKS_MODELS", str(tune_env / "models-again"))
-    again_request = SearchRequest("all", archs=["gru", "cnn1d"], samples=4, max_epochs=9,
-                                  grace=1, metric="F2scoremacro", wandb=False, export_only=True)
+    again_request = SearchRequest(
+        "all",
+        archs=["gru", "cnn1d"],
+        samples=4,
+        max_epochs=9,
+        grace=1,
+        metric="F2scoremacro",
+        wandb=False,
+        export_only=True,
+    )
     written = run(again_request, store=store).exported
     assert sorted(p.name for p in written) == ["alice-all", "alice-all-cnn1d", "alice-all-gru"]
     again = json.loads((written[0] / "model.json").read_text())
@@ -109,21 +132,36 @@ def trial_states(exp_dir: Path) -> dict:
     return out
 
 
+@pytest.mark.ray  # its search runs in a subprocess
 def test_resume_after_kill_skips_finished_trials(tune_env):
-    cmd = [sys.executable, "-m", "raytasks.tune", "--space", "cnn1d", "--samples", "3",
-           "--max-epochs", "2", "--grace", "2", "--concurrency", "1", "--no-wandb"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "raytasks.tune",
+        "--space",
+        "cnn1d",
+        "--samples",
+        "3",
+        "--max-epochs",
+        "2",
+        "--grace",
+        "2",
+        "--concurrency",
+        "1",
+        "--no-wandb",
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)
-    log = open(tune_env / "first.log", "w")
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    with open(tune_env / "first.log", "w") as log:  # the child keeps its own copy
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     runs = tune_env / "storage" / "alice" / "runs"
     done = {}
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         exps = list(runs.glob("alice-cnn1d-*"))
-        done = {k for k, v in (trial_states(exps[0]) if exps else {}).items()
-                if v == "TERMINATED"}
+        done = {k for k, v in (trial_states(exps[0]) if exps else {}).items() if v == "TERMINATED"}
         if done:
             break
         time.sleep(1)
@@ -134,19 +172,21 @@ def test_resume_after_kill_skips_finished_trials(tune_env):
     finished = next(exp_dir.glob(f"*{sorted(done)[0]}*"))
     rows_before = (finished / "result.json").read_text()
 
-    res = subprocess.run(cmd + ["--resume"], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=400)
+    res = subprocess.run(
+        [*cmd, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=400
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert f"resuming {exp_dir}" in res.stdout
     states = trial_states(exp_dir)
-    assert len(states) == 3 and set(states.values()) == {"TERMINATED"}, states
+    assert len(states) == 3, states
+    assert set(states.values()) == {"TERMINATED"}, states
     assert (finished / "result.json").read_text() == rows_before  # not run again
     board = pd.read_csv(tune_env / "results" / "leaderboard.csv")
-    assert len(board) == 3 and set(board["experiment"]) == {exp_dir.name}
+    assert len(board) == 3
+    assert set(board["experiment"]) == {exp_dir.name}
 
 
-def test_trial_its_trainer_and_a_streamed_split_share_two_cpus(ray_cluster, tune_env,
-                                                               monkeypatch):
+def test_trial_its_trainer_and_a_streamed_split_share_two_cpus(ray_cluster, tune_env, monkeypatch):
     """A Tune trial (its sliver of CPU), its TorchTrainer's two workers and the read tasks
     of a split streamed from its shards, all on the 2 CPUs of this test's Ray: it ends."""
     from raytasks.data import stream
@@ -160,10 +200,21 @@ def test_trial_its_trainer_and_a_streamed_split_share_two_cpus(ray_cluster, tune
     old = signal.signal(signal.SIGALRM, hung)
     signal.alarm(300)
     try:
-        grid = run(SearchRequest("cnn1d", samples=1, max_epochs=2, grace=1, concurrency=1,
-                                 workers=2, cpus_per_trial=0.5, wandb=False)).grid
+        grid = run(
+            SearchRequest(
+                "cnn1d",
+                samples=1,
+                max_epochs=2,
+                grace=1,
+                concurrency=1,
+                workers=2,
+                cpus_per_trial=0.5,
+                wandb=False,
+            )
+        ).grid
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
-    assert len(grid) == 1 and not grid.errors
+    assert len(grid) == 1
+    assert not grid.errors
     assert grid[0].metrics["training_iteration"] == 2

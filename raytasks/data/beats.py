@@ -18,8 +18,13 @@ from raytasks.data.mitdb import read_record
 WINDOW_S = 10  # seconds per min-max normalised window
 RR_FACTOR = 1.2  # a beat is RR_FACTOR x the window's median RR long (then cropped/padded)
 
-PREPROCESSING = {"fs": FS, "window_s": WINDOW_S, "rr_factor": RR_FACTOR,
-                 "beat_len": BEAT_LEN, "lead": "MLII else first"}
+PREPROCESSING = {
+    "fs": FS,
+    "window_s": WINDOW_S,
+    "rr_factor": RR_FACTOR,
+    "beat_len": BEAT_LEN,
+    "lead": "MLII else first",
+}
 
 
 def extract_beats(signal: np.ndarray, samples: np.ndarray) -> np.ndarray:
@@ -35,7 +40,7 @@ def extract_beats(signal: np.ndarray, samples: np.ndarray) -> np.ndarray:
     for w in np.unique(windows):
         idx = np.flatnonzero(windows == w)
         start = int(w) * win
-        seg = sig[start:start + win]
+        seg = sig[start : start + win]
         lo, hi = seg.min(), seg.max()
         seg = (seg - lo) / (hi - lo) if hi > lo else np.zeros_like(seg)
         rr = np.diff(peaks[idx])
@@ -43,8 +48,8 @@ def extract_beats(signal: np.ndarray, samples: np.ndarray) -> np.ndarray:
         length = min(BEAT_LEN, int(RR_FACTOR * period))
         for i in idx:
             p = int(peaks[i]) - start
-            piece = seg[p:p + length]
-            beats[i, :len(piece)] = piece
+            piece = seg[p : p + length]
+            beats[i, : len(piece)] = piece
     return beats
 
 
@@ -64,8 +69,9 @@ def rr_features(samples: np.ndarray, local: int = 30) -> np.ndarray:
     half = local // 2
     window = np.lib.stride_tricks.sliding_window_view(np.pad(pre, half, mode="edge"), local + 1)
     local_rr = window.mean(axis=1)
-    return np.stack([pre / local_rr, post / local_rr, local_rr, pre / rr.mean()],
-                    axis=1).astype(np.float32)
+    return np.stack([pre / local_rr, post / local_rr, local_rr, pre / rr.mean()], axis=1).astype(
+        np.float32
+    )
 
 
 def record_beats(records_dir: Path, name: str) -> pd.DataFrame:

@@ -38,8 +38,9 @@ def fingerprint(records_dir: Path, names: list[str]) -> str:
         for ext in ("hea", "dat", "atr"):
             p = records_dir / f"{n}.{ext}"
             st = p.stat() if p.exists() else None
-            h.update(f"{n}.{ext}:{st.st_size if st else -1}:{st.st_mtime_ns if st else -1};"
-                     .encode())
+            h.update(
+                f"{n}.{ext}:{st.st_size if st else -1}:{st.st_mtime_ns if st else -1};".encode()
+            )
     return h.hexdigest()
 
 
@@ -52,9 +53,12 @@ def is_current(dest: Path, params: dict, fp: str) -> bool:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError:
         return False
-    return (meta.get("version") == BUILD_VERSION and meta.get("layout") == LAYOUT
-            and meta.get("params") == params
-            and meta.get("fingerprint") == fp)
+    return (
+        meta.get("version") == BUILD_VERSION
+        and meta.get("layout") == LAYOUT
+        and meta.get("params") == params
+        and meta.get("fingerprint") == fp
+    )
 
 
 def refuse_shrinking(dest: Path, names: list[str]) -> None:
@@ -65,10 +69,12 @@ def refuse_shrinking(dest: Path, names: list[str]) -> None:
         return
     lost = sorted(set(old) - set(names))
     if lost:
-        raise DataError(f"{dest} holds a build of {len(old)} records and these {len(names)} "
-                        f"lack {len(lost)} of them ({', '.join(lost[:5])}"
-                        f"{', ...' if len(lost) > 5 else ''}); pass --force to replace it, "
-                        f"or build into another --out")
+        raise DataError(
+            f"{dest} holds a build of {len(old)} records and these {len(names)} "
+            f"lack {len(lost)} of them ({', '.join(lost[:5])}"
+            f"{', ...' if len(lost) > 5 else ''}); pass --force to replace it, "
+            f"or build into another --out"
+        )
 
 
 def all_beats(records_dir: Path, names: list[str], progress: bool) -> pd.DataFrame:
@@ -82,8 +88,14 @@ def all_beats(records_dir: Path, names: list[str], progress: bool) -> pd.DataFra
     return pd.concat(frames, ignore_index=True)
 
 
-def build(records_dir: Path, out: Path, schemes=("intra",), force: bool = False,
-          params: dict | None = None, progress: bool = True) -> dict[str, dict]:
+def build(
+    records_dir: Path,
+    out: Path,
+    schemes=("intra",),
+    force: bool = False,
+    params: dict | None = None,
+    progress: bool = True,
+) -> dict[str, dict]:
     """Build the shards of each scheme from a directory of raw records.
 
     Returns {scheme: build.json contents}. Skips a scheme whose shards are current.
@@ -98,8 +110,11 @@ def build(records_dir: Path, out: Path, schemes=("intra",), force: bool = False,
     verify_checksums(records_dir, names)
     fp = fingerprint(records_dir, names)
     todo = [s for s in schemes if force or not is_current(scheme_path(out, s), params, fp)]
-    results = {s: json.loads((scheme_path(out, s) / "build.json").read_text())
-               for s in schemes if s not in todo}
+    results = {
+        s: json.loads((scheme_path(out, s) / "build.json").read_text())
+        for s in schemes
+        if s not in todo
+    }
     if not todo:
         return results
     for scheme in todo:
@@ -112,11 +127,21 @@ def build(records_dir: Path, out: Path, schemes=("intra",), force: bool = False,
         splits = {s: beats.iloc[idx] for s, idx in parts.items()}
         empty = [s for s, f in splits.items() if len(f) == 0]
         if empty:
-            raise DataError(f"{records_dir}: scheme '{scheme}' leaves split(s) {empty} empty "
-                            f"with records {names}")
-        meta = {"version": BUILD_VERSION, "layout": LAYOUT, "scheme": scheme,
-                "source": str(records_dir), "records": names, "fingerprint": fp,
-                "params": params, "preprocessing": PREPROCESSING}
-        results[scheme] = write_dataset(splits, scheme_path(out, scheme), meta,
-                                        params["shard_rows"], params["seed"])
+            raise DataError(
+                f"{records_dir}: scheme '{scheme}' leaves split(s) {empty} empty "
+                f"with records {names}"
+            )
+        meta = {
+            "version": BUILD_VERSION,
+            "layout": LAYOUT,
+            "scheme": scheme,
+            "source": str(records_dir),
+            "records": names,
+            "fingerprint": fp,
+            "params": params,
+            "preprocessing": PREPROCESSING,
+        }
+        results[scheme] = write_dataset(
+            splits, scheme_path(out, scheme), meta, params["shard_rows"], params["seed"]
+        )
     return results

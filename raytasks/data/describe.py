@@ -28,8 +28,9 @@ def built_schemes(processed: Path) -> dict[str, dict]:
 
 def percent_table(metas: dict[str, dict]) -> str:
     """Counts and percentages per class, split and scheme."""
-    head = (f"{'scheme':<10}{'split':<7}{'rows':>8}  "
-            + "".join(f"{s + ' (' + n[:4] + ')':>18}" for s, n in zip(CLASS_SHORT, CLASS_NAMES)))
+    head = f"{'scheme':<10}{'split':<7}{'rows':>8}  " + "".join(
+        f"{s + ' (' + n[:4] + ')':>18}" for s, n in zip(CLASS_SHORT, CLASS_NAMES)
+    )
     lines = [head, "-" * len(head)]
     for scheme, meta in metas.items():
         for split, info in meta["splits"].items():
@@ -53,8 +54,9 @@ def percent(count: int, total: int) -> str:
     return "0%" if count == 0 else f"{v:.1f}%"
 
 
-def plot_examples(processed: Path, scheme: str, out: Path, per_class: int = 12,
-                  seed: int = 0) -> Path:
+def plot_examples(
+    processed: Path, scheme: str, out: Path, per_class: int = 12, seed: int = 0
+) -> Path:
     """A panel per class with `per_class` train beats overlaid."""
     import matplotlib
 

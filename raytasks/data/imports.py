@@ -22,9 +22,11 @@ def read_table(path: Path) -> pd.DataFrame:
         elif path.suffix == ".csv":
             raw = pd.read_csv(path, header=None)
             if raw.shape[1] != BEAT_LEN + 1:
-                raise DataError(f"{path}: rows have {raw.shape[1] - 1} samples, expected "
-                                f"{BEAT_LEN} plus a label")
-            raw.columns = FEATURES + ["target"]
+                raise DataError(
+                    f"{path}: rows have {raw.shape[1] - 1} samples, expected "
+                    f"{BEAT_LEN} plus a label"
+                )
+            raw.columns = [*FEATURES, "target"]
         else:
             raise DataError(f"{path}: unknown file type (expected .parq/.parquet or .csv)")
     except DataError:
@@ -42,22 +44,29 @@ def read_import(path: Path) -> pd.DataFrame:
     raw = read_table(path)
     cols = list(raw.columns)
     unknown = sorted(set(cols) - set(FEATURES) - {"target", "record", "sample"})
-    missing = [c for c in FEATURES + ["target"] if c not in cols]
+    missing = [c for c in [*FEATURES, "target"] if c not in cols]
     if unknown:
-        raise DataError(f"{path}: unknown column(s) {unknown[:5]}; expected '0'..'186' "
-                        f"and 'target'")
+        raise DataError(
+            f"{path}: unknown column(s) {unknown[:5]}; expected '0'..'186' and 'target'"
+        )
     if missing:
-        raise DataError(f"{path}: rows are not {BEAT_LEN} samples long or lack 'target' "
-                        f"(missing columns {missing[:5]})")
+        raise DataError(
+            f"{path}: rows are not {BEAT_LEN} samples long or lack 'target' "
+            f"(missing columns {missing[:5]})"
+        )
     if len(raw) == 0:
         raise DataError(f"{path}: no rows")
-    values = check_import_values(path, raw[FEATURES + ["target"] + (
-        ["sample"] if "sample" in cols else [])])
+    values = check_import_values(
+        path, raw[FEATURES + ["target"] + (["sample"] if "sample" in cols else [])]
+    )
     frame = values[FEATURES].astype(np.float32)
     frame["target"] = values["target"].to_numpy().astype(np.int64)
     frame["record"] = raw["record"].astype(str) if "record" in cols else path.name
-    frame["sample"] = (values["sample"].astype(np.int64) if "sample" in cols
-                       else np.arange(len(raw), dtype=np.int64))
+    frame["sample"] = (
+        values["sample"].astype(np.int64)
+        if "sample" in cols
+        else np.arange(len(raw), dtype=np.int64)
+    )
     return frame
 
 
@@ -73,8 +82,10 @@ def check_import_values(path: Path, raw: pd.DataFrame) -> pd.DataFrame:
     if outside.any():
         row = int(np.flatnonzero(outside)[0])
         worst = beats[row][np.argmax(np.abs(beats[row] - 0.5))]
-        raise DataError(f"{path}: value {worst} in row {row} is outside [0, 1]; beats must be "
-                        f"min-max normalised (as in the Kaggle and hackathon files)")
+        raise DataError(
+            f"{path}: value {worst} in row {row} is outside [0, 1]; beats must be "
+            f"min-max normalised (as in the Kaggle and hackathon files)"
+        )
     target = values["target"].to_numpy(np.float64)
     bad = (target != np.round(target)) | (target < 0) | (target >= NUM_CLASSES)
     if bad.any():
@@ -85,13 +96,16 @@ def check_import_values(path: Path, raw: pd.DataFrame) -> pd.DataFrame:
         bad = (sample != np.round(sample)) | (sample < 0)
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
-            raise DataError(f"{path}: sample {sample[row]} in row {row} is not a sample index "
-                            f"(a whole number >= 0)")
+            raise DataError(
+                f"{path}: sample {sample[row]} in row {row} is not a sample index "
+                f"(a whole number >= 0)"
+            )
     return values
 
 
-def import_files(files: dict[str, Path | None], out: Path, name: str,
-                 params: dict | None = None) -> dict:
+def import_files(
+    files: dict[str, Path | None], out: Path, name: str, params: dict | None = None
+) -> dict:
     """Write user files (train and optionally valid/test) as the shard layout <out>/<name>.
 
     Without a valid file, a stratified valid_frac of train becomes valid (as `intra`).
@@ -105,7 +119,13 @@ def import_files(files: dict[str, Path | None], out: Path, name: str,
         parts = split_intra(train, params | {"test_frac": 0.0})
         splits["train"], splits["valid"] = train.iloc[parts["train"]], train.iloc[parts["valid"]]
     splits = {s: splits[s] for s in SPLITS if s in splits}
-    meta = {"version": BUILD_VERSION, "layout": LAYOUT, "scheme": name, "source": {
-        s: str(p) for s, p in files.items() if p}, "params": params,
-        "fingerprint": None, "imported": True}
+    meta = {
+        "version": BUILD_VERSION,
+        "layout": LAYOUT,
+        "scheme": name,
+        "source": {s: str(p) for s, p in files.items() if p},
+        "params": params,
+        "fingerprint": None,
+        "imported": True,
+    }
     return write_dataset(splits, out / name, meta, params["shard_rows"], params["seed"])

@@ -11,8 +11,12 @@ import numpy as np
 
 from raytasks.data import FS_RAW, DataError
 
-AAMI = {s: 0 for s in "NLRej"} | {s: 1 for s in "AaJS"} | {"V": 2, "E": 2, "F": 3} | {
-    s: 4 for s in "/fQ"}
+AAMI = (
+    {s: 0 for s in "NLRej"}
+    | {s: 1 for s in "AaJS"}
+    | {"V": 2, "E": 2, "F": 3}
+    | {s: 4 for s in "/fQ"}
+)
 
 
 def list_records(records_dir: Path) -> list[str]:
@@ -44,8 +48,10 @@ def verify_checksums(records_dir: Path, names: list[str]) -> None:
             continue  # a missing file is reported, more precisely, when the record is read
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         if digest != parts[0]:
-            raise DataError(f"{path}: SHA256 mismatch with {sums.name} (file altered or "
-                            f"corrupted; fetch it again)")
+            raise DataError(
+                f"{path}: SHA256 mismatch with {sums.name} (file altered or "
+                f"corrupted; fetch it again)"
+            )
 
 
 def check_atr(path: Path) -> None:
@@ -58,15 +64,17 @@ def check_atr(path: Path) -> None:
         i += 1
         if code == 0 and val == 0:
             if i != len(words):
-                raise DataError(f"{path}: data after the annotations' end marker (corrupted; "
-                                f"fetch it again)")
+                raise DataError(
+                    f"{path}: data after the annotations' end marker (corrupted; fetch it again)"
+                )
             return
         if code == 59:  # SKIP: a 32-bit interval follows
             i += 2
         elif code == 63:  # AUX: val bytes of text follow, padded to a word
             i += (val + 1) // 2
-    raise DataError(f"{path}: truncated or empty (no end marker after {len(words)} words; "
-                    f"fetch it again)")
+    raise DataError(
+        f"{path}: truncated or empty (no end marker after {len(words)} words; fetch it again)"
+    )
 
 
 def read_header(stem: Path):
@@ -83,8 +91,10 @@ def read_header(stem: Path):
     expected = int(np.ceil(header.sig_len * header.n_sig * bits.get(fmt, 16) / 8))
     actual = stem.with_suffix(".dat").stat().st_size
     if actual < expected:
-        raise DataError(f"{stem}.dat: truncated ({actual} bytes, header says "
-                        f"{header.sig_len} samples x {header.n_sig} signals = {expected})")
+        raise DataError(
+            f"{stem}.dat: truncated ({actual} bytes, header says "
+            f"{header.sig_len} samples x {header.n_sig} signals = {expected})"
+        )
     return header
 
 
@@ -111,8 +121,9 @@ def read_record(records_dir: Path, name: str) -> tuple[np.ndarray, np.ndarray, n
         got = rec.d_signal.astype(np.int64).sum(axis=0) & 0xFFFF
         want = np.asarray(rec.checksum, dtype=np.int64) & 0xFFFF
         if not np.array_equal(got, want):
-            raise DataError(f"{stem}.dat: sample checksum disagrees with {name}.hea "
-                            f"(corrupted signal data)")
+            raise DataError(
+                f"{stem}.dat: sample checksum disagrees with {name}.hea (corrupted signal data)"
+            )
     if rec.fs != FS_RAW:
         raise DataError(f"{stem}.hea: sampled at {rec.fs} Hz, expected {FS_RAW} Hz")
     lead = rec.sig_name.index("MLII") if "MLII" in rec.sig_name else 0
@@ -134,11 +145,14 @@ def read_beat_annotations(stem: Path, sig_len: int) -> tuple[np.ndarray, np.ndar
     samples = np.asarray(ann.sample)[keep].astype(np.int64)
     outside = (samples < 0) | (samples >= sig_len)
     if outside.any():
-        raise DataError(f"{stem}.atr: annotation at sample {samples[outside][0]} lies outside "
-                        f"the signal's {sig_len} samples (corrupted; fetch it again)")
+        raise DataError(
+            f"{stem}.atr: annotation at sample {samples[outside][0]} lies outside "
+            f"the signal's {sig_len} samples (corrupted; fetch it again)"
+        )
     if np.any(np.diff(samples) < 0):
         raise DataError(f"{stem}.atr: annotations out of time order (corrupted; fetch it again)")
     return samples, np.array([AAMI[ann.symbol[i]] for i in keep], dtype=np.int64)
+
 
 SHARED_MITDB = Path(__file__).resolve().parents[3] / "shared" / "data" / "mitdb"
 
@@ -162,6 +176,8 @@ def resolve_records(records: str | None, download_dir: Path) -> Path:
         wfdb.dl_database("mitdb", str(download_dir))
     except Exception as e:
         shutil.rmtree(download_dir, ignore_errors=True)
-        raise DataError(f"cannot download mitdb from PhysioNet ({type(e).__name__}); offline? "
-                        f"set MITDB_DIR to a directory holding the raw records") from None
+        raise DataError(
+            f"cannot download mitdb from PhysioNet ({type(e).__name__}); offline? "
+            f"set MITDB_DIR to a directory holding the raw records"
+        ) from None
     return download_dir

@@ -38,9 +38,15 @@ def write_split(frame: pd.DataFrame, out: Path, shard_rows: int, seed: int) -> i
 def shard_schema(rr: bool = True) -> pa.Schema:
     """The shard layout (build.json `layout`): the beat as one FixedSizeList<float32>[187]
     column, then target, record, sample and (built shards only) the RR_FEATURES."""
-    return pa.schema([(BEAT, pa.list_(pa.float32(), BEAT_LEN)), ("target", pa.int64()),
-                      ("record", pa.string()), ("sample", pa.int64())]
-                     + [(c, pa.float32()) for c in (RR_FEATURES if rr else [])])
+    return pa.schema(
+        [
+            (BEAT, pa.list_(pa.float32(), BEAT_LEN)),
+            ("target", pa.int64()),
+            ("record", pa.string()),
+            ("sample", pa.int64()),
+        ]
+        + [(c, pa.float32()) for c in (RR_FEATURES if rr else [])]
+    )
 
 
 def shard_table(frame: pd.DataFrame) -> pa.Table:
@@ -49,8 +55,10 @@ def shard_table(frame: pd.DataFrame) -> pa.Table:
     rr = all(c in frame for c in RR_FEATURES)
     beats = np.ascontiguousarray(frame[FEATURES].to_numpy(np.float32))
     columns = [pa.FixedSizeListArray.from_arrays(pa.array(beats.ravel()), BEAT_LEN)]
-    columns += [pa.array(frame[c].to_numpy(), type=t) for c, t in (
-        ("target", pa.int64()), ("record", pa.string()), ("sample", pa.int64()))]
+    columns += [
+        pa.array(frame[c].to_numpy(), type=t)
+        for c, t in (("target", pa.int64()), ("record", pa.string()), ("sample", pa.int64()))
+    ]
     columns += [pa.array(frame[c].to_numpy(np.float32)) for c in (RR_FEATURES if rr else [])]
     return pa.Table.from_arrays(columns, schema=shard_schema(rr))
 
@@ -59,15 +67,19 @@ def class_counts(frame: pd.DataFrame) -> list[int]:
     return np.bincount(frame["target"].to_numpy(), minlength=NUM_CLASSES).tolist()
 
 
-def write_dataset(splits: dict[str, pd.DataFrame], dest: Path, meta: dict, shard_rows: int,
-                  seed: int) -> dict:
+def write_dataset(
+    splits: dict[str, pd.DataFrame], dest: Path, meta: dict, shard_rows: int, seed: int
+) -> dict:
     """Write splits + build.json into a folder beside `dest`, then swap it into place."""
     with staged_dir(dest) as tmp:
         meta = dict(meta, splits={})
         for i, (split, frame) in enumerate(splits.items()):
             shards = write_split(frame, tmp / split, shard_rows, seed + i)
-            meta["splits"][split] = {"rows": len(frame), "shards": shards,
-                                     "class_counts": class_counts(frame)}
+            meta["splits"][split] = {
+                "rows": len(frame),
+                "shards": shards,
+                "class_counts": class_counts(frame),
+            }
         meta["created"] = utc_iso()
         (tmp / "build.json").write_text(json.dumps(meta, indent=2))
     return meta
@@ -80,8 +92,9 @@ def missing_classes(meta: dict) -> list[str]:
     total = np.sum([s["class_counts"] for s in splits.values()], axis=0)
     out = []
     for split, info in splits.items():
-        gone = [CLASS_SHORT[c] for c in range(NUM_CLASSES)
-                if total[c] and not info["class_counts"][c]]
+        gone = [
+            CLASS_SHORT[c] for c in range(NUM_CLASSES) if total[c] and not info["class_counts"][c]
+        ]
         if gone:
             out.append(f"{meta.get('scheme')}/{split} has no {', '.join(gone)} beats")
     return out
@@ -97,8 +110,10 @@ def counts_table(metas: dict[str, dict]) -> str:
         for split, info in meta["splits"].items():
             cc = np.asarray(info["class_counts"])
             total += cc
-            lines.append(f"{scheme:<8}{split:<7}" + "".join(f"{v:>8}" for v in cc)
-                         + f"{cc.sum():>9}")
-        lines.append(f"{scheme:<8}{'all':<7}" + "".join(f"{v:>8}" for v in total)
-                     + f"{total.sum():>9}")
+            lines.append(
+                f"{scheme:<8}{split:<7}" + "".join(f"{v:>8}" for v in cc) + f"{cc.sum():>9}"
+            )
+        lines.append(
+            f"{scheme:<8}{'all':<7}" + "".join(f"{v:>8}" for v in total) + f"{total.sum():>9}"
+        )
     return "\n".join(lines)

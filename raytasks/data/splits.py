@@ -8,10 +8,54 @@ from raytasks.constants import SPLIT_SEED
 from raytasks.data import NUM_CLASSES, SPLITS, DataError
 
 # de Chazal et al. 2004; the paced records 102, 104, 107, 217 belong to neither set
-DS1 = ["101", "106", "108", "109", "112", "114", "115", "116", "118", "119", "122", "124",
-       "201", "203", "205", "207", "208", "209", "215", "220", "223", "230"]
-DS2 = ["100", "103", "105", "111", "113", "117", "121", "123", "200", "202", "210", "212",
-       "213", "214", "219", "221", "222", "228", "231", "232", "233", "234"]
+DS1 = [
+    "101",
+    "106",
+    "108",
+    "109",
+    "112",
+    "114",
+    "115",
+    "116",
+    "118",
+    "119",
+    "122",
+    "124",
+    "201",
+    "203",
+    "205",
+    "207",
+    "208",
+    "209",
+    "215",
+    "220",
+    "223",
+    "230",
+]
+DS2 = [
+    "100",
+    "103",
+    "105",
+    "111",
+    "113",
+    "117",
+    "121",
+    "123",
+    "200",
+    "202",
+    "210",
+    "212",
+    "213",
+    "214",
+    "219",
+    "221",
+    "222",
+    "228",
+    "231",
+    "232",
+    "233",
+    "234",
+]
 
 # whole DS1 records held out for validation under `inter`: together they hold S, V and F
 # beats in roughly DS1's proportions while leaving most of each rare class to train on
@@ -33,9 +77,9 @@ def split_intra(beats: pd.DataFrame, params: dict) -> dict[str, np.ndarray]:
     y = beats["target"].to_numpy()
     for c in range(NUM_CLASSES):
         idx = rng.permutation(np.flatnonzero(y == c))
-        n_test = int(round(params["test_frac"] * len(idx)))
+        n_test = round(params["test_frac"] * len(idx))
         rest = idx[n_test:]
-        n_valid = int(round(params["valid_frac"] * len(rest)))
+        n_valid = round(params["valid_frac"] * len(rest))
         parts["test"].append(idx[:n_test])
         parts["valid"].append(rest[:n_valid])
         parts["train"].append(rest[n_valid:])
@@ -54,5 +98,6 @@ def split_inter(beats: pd.DataFrame, params: dict) -> dict[str, np.ndarray]:
         "valid": np.flatnonzero(np.isin(rec, sorted(valid))),
         "test": np.flatnonzero(np.isin(rec, DS2)),
     }
+
 
 SCHEMES = {"intra": split_intra, "inter": split_inter}

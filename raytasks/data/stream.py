@@ -51,12 +51,18 @@ def check_layout(files: list[str]) -> None:
     recorded = json.loads(meta.read_text()).get("layout", 1) if meta.exists() else None
     schema = pq.read_schema(files[0])
     beat = schema.field(BEAT).type if BEAT in schema.names else None
-    if (recorded not in (None, LAYOUT) or beat is None or not pa.types.is_fixed_size_list(beat)
-            or beat.list_size != BEAT_LEN):
-        raise DataError(f"{Path(files[0]).parent.parent}: shards of layout {recorded or 1}, "
-                        f"this version reads layout {LAYOUT} (the beat as one tensor column); "
-                        f"rebuild: `raytasks data build --force` (imported files: "
-                        f"`raytasks data import` again)")
+    if (
+        recorded not in (None, LAYOUT)
+        or beat is None
+        or not pa.types.is_fixed_size_list(beat)
+        or beat.list_size != BEAT_LEN
+    ):
+        raise DataError(
+            f"{Path(files[0]).parent.parent}: shards of layout {recorded or 1}, "
+            f"this version reads layout {LAYOUT} (the beat as one tensor column); "
+            f"rebuild: `raytasks data build --force` (imported files: "
+            f"`raytasks data import` again)"
+        )
 
 
 def class_counts(files: list[str]) -> np.ndarray:
@@ -93,10 +99,8 @@ def row_keys(record, sample: np.ndarray) -> np.ndarray:
     `record` is an array of names or an Arrow array (dictionary-encoded here: a split holds
     a few dozen records, so each name is hashed once)."""
     codes = pa.array(record, type=pa.string()).dictionary_encode()
-    crc = np.array([zlib.crc32(n.encode()) for n in codes.dictionary.to_pylist()],
-                   dtype=np.uint64)
-    return ((crc[codes.indices.to_numpy()] << np.uint64(32))
-            ^ np.asarray(sample).astype(np.uint64))
+    crc = np.array([zlib.crc32(n.encode()) for n in codes.dictionary.to_pylist()], dtype=np.uint64)
+    return (crc[codes.indices.to_numpy()] << np.uint64(32)) ^ np.asarray(sample).astype(np.uint64)
 
 
 def key_uniforms(keys: np.ndarray, seed: int, epoch: int) -> np.ndarray:
@@ -118,9 +122,11 @@ def has_rr(files: list[str]) -> bool:
 def check_rr(files: list[str]) -> None:
     """Refuse shards without RR columns for a model that reads them, saying why."""
     if not has_rr(files):
-        raise DataError(f"{Path(files[0]).parent}: shards have no RR-interval columns "
-                        f"{RR_FEATURES} (imported files carry none; shards built before "
-                        f"they existed: `raytasks data build --force`)")
+        raise DataError(
+            f"{Path(files[0]).parent}: shards have no RR-interval columns "
+            f"{RR_FEATURES} (imported files carry none; shards built before "
+            f"they existed: `raytasks data build --force`)"
+        )
 
 
 def read_split(files: list[str], rr: bool = False, keys: bool = False) -> dict[str, np.ndarray]:
@@ -129,19 +135,24 @@ def read_split(files: list[str], rr: bool = False, keys: bool = False) -> dict[s
     check_layout(files)
     if rr:
         check_rr(files)
-    columns = [BEAT, "target"] + (RR_FEATURES if rr else []) + (
-        ["record", "sample"] if keys else [])
+    columns = (
+        [BEAT, "target"] + (RR_FEATURES if rr else []) + (["record", "sample"] if keys else [])
+    )
     table = pq.ParquetDataset(files).read(columns=columns)
     beat = table.column(BEAT).combine_chunks()
     x = beat.flatten().to_numpy().reshape(len(beat), BEAT_LEN)  # no per-row stacking
     if rr:
-        x = np.concatenate([x, np.stack([table.column(c).to_numpy() for c in RR_FEATURES],
-                                        axis=1)], axis=1)
-    out = {"x": x,  # read-only when it is Arrow's own buffer
-           "y": table.column("target").to_numpy().astype(np.int64)}
+        x = np.concatenate(
+            [x, np.stack([table.column(c).to_numpy() for c in RR_FEATURES], axis=1)], axis=1
+        )
+    out = {
+        "x": x,  # read-only when it is Arrow's own buffer
+        "y": table.column("target").to_numpy().astype(np.int64),
+    }
     if keys:
-        out["key"] = row_keys(table.column("record").combine_chunks(),
-                              table.column("sample").to_numpy())
+        out["key"] = row_keys(
+            table.column("record").combine_chunks(), table.column("sample").to_numpy()
+        )
     return out
 
 
@@ -197,11 +208,14 @@ def to_training_rows(table: pa.Table) -> dict[str, np.ndarray]:
     beat = table.column(BEAT).combine_chunks()
     rows = {"x": beat.flatten().to_numpy().reshape(len(beat), BEAT_LEN)}
     if set(RR_FEATURES) <= set(table.column_names):
-        rows["rr"] = np.stack([table.column(c).to_numpy() for c in RR_FEATURES],
-                              axis=1).astype(np.float32)
+        rows["rr"] = np.stack([table.column(c).to_numpy() for c in RR_FEATURES], axis=1).astype(
+            np.float32
+        )
     key = row_keys(table.column("record").combine_chunks(), table.column("sample").to_numpy())
-    return rows | {"y": table.column("target").to_numpy().astype(np.int64),
-                   "key": key.view(np.int64)}
+    return rows | {
+        "y": table.column("target").to_numpy().astype(np.int64),
+        "key": key.view(np.int64),
+    }
 
 
 def open_split(files: list[str], seed: int = 0, mode: str = "auto", log=print):
@@ -227,19 +241,29 @@ def open_split(files: list[str], seed: int = 0, mode: str = "auto", log=print):
         ctx.use_datasource_v2 = v2
     # blocks of BLOCK_ROWS, made as the rows stream by (a repartition would be all-to-all)
     ds.context.target_max_block_size = int(BLOCK_ROWS * ROW_BYTES * 1.25)
-    ds = ds.map_batches(to_training_rows, batch_format="pyarrow", batch_size=BLOCK_ROWS,
-                        zero_copy_batch=True, **remote)
+    ds = ds.map_batches(
+        to_training_rows,
+        batch_format="pyarrow",
+        batch_size=BLOCK_ROWS,
+        zero_copy_batch=True,
+        **remote,
+    )
     where = Path(files[0]).parent
     if mode == "stream":
-        log(f"{where}: streamed from {len(files)} shards every epoch, never held whole "
+        log(
+            f"{where}: streamed from {len(files)} shards every epoch, never held whole "
             f"({split_bytes(files) / 1e6:.0f} MB; read once when <= {MATERIALIZE_SHARE:.0%} of "
-            f"the object store)")
+            f"the object store)"
+        )
         return ds
     ds = ds.materialize()
-    log(f"{where}: {ds.count():,} rows read once into the object store "
-        f"({split_bytes(files) / 1e6:.0f} MB)")
-    return ds.randomize_block_order(seed=ray.data.RandomSeedConfig(
-        seed=seed, reseed_after_execution=True))
+    log(
+        f"{where}: {ds.count():,} rows read once into the object store "
+        f"({split_bytes(files) / 1e6:.0f} MB)"
+    )
+    return ds.randomize_block_order(
+        seed=ray.data.RandomSeedConfig(seed=seed, reseed_after_execution=True)
+    )
 
 
 def dataset_arrays(dataset, rr: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -251,10 +275,21 @@ def dataset_arrays(dataset, rr: bool) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def epoch_batches(source, epoch: int, *, counts, balance: float, seed: int, batch_size: int,
-                  rr: bool = False, rank: int = 0, steps: int | None = None,
-                  device: str | torch.device = "cpu", prefetch: int = 2,
-                  stats: StreamStats | None = None):
+def epoch_batches(
+    source,
+    epoch: int,
+    *,
+    counts,
+    balance: float,
+    seed: int,
+    batch_size: int,
+    rr: bool = False,
+    rank: int = 0,
+    steps: int | None = None,
+    device: str | torch.device = "cpu",
+    prefetch: int = 2,
+    stats: StreamStats | None = None,
+):
     """{'x', 'y'} torch batches of one epoch of `source` (a Dataset, or a worker's
     DataIterator from `get_dataset_shard`), class-balanced by `balance` and shuffled.
 
@@ -272,8 +307,10 @@ def epoch_batches(source, epoch: int, *, counts, balance: float, seed: int, batc
     def out(x, y):
         stats.rows += len(y)
         if device.type == "cuda":
-            return {"x": x.pin_memory().to(device, non_blocking=True),
-                    "y": y.pin_memory().to(device, non_blocking=True)}
+            return {
+                "x": x.pin_memory().to(device, non_blocking=True),
+                "y": y.pin_memory().to(device, non_blocking=True),
+            }
         return {"x": x, "y": y}
 
     t0 = time.perf_counter()
@@ -293,7 +330,9 @@ def epoch_batches(source, epoch: int, *, counts, balance: float, seed: int, batc
             x, y = x[need:], y[need:]
             batches.append(head)
         full = len(y) // batch_size * batch_size
-        batches += [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, full, batch_size)]
+        batches += [
+            (x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, full, batch_size)
+        ]
         carry = batches.pop() if batches and len(batches[-1][1]) < batch_size else None
         carry = (x[full:], y[full:]) if carry is None and full < len(y) else carry
         last = (x, y) if len(y) else last

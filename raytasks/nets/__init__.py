@@ -42,10 +42,13 @@ def check_value(key: str, value, kind: type, lo=None, hi=None) -> str | None:
         ok = True
     if not ok:
         return f"{key} must be {_KIND[kind]}, got {value!r}"
-    if kind in (int, float) and not (math.isfinite(value) and (lo is None or value >= lo)
-                                     and (hi is None or value <= hi)):
-        return (f"{key} must be in [{'-inf' if lo is None else lo}, "
-                f"{'inf' if hi is None else hi}], got {value!r}")
+    if kind in (int, float) and not (
+        math.isfinite(value) and (lo is None or value >= lo) and (hi is None or value <= hi)
+    ):
+        return (
+            f"{key} must be in [{'-inf' if lo is None else lo}, "
+            f"{'inf' if hi is None else hi}], got {value!r}"
+        )
     return None
 
 
@@ -59,8 +62,11 @@ def check_field(name: str, key: str, value) -> str | None:
     field's declared type: counts >= 1, dropout in [0, 1), tuples of counts."""
     declared = {f.name: f.type for f in dataclasses.fields(REGISTRY[name][1])}
     kind = declared[key]
-    kind = {"int": int, "float": float, "bool": bool, "str": str, "tuple": tuple}.get(
-        kind, kind) if isinstance(kind, str) else kind
+    kind = (
+        {"int": int, "float": float, "bool": bool, "str": str, "tuple": tuple}.get(kind, kind)
+        if isinstance(kind, str)
+        else kind
+    )
     where = f"{name}.{key}"
     if key == "num_classes":
         return None if value == NUM_CLASSES else f"{where} must be {NUM_CLASSES}"
@@ -105,8 +111,11 @@ class WithRR(nn.Module):
         super().__init__()
         self.net = net
         self.beat_dropout = beat_dropout
-        self.rr = nn.Sequential(nn.Linear(len(RR_FEATURES) + NUM_CLASSES, hidden), nn.ReLU(),
-                                nn.Linear(hidden, NUM_CLASSES))
+        self.rr = nn.Sequential(
+            nn.Linear(len(RR_FEATURES) + NUM_CLASSES, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, NUM_CLASSES),
+        )
 
     def forward(self, x):
         logits = self.net(x[:, :BEAT_LEN])

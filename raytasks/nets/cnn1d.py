@@ -21,8 +21,12 @@ class CNN1d(nn.Module):
         super().__init__()
         layers, c_in = [], 1
         for c in cfg.channels:
-            layers += [nn.Conv1d(c_in, c, cfg.kernel, padding=cfg.kernel // 2, bias=False),
-                       nn.BatchNorm1d(c), nn.ReLU(inplace=True), nn.MaxPool1d(2)]
+            layers += [
+                nn.Conv1d(c_in, c, cfg.kernel, padding=cfg.kernel // 2, bias=False),
+                nn.BatchNorm1d(c),
+                nn.ReLU(inplace=True),
+                nn.MaxPool1d(2),
+            ]
             c_in = c
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(c_in, cfg.num_classes))

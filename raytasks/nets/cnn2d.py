@@ -29,13 +29,17 @@ class CNN2d(nn.Module):
         self.shape = (cfg.height, PADDED // cfg.height)
         layers, c_in = [], 1
         for c in cfg.channels:
-            layers += [nn.Conv2d(c_in, c, cfg.kernel, padding=cfg.kernel // 2, bias=False),
-                       nn.BatchNorm2d(c), nn.ReLU(inplace=True),
-                       nn.Conv2d(c, c, cfg.kernel, padding=cfg.kernel // 2, bias=False),
-                       nn.BatchNorm2d(c), nn.ReLU(inplace=True),
-                       # pool only along dimensions that stay >= 2 (4x48 is thin)
-                       nn.MaxPool2d((2 if cfg.height >= 4 else 1, 2)),
-                       nn.Dropout2d(cfg.dropout / 2)]
+            layers += [
+                nn.Conv2d(c_in, c, cfg.kernel, padding=cfg.kernel // 2, bias=False),
+                nn.BatchNorm2d(c),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(c, c, cfg.kernel, padding=cfg.kernel // 2, bias=False),
+                nn.BatchNorm2d(c),
+                nn.ReLU(inplace=True),
+                # pool only along dimensions that stay >= 2 (4x48 is thin)
+                nn.MaxPool2d((2 if cfg.height >= 4 else 1, 2)),
+                nn.Dropout2d(cfg.dropout / 2),
+            ]
             c_in = c
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(c_in, cfg.num_classes))

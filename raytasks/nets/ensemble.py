@@ -15,6 +15,7 @@ class Ensemble(torch.nn.Module):
         self.input_width = max(m.input_width for m in members)
 
     def forward(self, x):
-        probs = torch.stack([m(x[:, :m.input_width]).softmax(dim=-1)
-                             for m in self.members]).mean(dim=0)
+        probs = torch.stack([m(x[:, : m.input_width]).softmax(dim=-1) for m in self.members]).mean(
+            dim=0
+        )
         return probs.clamp_min(1e-12).log()

@@ -23,15 +23,19 @@ class Inception1dConfig:
 class InceptionModule(nn.Module):
     def __init__(self, c_in: int, cfg: Inception1dConfig):
         super().__init__()
-        self.bottleneck = (nn.Conv1d(c_in, cfg.bottleneck, 1, bias=False) if c_in > 1
-                           else nn.Identity())
+        self.bottleneck = (
+            nn.Conv1d(c_in, cfg.bottleneck, 1, bias=False) if c_in > 1 else nn.Identity()
+        )
         c_b = cfg.bottleneck if c_in > 1 else 1
-        self.convs = nn.ModuleList(nn.Conv1d(c_b, cfg.filters, k, padding=k // 2, bias=False)
-                                   for k in cfg.kernels)
-        self.pool = nn.Sequential(nn.MaxPool1d(3, 1, 1),
-                                  nn.Conv1d(c_in, cfg.filters, 1, bias=False))
-        self.out = nn.Sequential(nn.BatchNorm1d(cfg.filters * (len(cfg.kernels) + 1)),
-                                 nn.ReLU(inplace=True))
+        self.convs = nn.ModuleList(
+            nn.Conv1d(c_b, cfg.filters, k, padding=k // 2, bias=False) for k in cfg.kernels
+        )
+        self.pool = nn.Sequential(
+            nn.MaxPool1d(3, 1, 1), nn.Conv1d(c_in, cfg.filters, 1, bias=False)
+        )
+        self.out = nn.Sequential(
+            nn.BatchNorm1d(cfg.filters * (len(cfg.kernels) + 1)), nn.ReLU(inplace=True)
+        )
 
     def forward(self, x):
         b = self.bottleneck(x)
@@ -50,8 +54,9 @@ class Inception1d(nn.Module):
             self.modules_.append(InceptionModule(c_in, cfg))
             c_in = width
             if (d + 1) % cfg.depth_per_residual == 0:
-                self.shortcuts[str(d)] = nn.Sequential(nn.Conv1d(res_in, width, 1, bias=False),
-                                                       nn.BatchNorm1d(width))
+                self.shortcuts[str(d)] = nn.Sequential(
+                    nn.Conv1d(res_in, width, 1, bias=False), nn.BatchNorm1d(width)
+                )
                 res_in = width
         self.act = nn.ReLU(inplace=True)
         self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(width, cfg.num_classes))

@@ -33,13 +33,20 @@ class Recurrent(nn.Module):
         if cfg.stem_channels:
             self.stem = nn.Sequential(
                 nn.Conv1d(1, cfg.stem_channels, 5, cfg.stem_stride, 2, bias=False),
-                nn.BatchNorm1d(cfg.stem_channels), nn.ReLU(inplace=True))
+                nn.BatchNorm1d(cfg.stem_channels),
+                nn.ReLU(inplace=True),
+            )
             c_in = cfg.stem_channels
         else:
             self.stem, c_in = None, 1
-        self.rnn = self.rnn_cls(c_in, cfg.hidden, cfg.layers, batch_first=True,
-                                bidirectional=cfg.bidirectional,
-                                dropout=cfg.dropout if cfg.layers > 1 else 0.0)
+        self.rnn = self.rnn_cls(
+            c_in,
+            cfg.hidden,
+            cfg.layers,
+            batch_first=True,
+            bidirectional=cfg.bidirectional,
+            dropout=cfg.dropout if cfg.layers > 1 else 0.0,
+        )
         width = cfg.hidden * (2 if cfg.bidirectional else 1)
         self.attn = nn.Linear(width, 1) if cfg.pooling == "attention" else None
         self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(width, cfg.num_classes))

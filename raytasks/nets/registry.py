@@ -8,4 +8,5 @@ def register(name: str, config_cls: type):
     def wrap(model_cls):
         REGISTRY[name] = (model_cls, config_cls)
         return model_cls
+
     return wrap

@@ -21,8 +21,12 @@ class ResNet1dConfig:
 class SqueezeExcite(nn.Module):
     def __init__(self, c: int, r: int = 8):
         super().__init__()
-        self.gate = nn.Sequential(nn.Linear(c, max(c // r, 4)), nn.ReLU(inplace=True),
-                                  nn.Linear(max(c // r, 4), c), nn.Sigmoid())
+        self.gate = nn.Sequential(
+            nn.Linear(c, max(c // r, 4)),
+            nn.ReLU(inplace=True),
+            nn.Linear(max(c // r, 4), c),
+            nn.Sigmoid(),
+        )
 
     def forward(self, x):
         return x * self.gate(x.mean(dim=-1)).unsqueeze(-1)
@@ -32,12 +36,18 @@ class Block(nn.Module):
     def __init__(self, c_in: int, c_out: int, k: int, stride: int, se: bool):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv1d(c_in, c_out, k, stride, k // 2, bias=False), nn.BatchNorm1d(c_out),
+            nn.Conv1d(c_in, c_out, k, stride, k // 2, bias=False),
+            nn.BatchNorm1d(c_out),
             nn.ReLU(inplace=True),
-            nn.Conv1d(c_out, c_out, k, 1, k // 2, bias=False), nn.BatchNorm1d(c_out),
-            SqueezeExcite(c_out) if se else nn.Identity())
-        self.skip = (nn.Identity() if stride == 1 and c_in == c_out else nn.Sequential(
-            nn.Conv1d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm1d(c_out)))
+            nn.Conv1d(c_out, c_out, k, 1, k // 2, bias=False),
+            nn.BatchNorm1d(c_out),
+            SqueezeExcite(c_out) if se else nn.Identity(),
+        )
+        self.skip = (
+            nn.Identity()
+            if stride == 1 and c_in == c_out
+            else nn.Sequential(nn.Conv1d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm1d(c_out))
+        )
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x):
@@ -48,9 +58,11 @@ class Block(nn.Module):
 class ResNet1d(nn.Module):
     def __init__(self, cfg: ResNet1dConfig):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv1d(1, cfg.stem, cfg.kernel, padding=cfg.kernel // 2,
-                                            bias=False), nn.BatchNorm1d(cfg.stem),
-                                  nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(
+            nn.Conv1d(1, cfg.stem, cfg.kernel, padding=cfg.kernel // 2, bias=False),
+            nn.BatchNorm1d(cfg.stem),
+            nn.ReLU(inplace=True),
+        )
         stages, c_in = [], cfg.stem
         for c in cfg.channels:
             for b in range(cfg.blocks_per_stage):

@@ -43,15 +43,22 @@ class Transformer(nn.Module):
             raise ValueError(f"transformer: d_model {cfg.d_model} not divisible by heads")
         self.stem = nn.Sequential(
             nn.Conv1d(1, cfg.d_model, cfg.stem_kernel, cfg.stem_stride, cfg.stem_kernel // 2),
-            nn.BatchNorm1d(cfg.d_model), nn.GELU())
+            nn.BatchNorm1d(cfg.d_model),
+            nn.GELU(),
+        )
         self.register_buffer("pos", sinusoid(256, cfg.d_model), persistent=False)
-        layer = nn.TransformerEncoderLayer(cfg.d_model, cfg.heads, cfg.ff, cfg.dropout,
-                                           batch_first=True, norm_first=True,
-                                           activation="gelu")
+        layer = nn.TransformerEncoderLayer(
+            cfg.d_model,
+            cfg.heads,
+            cfg.ff,
+            cfg.dropout,
+            batch_first=True,
+            norm_first=True,
+            activation="gelu",
+        )
         self.encoder = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(cfg.d_model)
-        self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(cfg.d_model,
-                                                                     cfg.num_classes))
+        self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(cfg.d_model, cfg.num_classes))
 
     def forward(self, x):
         h = self.stem(x.unsqueeze(1)).transpose(1, 2)  # (B, T, d)

@@ -36,12 +36,18 @@ class Trees(nn.Module):
         super().__init__()
         self.cfg = cfg
         n, t = cfg.n_nodes, cfg.n_trees
-        for name, size, dtype in (("feature", n, torch.int32), ("left", n, torch.int32),
-                                  ("right", n, torch.int32), ("threshold", n, torch.float64),
-                                  ("missing_left", n, torch.bool), ("leaf", n, torch.bool),
-                                  ("value", n, torch.float32), ("root", t, torch.int32),
-                                  ("tree_class", t, torch.int64),
-                                  ("baseline", cfg.n_classes, torch.float64)):
+        for name, size, dtype in (
+            ("feature", n, torch.int32),
+            ("left", n, torch.int32),
+            ("right", n, torch.int32),
+            ("threshold", n, torch.float64),
+            ("missing_left", n, torch.bool),
+            ("leaf", n, torch.bool),
+            ("value", n, torch.float32),
+            ("root", t, torch.int32),
+            ("tree_class", t, torch.int64),
+            ("baseline", cfg.n_classes, torch.float64),
+        ):
             self.register_buffer(name, torch.zeros(size, dtype=dtype))
 
     def walk(self, x: torch.Tensor) -> torch.Tensor:
@@ -49,16 +55,18 @@ class Trees(nn.Module):
         feature, left, right = self.feature.long(), self.left.long(), self.right.long()
         for _ in range(self.cfg.depth):
             xv = x.gather(1, feature[idx])
-            go_left = torch.where(torch.isnan(xv), self.missing_left[idx],
-                                  xv <= self.threshold[idx])
+            go_left = torch.where(
+                torch.isnan(xv), self.missing_left[idx], xv <= self.threshold[idx]
+            )
             idx = torch.where(self.leaf[idx], idx, torch.where(go_left, left[idx], right[idx]))
         logits = self.baseline.expand(len(x), -1).clone()
         return logits.index_add_(1, self.tree_class, self.value[idx].double())
 
     def forward(self, x):
         x = x.double()
-        return torch.cat([self.walk(x[i:i + self.cfg.chunk])
-                          for i in range(0, max(len(x), 1), self.cfg.chunk)]).float()
+        return torch.cat(
+            [self.walk(x[i : i + self.cfg.chunk]) for i in range(0, max(len(x), 1), self.cfg.chunk)]
+        ).float()
 
 
 def from_sklearn(est) -> Trees:
@@ -72,9 +80,13 @@ def from_sklearn(est) -> Trees:
     classes = np.asarray(est.classes_)
     if len(classes) < 3 or classes.max() >= NUM_CLASSES:
         raise ValueError(f"needs a multi-class model over classes 0..4, got {classes}")
-    cfg = TreesConfig(n_features=est.n_features_in_, n_nodes=len(allnodes),
-                      n_trees=len(trees), n_classes=NUM_CLASSES,
-                      depth=int(allnodes["depth"].max()))
+    cfg = TreesConfig(
+        n_features=est.n_features_in_,
+        n_nodes=len(allnodes),
+        n_trees=len(trees),
+        n_classes=NUM_CLASSES,
+        depth=int(allnodes["depth"].max()),
+    )
     model = Trees(cfg)
     leaf = allnodes["is_leaf"].astype(bool)
     # a class absent from training (Q in a few records) gets a score it never wins
@@ -84,11 +96,18 @@ def from_sklearn(est) -> Trees:
         "feature": np.where(leaf, 0, allnodes["feature_idx"]),
         "left": np.where(leaf, 0, allnodes["left"] + base),
         "right": np.where(leaf, 0, allnodes["right"] + base),
-        "threshold": allnodes["num_threshold"], "missing_left": allnodes["missing_go_to_left"],
-        "leaf": leaf, "value": allnodes["value"], "root": offsets[:-1],
+        "threshold": allnodes["num_threshold"],
+        "missing_left": allnodes["missing_go_to_left"],
+        "leaf": leaf,
+        "value": allnodes["value"],
+        "root": offsets[:-1],
         "tree_class": classes[[c for c, _ in trees]],
         "baseline": baseline,
     }
-    model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)).to(
-        getattr(model, k).dtype) for k, v in state.items()})
+    model.load_state_dict(
+        {
+            k: torch.from_numpy(np.ascontiguousarray(v)).to(getattr(model, k).dtype)
+            for k, v in state.items()
+        }
+    )
     return model.eval()

@@ -20,8 +20,10 @@ from tests.conftest import SLICE, copy_records, read_shards, snapshot
 
 
 def read_scheme(root: Path, scheme: str) -> dict[str, pd.DataFrame]:
-    return {s: read_shards(sorted((root / scheme / s).glob("*.parquet")))
-            for s in ("train", "valid", "test")}
+    return {
+        s: read_shards(sorted((root / scheme / s).glob("*.parquet")))
+        for s in ("train", "valid", "test")
+    }
 
 
 @pytest.mark.parametrize("name", ["100", "208", "232"])
@@ -32,7 +34,9 @@ def test_beats_match_independent_atr_count(mitdb, name):
     np.testing.assert_array_equal(beats["sample"].to_numpy(), samples)
     np.testing.assert_array_equal(beats["target"].to_numpy(), classes)
     x = beats[FEATURES].to_numpy()
-    assert x.shape[1] == 187 and x.min() >= 0.0 and x.max() <= 1.0
+    assert x.shape[1] == 187
+    assert x.min() >= 0.0
+    assert x.max() <= 1.0
     # each beat starts at its R-peak: the window-normalised amplitude there is high
     assert np.median(x[beats["target"].to_numpy() == 0, 0]) > 0.7
 
@@ -47,12 +51,13 @@ def test_rr_features_are_the_record_s_rr_intervals(mitdb, name):
     # computed here beat by beat
     pre_rr = np.r_[rr[0], rr]
     padded = np.r_[[pre_rr[0]] * 15, pre_rr, [pre_rr[-1]] * 15]
-    expected = np.array([padded[i:i + 31].mean() for i in range(len(pre_rr))])
+    expected = np.array([padded[i : i + 31].mean() for i in range(len(pre_rr))])
     np.testing.assert_allclose(local, expected, rtol=1e-5)
     np.testing.assert_allclose((pre * local)[1:], rr, rtol=1e-5)
     np.testing.assert_allclose((post * local)[:-1], rr, rtol=1e-5)
     np.testing.assert_allclose((record * rr.mean())[1:], rr, rtol=1e-5)
-    assert np.all(local > 0.25) and np.all(local < 3.0)  # 20-240 bpm
+    assert np.all(local > 0.25)  # 20-240 bpm
+    assert np.all(local < 3.0)
     # ventricular ectopics come early and are followed by a compensatory pause
     v, n = classes == 2, classes == 0
     if v.sum() > 100:
@@ -67,13 +72,14 @@ def test_shard_schema_and_layout(processed):
             assert files, (scheme, split)
             schema = pq.read_schema(files[0])
             # the beat is one fixed-size tensor column, the RR features beside it
-            assert schema.names == [BEAT, "target", "record", "sample"] + RR_FEATURES
+            assert schema.names == [BEAT, "target", "record", "sample", *RR_FEATURES]
             assert schema.field(BEAT).type == pa.list_(pa.float32(), 187)
             assert all(str(schema.field(c).type) == "float" for c in RR_FEATURES)
             assert str(schema.field("target").type) == "int64"
         assert len(list((processed / scheme / "train").glob("*.parquet"))) >= 3
     meta = json.loads((processed / "intra" / "build.json").read_text())
-    assert meta["records"] == SLICE and meta["layout"] == LAYOUT
+    assert meta["records"] == SLICE
+    assert meta["layout"] == LAYOUT
 
 
 def test_shards_hold_each_record_s_beats_unchanged(processed, mitdb):
@@ -83,8 +89,9 @@ def test_shards_hold_each_record_s_beats_unchanged(processed, mitdb):
     np.testing.assert_array_equal(rows[FEATURES].to_numpy(), ref[FEATURES].to_numpy())
     np.testing.assert_array_equal(rows[RR_FEATURES].to_numpy(), ref[RR_FEATURES].to_numpy())
     x, y = load_split(split_files(processed / "inter", "train"), rr=True)
-    order = np.argsort(read_shards(sorted((processed / "inter" / "train").glob("*.parquet")))
-                       ["sample"].to_numpy())
+    order = np.argsort(
+        read_shards(sorted((processed / "inter" / "train").glob("*.parquet")))["sample"].to_numpy()
+    )
     np.testing.assert_array_equal(x[order], ref[FEATURES + RR_FEATURES].to_numpy())
     np.testing.assert_array_equal(y[order], ref["target"].to_numpy())
 
@@ -99,9 +106,10 @@ def test_older_layout_is_rebuilt_not_misread(slice_dir, tmp_path):
         p.unlink()
     wide.to_parquet(train / "part-00000.parquet", index=False)
     meta = json.loads(meta_path.read_text())
-    meta_path.write_text(json.dumps({k: v for k, v in meta.items() if k != "layout"}
-                                    | {"version": 2}))
-    with pytest.raises(DataError, match="layout 1.*raytasks data build --force"):
+    meta_path.write_text(
+        json.dumps({k: v for k, v in meta.items() if k != "layout"} | {"version": 2})
+    )
+    with pytest.raises(DataError, match=r"layout 1.*raytasks data build --force"):
         split_files(out / "inter", "train")
     build(slice_dir, out, ("inter",), params={"shard_rows": 800}, progress=False)
     assert json.loads(meta_path.read_text())["layout"] == LAYOUT
@@ -126,13 +134,15 @@ def test_inter_split_is_patient_level(processed):
     parts = read_scheme(processed, "inter")
     recs = {s: set(f["record"]) for s, f in parts.items()}
     assert recs == {"train": {"208"}, "valid": {"118"}, "test": {"232"}}
-    assert recs["train"] <= set(DS1) and recs["test"] <= set(DS2)
+    assert recs["train"] <= set(DS1)
+    assert recs["test"] <= set(DS2)
 
 
 def test_same_seed_same_shards_other_seed_differs(slice_dir, tmp_path, processed):
     build(slice_dir, tmp_path / "a", ("intra",), params={"shard_rows": 800}, progress=False)
-    build(slice_dir, tmp_path / "b", ("intra", ), params={"shard_rows": 800, "seed": 7},
-          progress=False)
+    build(
+        slice_dir, tmp_path / "b", ("intra",), params={"shard_rows": 800, "seed": 7}, progress=False
+    )
     again, other = read_scheme(tmp_path / "a", "intra"), read_scheme(tmp_path / "b", "intra")
     first = read_scheme(processed, "intra")
     for s in first:
@@ -155,18 +165,30 @@ def test_build_is_idempotent_and_force_rebuilds(slice_dir, tmp_path):
 
 
 def test_cli_build_prints_counts(slice_dir, tmp_path):
-    res = CliRunner().invoke(main, ["data", "build", "--records", str(slice_dir), "--out",
-                                    str(tmp_path / "p"), "--scheme", "inter"])
+    res = CliRunner().invoke(
+        main,
+        [
+            "data",
+            "build",
+            "--records",
+            str(slice_dir),
+            "--out",
+            str(tmp_path / "p"),
+            "--scheme",
+            "inter",
+        ],
+    )
     assert res.exit_code == 0, res.output
-    assert "inter   test" in res.output and "1780" in res.output  # 232's beats, all in test
+    assert "inter   test" in res.output  # 232's beats, all in test
+    assert "1780" in res.output
     assert (tmp_path / "p" / "inter" / "build.json").exists()
 
 
 # ---------------------------------------------------------------- bad input
 
+
 def run_build(records: Path, out: Path):
-    return CliRunner().invoke(main, ["data", "build", "--records", str(records), "--out",
-                                     str(out)])
+    return CliRunner().invoke(main, ["data", "build", "--records", str(records), "--out", str(out)])
 
 
 def assert_clean_failure(res, out: Path, needle: str):
@@ -208,8 +230,11 @@ def test_corrupted_dat(tmp_path, mitdb):
 
 def test_sha256sums_mismatch(tmp_path, mitdb):
     recs = copy_records(tmp_path / "r", ["100"])
-    sums = [ln for ln in (mitdb / "SHA256SUMS.txt").read_text().splitlines()
-            if ln.endswith((" 100.atr", " 100.hea"))]
+    sums = [
+        ln
+        for ln in (mitdb / "SHA256SUMS.txt").read_text().splitlines()
+        if ln.endswith((" 100.atr", " 100.hea"))
+    ]
     digest, name = sums[0].split()
     sums[0] = f"{'0' * len(digest)} {name}"
     (recs / "SHA256SUMS.txt").write_text("\n".join(sums) + "\n")
@@ -227,9 +252,11 @@ def test_failed_rebuild_keeps_previous_shards(tmp_path, mitdb):
     assert run_build(recs, out).exit_code == 0
     before = snapshot(out)
     (recs / "101.atr").unlink()
-    res = CliRunner().invoke(main, ["data", "build", "--records", str(recs), "--out", str(out),
-                                    "--force"])
-    assert res.exit_code != 0 and "101.atr" in res.output
+    res = CliRunner().invoke(
+        main, ["data", "build", "--records", str(recs), "--out", str(out), "--force"]
+    )
+    assert res.exit_code != 0
+    assert "101.atr" in res.output
     assert snapshot(out) == before  # every shard and build.json byte-identical
     assert [p.name for p in out.iterdir()] == ["intra"]  # no temp dirs left behind
 
@@ -281,6 +308,7 @@ def test_build_of_an_older_build_version_is_rebuilt(tmp_path, mitdb, monkeypatch
     assert json.loads(meta_path.read_text())["version"] == BUILD_VERSION
     shards = sorted((out / "intra").rglob("*.parquet"))
     assert [str(p.relative_to(out)) for p in shards] == sorted(
-        k for k in first if k.endswith(".parquet"))
+        k for k in first if k.endswith(".parquet")
+    )
     # rewritten (build.json's version is current again), with the same beats
     pd.testing.assert_frame_equal(read_shards(shards), beats)

@@ -27,8 +27,9 @@ QUIET = {"log": lambda _: None}
 
 def take(ds, counts, epoch=0, seed=0, alpha=0.5, **kw) -> tuple[np.ndarray, np.ndarray]:
     xs, ys = [], []
-    for b in epoch_batches(ds, epoch, counts=counts, balance=alpha, seed=seed, batch_size=512,
-                           **kw):
+    for b in epoch_batches(
+        ds, epoch, counts=counts, balance=alpha, seed=seed, batch_size=512, **kw
+    ):
         xs.append(b["x"].numpy())
         ys.append(b["y"].numpy())
     return np.concatenate(xs), np.concatenate(ys)
@@ -44,7 +45,8 @@ def intra(processed):
 def test_balanced_proportions(ray_cluster, intra, alpha):
     files, counts = intra
     x, y = take(open_split(files, seed=3, **QUIET), counts, alpha=alpha)
-    assert x.shape[1] == 187 and x.dtype == np.float32
+    assert x.shape[1] == 187
+    assert x.dtype == np.float32
     present = counts > 0
     expected = np.where(present, counts ** (1 - alpha), 0.0)
     expected = expected / expected.sum()
@@ -82,8 +84,11 @@ def test_stream_reproducible_per_seed_and_changes_per_epoch(ray_cluster, intra):
         np.testing.assert_array_equal(a[0], b[0])
         np.testing.assert_array_equal(a[1], b[1])
     # consecutive epochs differ in which rows they hold, not only in their order
-    assert len(a0[1]) != len(a1[1]) or not np.array_equal(np.sort(a0[1]), np.sort(a1[1])) or (
-        not np.array_equal(np.sort(a0[0], axis=0), np.sort(a1[0], axis=0)))
+    assert (
+        len(a0[1]) != len(a1[1])
+        or not np.array_equal(np.sort(a0[1]), np.sort(a1[1]))
+        or (not np.array_equal(np.sort(a0[0], axis=0), np.sort(a1[0], axis=0)))
+    )
     other = take(open_split(files, seed=6, **QUIET), counts, 0, seed=6)
     assert len(a0[1]) != len(other[1]) or not np.array_equal(a0[0], other[0])
 
@@ -95,8 +100,9 @@ def test_steps_fix_the_batch_count_both_ways(ray_cluster, intra):
     ds = open_split(files, seed=1, **QUIET)
     whole = len(take(ds, counts)[1])
     for steps in (whole // 512 // 2, whole // 512 + 5):
-        batches = list(epoch_batches(ds, 0, counts=counts, balance=0.5, seed=1,
-                                     batch_size=512, steps=steps))
+        batches = list(
+            epoch_batches(ds, 0, counts=counts, balance=0.5, seed=1, batch_size=512, steps=steps)
+        )
         assert len(batches) == steps
         assert {len(b["y"]) for b in batches} == {512}
 
@@ -105,8 +111,10 @@ def test_stream_stats_say_where_time_went(ray_cluster, intra):
     files, counts = intra
     stats = StreamStats()
     _, y = take(open_split(files, **QUIET), counts, stats=stats)
-    assert stats.rows == len(y) and stats.blocks >= 1
-    assert stats.first_block_s > 0 and stats.resample_s > 0
+    assert stats.rows == len(y)
+    assert stats.blocks >= 1
+    assert stats.first_block_s > 0
+    assert stats.resample_s > 0
 
 
 def test_materialize_or_stream_by_size(ray_cluster, intra, monkeypatch):
@@ -116,19 +124,20 @@ def test_materialize_or_stream_by_size(ray_cluster, intra, monkeypatch):
     assert choose_mode(files, store_bytes=split_bytes(files) * 3) == "stream"
     lines = []
     streamed = open_split(files, seed=2, mode="stream", log=lines.append)
-    assert "streamed from" in lines[0] and "every epoch" in lines[0]
+    assert "streamed from" in lines[0]
+    assert "every epoch" in lines[0]
     kept = open_split(files, seed=2, log=lines.append)  # 2 MB against a store of GBs
     assert "read once into the object store" in lines[1]
     # both hold the same rows: the same multiset of draws for a seed and epoch
     for ds in (streamed, kept):
-        x, y = take(ds, counts, 3, seed=2)
-        np.testing.assert_array_equal(np.bincount(y, minlength=5),
-                                      np.bincount(take(kept, counts, 3, seed=2)[1],
-                                                  minlength=5))
+        _, y = take(ds, counts, 3, seed=2)
+        np.testing.assert_array_equal(
+            np.bincount(y, minlength=5), np.bincount(take(kept, counts, 3, seed=2)[1], minlength=5)
+        )
 
 
 def test_rates_reject_bad_alpha():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="balance must be in"):
         resample_rates([10, 1, 1, 1, 1], 1.5)
     np.testing.assert_allclose(resample_rates([80, 20, 0, 0, 0], 0.0)[:2], [1, 1])
 

@@ -22,7 +22,12 @@ def test_registry_lists_every_family():
     assert list_models() == ARCHS
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+FAST = {"cnn1d", "cnn2d"}  # the others take 5-20 s to overfit on 2 cores
+
+
+@pytest.mark.parametrize(
+    "arch", [a if a in FAST else pytest.param(a, marks=pytest.mark.slow) for a in ARCHS]
+)
 def test_shape_backward_and_overfit(arch, real_beats):
     torch.manual_seed(0)
     x, y = real_beats
@@ -59,7 +64,8 @@ def test_rr_wrapper_reads_rr_and_beat_dropout_only_in_training():
     x = torch.rand(64, 187 + 4) + 0.1
     model.eval()
     full = model(x)
-    assert full.shape == (64, 5) and torch.equal(full, model(x))
+    assert full.shape == (64, 5)
+    assert torch.equal(full, model(x))
     # eval: the beat's logits always count; another beat (same RR) changes the output
     other = torch.cat([torch.rand(64, 187), x[:, 187:]], dim=1)
     assert not torch.allclose(model(other), full)

@@ -1,0 +1,96 @@
+"""Refusals that happen before Ray starts (Ray's start is stubbed to raise: a refusal that
+reached it would fail differently), and the choice of predict's default model."""
+
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from raytasks.cli import main
+from raytasks.data import DataError
+from raytasks.tune import SearchError, SearchRequest, check_cluster
+from tests.conftest import ROOT
+
+
+@pytest.fixture
+def no_ray(monkeypatch, processed, tmp_path):
+    import ray
+
+    def refuse(*a, **kw):
+        raise AssertionError("Ray was started before the refusal")
+
+    monkeypatch.setattr(ray, "init", refuse)
+    for k, v in {
+        "RAYTASKS_DEV": "alice",
+        "RAYTASKS_PROCESSED": str(processed),
+        "RAYTASKS_STORAGE": str(tmp_path / "storage"),
+    }.items():
+        monkeypatch.setenv(k, v)
+
+
+def tune(*args):
+    return CliRunner().invoke(main, ["tune", "--space", "cnn1d", "--no-wandb", *args])
+
+
+def test_grace_longer_than_the_epochs_is_refused(no_ray, tmp_path):
+    res = tune("--grace", "5", "--max-epochs", "2")
+    assert res.exit_code == 1, res.output
+    assert "--grace must not exceed --max-epochs" in res.output
+    assert not (tmp_path / "storage").exists()  # nothing written for a refused search
+
+
+@pytest.mark.parametrize("budget", ["0", "-30"])
+def test_time_budget_must_be_positive(no_ray, budget):
+    res = tune("--time-budget", budget)
+    assert res.exit_code == 2, res.output
+    assert "--time-budget" in res.output, res.output
+
+
+@pytest.mark.parametrize(
+    ("request_", "needle"),
+    [
+        (SearchRequest("cnn1d", concurrency=3, cpus_per_trial=0.5), "--cpus-per-trial: 3 trials"),
+        (SearchRequest("cnn1d", concurrency=1, workers=2, cpus_per_trial=1.0), "2 worker(s)"),
+        (SearchRequest("cnn1d", concurrency=1, gpus_per_trial=0.5), "--gpus-per-trial"),
+    ],
+)
+def test_oversubscribed_cluster_refused(monkeypatch, request_, needle):
+    import ray
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+    with pytest.raises(SearchError) as err:
+        check_cluster(request_)
+    assert needle in str(err.value)
+
+
+def test_a_search_that_fits_passes_the_check(monkeypatch):
+    import ray
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+    check_cluster(SearchRequest("cnn1d", concurrency=2, cpus_per_trial=0.5))  # 1 CPU left
+
+
+def shipped(dest, name, f2):
+    """A copy of a shipped model folder, its valid F2 set to `f2`."""
+    shutil.copytree(ROOT / "models" / name, dest / name)
+    info = json.loads((dest / name / "model.json").read_text())
+    info["valid_metrics"]["F2scoremacro"] = f2
+    (dest / name / "model.json").write_text(json.dumps(info))
+
+
+def test_predict_default_model_is_the_best_valid_f2(tmp_path):
+    from raytasks.predict import default_model
+
+    shipped(tmp_path, "resnet1d-intra", 0.5)
+    shipped(tmp_path, "resnet1d-intra-rr", 0.7)
+    assert default_model(tmp_path).name == "resnet1d-intra-rr"
+    # a broken model.json is passed over, not fatal
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "model.json").write_text("{not json")
+    shipped(tmp_path, "cnn2d-intra-rr", 0.6)
+    assert default_model(tmp_path).name == "resnet1d-intra-rr"
+    # beat-only input: models reading RR features are not candidates
+    assert default_model(tmp_path, rr=False).name == "resnet1d-intra"
+    with pytest.raises(DataError, match="no exported model"):
+        default_model(tmp_path / "broken")
