@@ -974,6 +974,30 @@ def model_scheme(model_dir: Path):
         return None  # unreadable: evaluate() reports it properly
 
 
+@main.group(
+    "job",
+    cls=Group,
+    epilog=examples(
+        "raytasks job submit --space gru -- --samples 20",
+        "raytasks job list",
+        "raytasks job logs alice-gru-20250101T120000Z --follow",
+    ),
+)
+def job_group():
+    """Your searches on the team's cluster, named as `ray job` names them: submit, list,
+    logs, stop, pull. The top-level submit, jobs, logs, stop and pull are the same commands."""
+
+
+for _name, _cmd in (
+    ("submit", submit_cmd),
+    ("list", jobs_cmd),
+    ("logs", logs_cmd),
+    ("stop", stop_cmd),
+    ("pull", pull_cmd),
+):
+    job_group.add_command(_cmd, _name)
+
+
 def _add_tune():
     from raytasks.tune import tune_cmd
 

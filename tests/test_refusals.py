@@ -94,3 +94,19 @@ def test_predict_default_model_is_the_best_valid_f2(tmp_path):
     assert default_model(tmp_path, rr=False).name == "resnet1d-intra"
     with pytest.raises(DataError, match="no exported model"):
         default_model(tmp_path / "broken")
+
+
+@pytest.mark.parametrize(
+    ("new", "old"), [(["job", "list"], ["jobs"]), (["job", "submit", "--space", "gru"], ["submit"])]
+)
+def test_job_group_runs_the_top_level_commands(monkeypatch, tmp_path, new, old):
+    """`raytasks job list|submit|...` (named as `ray job` names them) are the same commands as
+    the top-level ones: the same refusal, word for word, before anything is contacted."""
+    (tmp_path / "none.toml").write_text("")
+    monkeypatch.setenv("RAYTASKS_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.delenv("RAYTASKS_DEV", raising=False)
+    env = {"RAYTASKS_PORT": "http"} if "list" in new else {}
+    args = old + new[2:] if len(new) > 2 else old
+    got, want = (CliRunner().invoke(main, a, env=env) for a in (new, args))
+    assert got.exit_code == want.exit_code == 1, got.output
+    assert got.output.replace("raytasks job list", "raytasks jobs") == want.output
