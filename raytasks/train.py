@@ -239,6 +239,18 @@ def train_loop(
             report(metrics, d)
 
 
+def stream_args(s: TrainSettings, data: TrainData) -> dict:
+    """What the settings and the data tell `epoch_batches`, on every path alike."""
+    return {
+        "counts": data.train_counts,
+        "balance": s.balance,
+        "seed": s.seed,
+        "batch_size": s.batch_size,
+        "rr": s.rr,
+        "prefetch": s.prefetch,
+    }
+
+
 def train_loop_per_worker(config: dict):
     """The TorchTrainer entry point: Ray Train context -> train_loop, fed by this worker's
     shard of the train dataset (and the whole valid one). config holds the settings, the
@@ -257,17 +269,7 @@ def train_loop_per_worker(config: dict):
 
     def batches(epoch):
         share = epoch_batches(
-            shard,
-            epoch,
-            counts=data.train_counts,
-            balance=s.balance,
-            seed=s.seed,
-            batch_size=s.batch_size,
-            rr=s.rr,
-            rank=rank,
-            steps=steps,
-            device=device,
-            prefetch=s.prefetch,
+            shard, epoch, rank=rank, steps=steps, device=device, **stream_args(s, data)
         )
         return share if rank else progress(share, s, data, epoch, world, "rank 0")
 
@@ -402,17 +404,7 @@ def fit_local(
     datasets = datasets or open_datasets(data.data_dir, s.seed)
 
     def batches(epoch):
-        every = epoch_batches(
-            datasets["train"],
-            epoch,
-            counts=data.train_counts,
-            balance=s.balance,
-            seed=s.seed,
-            batch_size=s.batch_size,
-            rr=s.rr,
-            device=device,
-            prefetch=s.prefetch,
-        )
+        every = epoch_batches(datasets["train"], epoch, device=device, **stream_args(s, data))
         return progress(every, s, data, epoch, 1, label)
 
     train_loop(
