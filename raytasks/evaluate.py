@@ -37,6 +37,7 @@ from raytasks.metrics import (
     confusion,
     field_table,
     record_bootstrap,
+    se_ppv,
 )
 from raytasks.paths import staged_dir, staged_files
 
@@ -226,8 +227,7 @@ def plot_recall(plt, points: list, tag: str, path: Path, where: str = "") -> Non
     width = 0.2
     for k, (name, p) in enumerate(points):
         cm = p["cm"]
-        recall = np.diag(cm) / np.maximum(cm.sum(axis=1), 1)
-        precision = np.diag(cm) / np.maximum(cm.sum(axis=0), 1)
+        recall, precision = se_ppv(cm)
         ax.bar(np.arange(NUM_CLASSES) + (2 * k) * width, recall, width, label=f"{name} recall")
         ax.bar(
             np.arange(NUM_CLASSES) + (2 * k + 1) * width,

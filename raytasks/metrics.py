@@ -18,13 +18,22 @@ def confusion(y_true, y_pred, k: int = NUM_CLASSES) -> np.ndarray:
     return np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k)
 
 
-def _per_class(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(precision, recall, present) per class, zero where undefined."""
+def se_ppv(cm: np.ndarray, undefined: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Per class, from a confusion matrix whose rows are the truth: Se (recall, TP over the
+    row) and +P (precision, TP over the column); `undefined` where the row or the column is
+    empty. The one place these are computed: the metrics, the field's figures, the
+    recordings' score and the recall plot all read them here."""
     tp = np.diag(cm).astype(np.float64)
     support, predicted = cm.sum(axis=1), cm.sum(axis=0)
-    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
-    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
-    return precision, recall, (support + predicted) > 0
+    se = np.divide(tp, support, out=np.full_like(tp, undefined), where=support > 0)
+    ppv = np.divide(tp, predicted, out=np.full_like(tp, undefined), where=predicted > 0)
+    return se, ppv
+
+
+def _per_class(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(precision, recall, present) per class, zero where undefined."""
+    recall, precision = se_ppv(cm)
+    return precision, recall, (cm.sum(axis=1) + cm.sum(axis=0)) > 0
 
 
 def _fbeta(p: np.ndarray, r: np.ndarray, beta: float) -> np.ndarray:
@@ -96,9 +105,7 @@ OBJECTIVE = "F2scoremacro"
 
 def per_class_recall(cm: np.ndarray) -> np.ndarray:
     """Diagonal of the row-normalised confusion matrix; NaN for a class with no rows."""
-    support = cm.sum(axis=1).astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(support > 0, np.diag(cm) / support, np.nan)
+    return se_ppv(cm, undefined=np.nan)[0]
 
 
 def compute_metrics(y_true, y_pred) -> dict[str, float]:
@@ -165,12 +172,9 @@ def field_metrics(cm: np.ndarray) -> dict[str, float]:
     """The patient-level literature's figures from one confusion matrix: accuracy, Se
     (recall), +P (precision) and F1 of S, V, F (and N), macro F1 over N, S, V, F and over
     all five classes (Q has almost no beats in DS1 or DS2, so it drags the 5-class mean)."""
-    tp = np.diag(cm).astype(np.float64)
-    support, predicted = cm.sum(axis=1), cm.sum(axis=0)
-    se = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
-    ppv = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    se, ppv = se_ppv(cm)
     f1 = _fbeta(ppv, se, 1.0)
-    out = {"accuracy": float(tp.sum() / max(cm.sum(), 1))}
+    out = {"accuracy": float(np.trace(cm) / max(cm.sum(), 1))}
     for c, name in enumerate("NSVFQ"):
         out |= {f"{name} Se": se[c], f"{name} +P": ppv[c], f"{name} F1": f1[c]}
     out["macro F1 (N,S,V,F)"] = float(f1[:4].mean())

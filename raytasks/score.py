@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from raytasks.data import CLASS_SHORT, NUM_CLASSES, DataError
+from raytasks.metrics import se_ppv
 from raytasks.paths import write_text
 
 TOLERANCE_S = 0.150
@@ -122,11 +123,11 @@ def row(name: str, s: dict) -> dict:
         "QRS_+P": ratio(s["tp"], s["tp"] + s["fp"]),
         "accuracy": ratio(np.trace(cm), cm.sum()),
     }
+    se, pp = se_ppv(cm, undefined=np.nan)  # NaN: a record without such beats says nothing
     for c, short in enumerate(CLASS_SHORT):
-        se, pp = ratio(cm[c, c], cm[c].sum()), ratio(cm[c, c], cm[:, c].sum())
         out |= {
-            f"{short}_Se": se,
-            f"{short}_+P": pp,
+            f"{short}_Se": float(se[c]),
+            f"{short}_+P": float(pp[c]),
             f"{short}_F1": ratio(2 * cm[c, c], cm[c].sum() + cm[:, c].sum()),
         }
     return out
