@@ -74,19 +74,10 @@ def read_annotations(records_dir: Path, name: str, spans: bool = False):
     """(sample, AAMI class) of the reference beats in <name>.atr (non-beat labels dropped);
     with spans, also the (start, end) samples of its ventricular flutter episodes ('[' .. ']'),
     which EC57 leaves out of QRS detection scoring."""
-    import wfdb
+    from raytasks.data.mitdb import beat_annotations, read_atr
 
-    from raytasks.data.mitdb import AAMI
-
-    try:
-        ann = wfdb.rdann(str(Path(records_dir) / name), "atr")
-    except Exception as e:
-        raise DataError(f"{Path(records_dir) / name}.atr: unreadable annotations ({e})") from e
-    keep = [i for i, s in enumerate(ann.symbol) if s in AAMI]
-    beats = (
-        np.asarray(ann.sample)[keep].astype(np.int64),
-        np.array([AAMI[ann.symbol[i]] for i in keep], dtype=np.int64),
-    )
+    ann = read_atr(Path(records_dir) / name)
+    beats = beat_annotations(ann)
     if not spans:
         return beats
     flutter, start = [], None

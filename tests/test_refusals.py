@@ -110,3 +110,15 @@ def test_job_group_runs_the_top_level_commands(monkeypatch, tmp_path, new, old):
     got, want = (CliRunner().invoke(main, a, env=env) for a in (new, args))
     assert got.exit_code == want.exit_code == 1, got.output
     assert got.output.replace("raytasks job list", "raytasks jobs") == want.output
+
+
+def test_score_reads_atr_through_the_build_s_checks(mitdb, tmp_path):
+    """`raytasks score` (and predict --peaks atr) read .atr files with the data build's reader:
+    a truncated file is one error naming it, not a silently shorter reference."""
+    from raytasks.score import read_annotations
+
+    whole = read_annotations(mitdb, "100")
+    assert len(whole[0]) == 2273  # the record's beats (PhysioNet: 2,273 in 100.atr)
+    (tmp_path / "100.atr").write_bytes((mitdb / "100.atr").read_bytes()[:2000])
+    with pytest.raises(DataError, match=r"100\.atr: truncated or empty"):
+        read_annotations(tmp_path, "100")

@@ -132,17 +132,31 @@ def read_record(records_dir: Path, name: str) -> tuple[np.ndarray, np.ndarray, n
     return signal.astype(np.float64), samples, labels
 
 
-def read_beat_annotations(stem: Path, sig_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """(sample, AAMI label) of every beat in stem.atr, each inside the signal, in order."""
+def read_atr(stem: Path):
+    """stem.atr as wfdb reads it, once its end marker is checked (`check_atr`); anything
+    wrong is one DataError naming the file. The one reader of .atr files (the data build,
+    `raytasks score`, `predict --peaks atr`)."""
     import wfdb
 
-    check_atr(stem.with_suffix(".atr"))
+    check_atr(Path(f"{stem}.atr"))
     try:
-        ann = wfdb.rdann(str(stem), "atr")
+        return wfdb.rdann(str(stem), "atr")
     except Exception as e:
         raise DataError(f"{stem}.atr: unreadable annotations ({e})") from e
+
+
+def beat_annotations(ann) -> tuple[np.ndarray, np.ndarray]:
+    """(sample, AAMI label) of an annotation's beats; non-beat labels dropped."""
     keep = [i for i, s in enumerate(ann.symbol) if s in AAMI]
-    samples = np.asarray(ann.sample)[keep].astype(np.int64)
+    return (
+        np.asarray(ann.sample)[keep].astype(np.int64),
+        np.array([AAMI[ann.symbol[i]] for i in keep], dtype=np.int64),
+    )
+
+
+def read_beat_annotations(stem: Path, sig_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """(sample, AAMI label) of every beat in stem.atr, each inside the signal, in order."""
+    samples, labels = beat_annotations(read_atr(stem))
     outside = (samples < 0) | (samples >= sig_len)
     if outside.any():
         raise DataError(
@@ -151,7 +165,7 @@ def read_beat_annotations(stem: Path, sig_len: int) -> tuple[np.ndarray, np.ndar
         )
     if np.any(np.diff(samples) < 0):
         raise DataError(f"{stem}.atr: annotations out of time order (corrupted; fetch it again)")
-    return samples, np.array([AAMI[ann.symbol[i]] for i in keep], dtype=np.int64)
+    return samples, labels
 
 
 SHARED_MITDB = Path(__file__).resolve().parents[3] / "shared" / "data" / "mitdb"
