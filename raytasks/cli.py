@@ -487,33 +487,30 @@ def train_cmd(config_file, model_opts, data, scheme, tag, export, **flags):
 )
 def evaluate_cmd(models, split, scheme, data_file, records, out, cache):
     """Evaluate models into OUT/output.csv, OUT/<tag>/{confusion,recall}.png, report.md."""
-    from raytasks.evaluate import evaluate, find_models, load_eval_data, table
+    from raytasks.evaluate import (
+        default_out,
+        evaluate,
+        find_models,
+        load_eval_data,
+        models_for,
+        table,
+    )
 
     if data_file and records:
         raise click.UsageError("give --file or --records, not both")
     cfg = config.load(scheme=scheme)
-    results = config.where(cfg, "results")
-    if out is None:
-        out = (
-            results / "external"
-            if data_file or records
-            else results / "test"
-            if split == "test"
-            else results
-        )
-        if models:  # a few models never replace the table of every shipped model
-            out = out / "selected"
+    external = bool(data_file or records)
+    out = out or default_out(config.where(cfg, "results"), split, external, bool(models))
     if models:
         dirs = [Path(m) for m in models]
-    else:
+    elif external:  # a file or recordings: every model meets them
         dirs = find_models(config.where(cfg, "models"))
-        if not (data_file or records):  # a model only meets the held-out data of its scheme
-            skipped = [d.name for d in dirs if model_scheme(d) not in (None, cfg["scheme"])]
-            dirs = [d for d in dirs if d.name not in skipped]
-            if skipped:
-                click.echo(f"skipping models trained on another scheme: {', '.join(skipped)}")
-            if not dirs:
-                raise click.ClickException(f"no model in models/ was trained on '{cfg['scheme']}'")
+    else:
+        dirs, skipped = models_for(config.where(cfg, "models"), cfg["scheme"])
+        if skipped:
+            click.echo(f"skipping models trained on another scheme: {', '.join(skipped)}")
+        if not dirs:
+            raise click.ClickException(f"no model in models/ was trained on '{cfg['scheme']}'")
     x, y, desc, context = load_eval_data(
         config.where(cfg, "processed"), cfg["scheme"], split, data_file, records
     )
@@ -967,15 +964,6 @@ def leaderboard_cmd(top):
         f"{len(board)} rows from {board['dev'].nunique() if len(board) else 0} dev(s) "
         f"({store.uri} + earlier rows) -> {results / 'leaderboard.csv'} (+ .png)"
     )
-
-
-def model_scheme(model_dir: Path):
-    from raytasks import saved
-
-    try:
-        return saved.scheme_of(saved.read_info(model_dir))
-    except (OSError, ValueError):
-        return None  # unreadable: evaluate() reports it properly
 
 
 @main.group(

@@ -54,6 +54,31 @@ def find_models(models_dir: Path) -> list[Path]:
     return dirs
 
 
+def model_scheme(model_dir: Path):
+    """The scheme a model was trained on (None: unknown, or unreadable: evaluate reports
+    that properly)."""
+    try:
+        return saved.scheme_of(saved.read_info(model_dir))
+    except (OSError, ValueError):
+        return None
+
+
+def models_for(models_dir: Path, scheme: str) -> tuple[list[Path], list[str]]:
+    """(the models of `scheme` in models_dir, the names of those skipped): a model only
+    meets the held-out data of the scheme it was trained on."""
+    dirs = find_models(models_dir)
+    skipped = [d.name for d in dirs if model_scheme(d) not in (None, scheme)]
+    return [d for d in dirs if d.name not in skipped], skipped
+
+
+def default_out(results: Path, split: str, external: bool, selected: bool) -> Path:
+    """Where evaluate writes unless told: results/ (valid), results/test/, results/external/
+    (a file or recordings); with a few chosen models, selected/ inside that, so that the
+    table of every shipped model is never replaced by a few rows."""
+    out = results / "external" if external else results / "test" if split == "test" else results
+    return out / "selected" if selected else out
+
+
 def load_eval_data(processed: Path, scheme: str, split: str, data_file=None, records=None):
     """(x, y, description, context) of the evaluation data: a built split, a file, or WFDB
     records. context holds each beat's `record` and `sample` (models that compare a beat
