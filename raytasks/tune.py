@@ -322,7 +322,17 @@ def reporter(p: Plan):
     params = {"trial/arch": "arch"} | {
         f"trial/{k}": k.removeprefix("model.") for k in table_keys(p.space)
     }
-    return CLIReporter(
+
+    class Reporter(CLIReporter):
+        """Best trials first while every finished trial has the metric: Ray's sort cannot
+        compare two without it, and a --time-budget ends trials before their first report
+        (the search's last table then raised TypeError and nothing was recorded)."""
+
+        def report(self, trials, done, *sys_info):
+            self._sort_by_metric = all_reported(trials, metric)
+            super().report(trials, done, *sys_info)
+
+    return Reporter(
         metric_columns=metrics,
         parameter_columns=params,
         metric=metric,
@@ -330,6 +340,13 @@ def reporter(p: Plan):
         sort_by_metric=True,
         max_column_length=16,
         max_report_frequency=10 if sys.stdout.isatty() else 30,
+    )
+
+
+def all_reported(trials, metric: str) -> bool:
+    """Whether every finished trial reported `metric` (Ray's table can sort them then)."""
+    return all(
+        (t.last_result or {}).get(metric) is not None for t in trials if t.status == "TERMINATED"
     )
 
 

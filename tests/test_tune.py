@@ -218,3 +218,38 @@ def test_trial_its_trainer_and_a_streamed_split_share_two_cpus(ray_cluster, tune
     assert len(grid) == 1
     assert not grid.errors
     assert grid[0].metrics["training_iteration"] == 2
+
+
+def test_the_live_table_sorts_only_trials_that_reported(tune_env):
+    """A --time-budget can end trials before their first report: the last table of the search
+    must not sort them (Ray's sort raised TypeError there and the search recorded nothing)."""
+    from types import SimpleNamespace
+
+    from ray.tune.progress_reporter import _get_progress_table_data
+
+    from raytasks.tune import SearchRequest, all_reported, plan, reporter
+
+    def trial(i, status, result):
+        return SimpleNamespace(
+            status=status,
+            last_result=result,
+            trial_id=f"t{i}",
+            config={},
+            evaluated_params={},
+            location=None,
+            local_experiment_path=None,
+            error_file=None,
+        )
+
+    cut = [trial(i, "TERMINATED", {}) for i in range(2)]
+    done = [trial(2, "TERMINATED", {"F2scoremacro": 0.5})]
+    with pytest.raises(TypeError):  # what Ray does with them when told to sort
+        _get_progress_table_data(
+            cut, ["F2scoremacro"], [], metric="F2scoremacro", mode="max", sort_by_metric=True
+        )
+    assert not all_reported(cut + done, "F2scoremacro")
+    assert all_reported(done, "F2scoremacro")
+    table = reporter(plan(SearchRequest("cnn1d")))
+    table._progress_str = lambda *a, **kw: ""  # what it would print is Ray's business
+    table.report(cut + done, True)
+    assert table._sort_by_metric is False
