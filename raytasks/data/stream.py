@@ -298,21 +298,35 @@ def epoch_batches(
     rows left at a block's end open the next batch. With `steps` exactly that many batches
     come out (DDP ranks must take the same number of steps): surplus rows are dropped, a
     short share is topped up with rows drawn again from its last block."""
-    rates = resample_rates(counts, balance)
     rng = np.random.default_rng([seed, epoch, rank])
     stats = stats if stats is not None else StreamStats()
     device = torch.device(device)
-    carry, last, done = None, None, 0
+    last = []  # the latest block: a short DDP share is topped up from it
 
-    def out(x, y):
-        stats.rows += len(y)
-        if device.type == "cuda":
-            return {
-                "x": x.pin_memory().to(device, non_blocking=True),
-                "y": y.pin_memory().to(device, non_blocking=True),
-            }
-        return {"x": x, "y": y}
+    def remember(blocks):
+        for block in blocks:
+            last[:] = [block]
+            yield block
 
+    blocks = resampled_blocks(
+        source, resample_rates(counts, balance), seed, epoch, rng, rr, prefetch, stats
+    )
+    done = 0
+    for x, y in rebatch(remember(blocks), batch_size):
+        if steps is not None and (done >= steps or len(y) < batch_size):
+            break
+        yield to_device(x, y, device, stats)
+        done += 1
+    while steps is not None and done < steps and last:  # a short share: top it up
+        x, y = last[0]
+        pick = torch.from_numpy(rng.integers(0, len(y), batch_size))
+        yield to_device(x[pick], y[pick], device, stats)
+        done += 1
+
+
+def resampled_blocks(source, rates, seed: int, epoch: int, rng, rr: bool, prefetch, stats):
+    """(x, y) of each block Ray Data hands out, resampled and shuffled (`resample_block`);
+    the time spent waiting for blocks and resampling them goes into `stats`."""
     t0 = time.perf_counter()
     for block in source.iter_torch_batches(batch_size=None, prefetch_batches=prefetch):
         waited = time.perf_counter() - t0
@@ -323,34 +337,42 @@ def epoch_batches(
         stats.blocks += 1
         t1 = time.perf_counter()
         x, y = resample_block(block, rates, seed, epoch, rng, rr)
-        batches = []
-        if carry is not None:  # rows left from the previous block open the first batch
+        stats.resample_s += time.perf_counter() - t1
+        if len(y):
+            yield x, y
+        t0 = time.perf_counter()
+
+
+def rebatch(blocks, batch_size: int):
+    """Blocks cut into batch_size views; rows left at a block's end open the next batch
+    (the one copy), and what is left at the end comes out as a last, shorter batch."""
+    carry = None
+    for x, y in blocks:
+        if carry is not None:
             need = batch_size - len(carry[1])
             head = torch.cat([carry[0], x[:need]]), torch.cat([carry[1], y[:need]])
-            x, y = x[need:], y[need:]
-            batches.append(head)
+            x, y, carry = x[need:], y[need:], None
+            if len(head[1]) < batch_size:  # a block smaller than the gap: keep filling
+                carry = head
+                continue
+            yield head
         full = len(y) // batch_size * batch_size
-        batches += [
-            (x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, full, batch_size)
-        ]
-        carry = batches.pop() if batches and len(batches[-1][1]) < batch_size else None
-        carry = (x[full:], y[full:]) if carry is None and full < len(y) else carry
-        last = (x, y) if len(y) else last
-        stats.resample_s += time.perf_counter() - t1
-        for batch in batches:
-            if steps is not None and done >= steps:
-                return
-            yield out(*batch)
-            done += 1
-        t0 = time.perf_counter()
-    if steps is None:
-        if carry is not None:
-            yield out(*carry)
-        return
-    while done < steps and last is not None:  # a short share: top it up, same batch size
-        pick = torch.from_numpy(rng.integers(0, len(last[1]), batch_size))
-        yield out(last[0][pick], last[1][pick])
-        done += 1
+        for i in range(0, full, batch_size):
+            yield x[i : i + batch_size], y[i : i + batch_size]
+        carry = (x[full:], y[full:]) if full < len(y) else None
+    if carry is not None:
+        yield carry
+
+
+def to_device(x, y, device: torch.device, stats: StreamStats) -> dict:
+    """A batch as the train loop takes it: pinned and copied to a GPU when there is one."""
+    stats.rows += len(y)
+    if device.type == "cuda":
+        return {
+            "x": x.pin_memory().to(device, non_blocking=True),
+            "y": y.pin_memory().to(device, non_blocking=True),
+        }
+    return {"x": x, "y": y}
 
 
 def resample_block(block: dict, rates: np.ndarray, seed: int, epoch: int, rng, rr: bool):
