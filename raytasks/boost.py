@@ -7,9 +7,18 @@ HistGradientBoostingClassifier, chosen by leave-records-out cross-validation, sh
 Trained on train + valid of the scheme (for `inter`: all of DS1); the test split (DS2) is
 never read. Cross-validation folds hold out whole records, so every figure it gives is a
 patient-level one; its out-of-fold logits also fit the recall-first offsets.
+
+The same trees are searched by Ray Tune (searchspaces/boost.toml, `raytasks tune --space
+boost`): a trial is a `BoostSettings`, and `search_trial` reports its leave-records-out CV one
+fold per Tune iteration, so ASHA drops a weak config after its first folds as it drops a
+network after its first epochs.
 """
 
+import dataclasses
+import json
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +26,8 @@ import pyarrow.parquet as pq
 
 from raytasks import saved
 from raytasks.data import NUM_CLASSES, scheme_path
-from raytasks.metrics import compute_metrics, confusion, field_metrics, fit_offsets
+from raytasks.metrics import OBJECTIVE, compute_metrics, confusion, field_metrics, fit_offsets
+from raytasks.settings import TrainConfigError, setting
 
 # the issue's floor: 300 iterations, class weights ~ count^-0.5
 HGB = {
@@ -31,11 +41,115 @@ HGB = {
 }
 
 
+ARCH = "boost"  # a search space's `arch` for these trees (the saved model's arch is `trees`)
+# a searchable HistGradientBoosting field: (type, lo, hi)
+HGB_FIELDS = {
+    "max_iter": (int, 10, 2000),
+    "learning_rate": (float, 1e-3, 1.0),
+    "max_leaf_nodes": (int, 4, 255),
+    "l2_regularization": (float, 0.0, 100.0),
+    "min_samples_leaf": (int, 1, 5000),
+    "max_features": (float, 0.05, 1.0),
+}
+
+
+@dataclass(frozen=True)
+class BoostSettings:
+    """One boosted-trees fit: the record features, the class/record weights, the trees (in
+    `model`, HGB_FIELDS over HGB's defaults) and the CV that scores it."""
+
+    arch: str = setting(ARCH, "the search space's name for these trees", choices=(ARCH,))
+    model: dict = setting({}, "HistGradientBoosting fields (HGB_FIELDS)")  # noqa: RUF009 (a field(default_factory=dict))
+    data: str = setting("data/processed/inter", "a built scheme: <processed>/<scheme>")
+    groups: str = setting(
+        "beat,rr,pace,template", "record feature groups (raytasks.records.GROUPS), comma-separated"
+    )
+    step: int = setting(3, "every STEP-th sample of the beat", limits=(int, 1, 20))
+    folds: int = setting(5, "leave-records-out CV folds", limits=(int, 2, 10))
+    weight_power: float = setting(0.5, "class weights ~ count^-power", limits=(float, 0.0, 1.0))
+    record_power: float = setting(
+        0.0, "record weights ~ (record's beats)^-power", limits=(float, 0.0, 1.0)
+    )
+    seed: int = setting(0, "seed of the folds and the trees", limits=(int, None, None))
+    metric: str = setting(OBJECTIVE, "the CV metric reported to Tune", choices="metric")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "BoostSettings":
+        unknown = sorted(set(values) - set(BOOST_NAMES))
+        if unknown:
+            raise TrainConfigError(f"unknown boost setting(s) {unknown}")
+        settings = cls(**{**values, "model": dict(values.get("model") or {})})
+        for key in BOOST_NAMES:
+            problem = check_boost_setting(key, getattr(settings, key))
+            if problem:
+                raise TrainConfigError(problem)
+        return settings
+
+    @property
+    def params(self) -> dict:
+        """The record-feature parameters (model.json `record_features`)."""
+        return {"step": self.step, "groups": [g.strip() for g in self.groups.split(",")]}
+
+    @property
+    def hgb(self) -> dict:
+        """What `fit` takes: HGB's settings and the two weight powers."""
+        return (
+            HGB
+            | self.model
+            | {
+                "weight_power": self.weight_power,
+                "record_power": self.record_power,
+            }
+        )
+
+
+BOOST_NAMES = tuple(f.name for f in dataclasses.fields(BoostSettings))
+
+
+def check_boost_setting(key: str, value) -> str | None:
+    """What is wrong with `value` for boost setting `key` (None: nothing)."""
+    from raytasks.nets import check_value
+    from raytasks.records import GROUPS
+    from raytasks.settings import check_setting
+
+    if key == "model":
+        if not isinstance(value, dict):
+            return f"model must be a table of {sorted(HGB_FIELDS)}, got {value!r}"
+        for k, v in value.items():
+            problem = check_hgb_field(k, v)
+            if problem:
+                return problem
+        return None
+    if key == "groups":
+        names = [g.strip() for g in value.split(",")] if isinstance(value, str) else None
+        if not names or not set(names) <= set(GROUPS):
+            return f"groups must be comma-separated names of {list(GROUPS)}, got {value!r}"
+        return None
+    meta = {f.name: f.metadata for f in dataclasses.fields(BoostSettings)}[key]
+    if key in ("metric", "data"):
+        return check_setting(key, value)
+    if meta["choices"]:
+        return None if value in meta["choices"] else f"{key} must be one of {meta['choices']}"
+    return check_value(key, value, *meta["limits"]) if meta["limits"] else None
+
+
+def check_hgb_field(key: str, value) -> str | None:
+    from raytasks.nets import check_value
+
+    if key not in HGB_FIELDS:
+        return f"unknown field '{key}' for boost; known: {sorted(HGB_FIELDS)}"
+    return check_value(f"boost.{key}", value, *HGB_FIELDS[key])
+
+
 def load(processed: Path, scheme: str, splits=("train", "valid")):
     """(x beat + RR, y, context with record/sample) of the given splits of a built scheme."""
+    return load_dir(scheme_path(processed, scheme), splits)
+
+
+def load_dir(data_dir: Path, splits=("train", "valid")):
     from raytasks.data.stream import read_split, split_files
 
-    files = [f for s in splits for f in split_files(scheme_path(processed, scheme), s)]
+    files = [f for s in splits for f in split_files(Path(data_dir), s)]
     arrays = read_split(files, rr=True)
     # same files, same order: row i of context is beat i of x
     context = pq.ParquetDataset(files).read(columns=["record", "sample"]).to_pandas()
@@ -67,16 +181,63 @@ def raw_logits(est, features: np.ndarray) -> np.ndarray:
     return out
 
 
-def cross_validate(features, y, records, settings: dict, folds: int = 5, seed: int = 0):
-    """Out-of-fold logits with whole records held out (GroupKFold, stratified by class)."""
+def fold_logits(features, y, records, settings: dict, folds: int = 5, seed: int = 0):
+    """(held-out rows, their logits) per fold, whole records held out (GroupKFold,
+    stratified by class)."""
     from sklearn.model_selection import StratifiedGroupKFold
 
-    oof = np.zeros((len(y), NUM_CLASSES))
     split = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     for train_idx, test_idx in split.split(features, y, groups=records):
         est = fit(features[train_idx], y[train_idx], settings, seed, records[train_idx])
-        oof[test_idx] = raw_logits(est, features[test_idx])
+        yield test_idx, raw_logits(est, features[test_idx])
+
+
+def cross_validate(features, y, records, settings: dict, folds: int = 5, seed: int = 0):
+    """Out-of-fold logits with whole records held out."""
+    oof = np.zeros((len(y), NUM_CLASSES))
+    for test_idx, logits in fold_logits(features, y, records, settings, folds, seed):
+        oof[test_idx] = logits
     return oof
+
+
+def features_of(s: BoostSettings):
+    """(features, y, records) of the settings' train + valid splits."""
+    from raytasks.records import record_features
+
+    x, y, ctx = load_dir(Path(s.data))
+    return record_features(x, ctx, s.params), y, ctx["record"].to_numpy()
+
+
+def search_trial(s: BoostSettings, report) -> None:
+    """A Tune trial: the CV one fold per report(metrics, checkpoint dir or None), each with
+    the metrics of every beat held out so far; the last carries the out-of-fold logits (the
+    export fits the offsets on them), so only a trial that ran every fold can be exported."""
+    features, y, records = features_of(s)
+    oof = np.zeros((len(y), NUM_CLASSES))
+    seen = np.zeros(len(y), dtype=bool)
+    folds = fold_logits(features, y, records, s.hgb, s.folds, s.seed)
+    for fold, (test_idx, logits) in enumerate(folds, start=1):
+        oof[test_idx], seen[test_idx] = logits, True
+        metrics = compute_metrics(y[seen], oof[seen].argmax(axis=1)) | {
+            "epoch": fold,
+            "cv_beats": int(seen.sum()),
+        }
+        if fold < s.folds:
+            report(metrics, None)
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            np.save(Path(tmp) / "oof.npy", oof)
+            (Path(tmp) / "settings.json").write_text(json.dumps(dataclasses.asdict(s)))
+            report(metrics, tmp)
+
+
+def export_trial(oof_dir: Path, s: BoostSettings, out_dir: Path, source: str) -> dict:
+    """A searched trial's config fitted on all of train + valid, exported like `raytasks
+    boost` does, its offsets fitted on the trial's own out-of-fold logits."""
+    features, y, records = features_of(s)
+    oof = np.load(Path(oof_dir) / "oof.npy")
+    est = fit(features, y, s.hgb, s.seed, records)
+    return export(est, s.params, s.hgb, out_dir, oof, y, Path(s.data).name, source)
 
 
 def export(

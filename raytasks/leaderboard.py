@@ -48,8 +48,10 @@ def rows_of(grid, dev: str, experiment: str, space, search: dict):
         df = result.metrics_dataframe
         if df is None or df.empty or metric not in df:
             continue
-        best = df.loc[df[metric].idxmax()]
         settings = trial_settings(space, result.config)
+        # boosted trees report CV folds: the last report holds every fold, an earlier one
+        # only some of the records (not a better model)
+        best = df.iloc[-1] if space.boost else df.loc[df[metric].idxmax()]
         rows.append(
             {
                 "dev": dev,

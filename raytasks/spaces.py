@@ -17,6 +17,10 @@ architecture is itself a choice and each keeps its own sub-space, read from its 
 Distributions: uniform, loguniform (low, high), randint (low, high exclusive), qrandint
 (low, high inclusive, q), choice (values). Everything is checked before Ray starts; an
 error names the file and line.
+
+`arch = "boost"` is the boosted trees of raytasks.boost: its settings are `BoostSettings`
+fields and its `model` fields HistGradientBoosting's (boost.HGB_FIELDS); it is a space of
+its own, not one of a conditional space's `archs`.
 """
 
 import math
@@ -25,6 +29,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from raytasks import boost
 from raytasks.config import ROOT
 from raytasks.nets import check_field, check_model, config_fields, list_models
 from raytasks.settings import NAMES as TRAIN_SETTINGS
@@ -74,6 +79,20 @@ class Space:
     @property
     def conditional(self) -> bool:
         return len(self.archs) > 1
+
+    @property
+    def boost(self) -> bool:  # boosted trees, scored by CV folds (raytasks.boost)
+        return boost.ARCH in self.archs
+
+
+def setting_names(arch: str) -> tuple:
+    return boost.BOOST_NAMES if arch == boost.ARCH else TRAIN_SETTINGS
+
+
+def setting_problem(arch: str, key: str, value) -> str | None:
+    if arch == boost.ARCH:
+        return boost.check_boost_setting(key, value)
+    return check_setting(key, value)
 
 
 def space_path(name_or_path: str) -> Path:
@@ -184,7 +203,9 @@ def spec_values(spec: dict) -> list:
 
 def _value_problem(arch: str, key: str, value, is_model: bool, fixed_model: dict):
     if not is_model:
-        return check_setting(key, value)
+        return setting_problem(arch, key, value)
+    if arch == boost.ARCH:
+        return boost.check_hgb_field(key, value)
     problem = check_field(arch, key, value)
     if problem is None:
         try:
@@ -251,10 +272,10 @@ def _check_keys(
     w: Where, arch: str, fixed: dict, space: dict, model: dict, fixed_model: dict
 ) -> None:
     """Every key a training setting (searchable where searched) or a field of the arch."""
-    fields = config_fields(arch)
+    fields = boost.HGB_FIELDS if arch == boost.ARCH else config_fields(arch)
     for section, keys in (("fixed", fixed), ("space", space)):
         for key in keys:
-            if key not in TRAIN_SETTINGS or (section == "space" and key in NOT_SEARCHABLE):
+            if key not in setting_names(arch) or (section == "space" and key in NOT_SEARCHABLE):
                 raise SpaceError(
                     f"{w.at(section, key)}: unknown or unsearchable training field '{key}'"
                 )
@@ -269,8 +290,10 @@ def _check_keys(
 
 def _check_arch(path: Path, text: str, arch: str, data: dict) -> ArchSpace:
     w = Where(path, key_lines(text))
-    if not isinstance(arch, str) or arch not in list_models():
-        raise SpaceError(f"{w.at('arch')}: unknown architecture {arch!r}; known: {list_models()}")
+    if not isinstance(arch, str) or arch not in [*list_models(), boost.ARCH]:
+        raise SpaceError(
+            f"{w.at('arch')}: unknown architecture {arch!r}; known: {[*list_models(), boost.ARCH]}"
+        )
     unknown_top = sorted(set(data) - {"arch", "archs", "fixed", "space", "points_to_evaluate"})
     if unknown_top:
         raise SpaceError(f"{w.at(unknown_top[0])}: unknown key(s) {unknown_top}")
@@ -314,6 +337,11 @@ def _check_archs(path: Path, text: str, data: dict, only_archs) -> list[str]:
         raise SpaceError(
             f"{w.at('archs')}: archs must be a list of architecture names, "
             f'e.g. ["gru", "cnn1d"]; got {archs!r}'
+        )
+    if boost.ARCH in archs:
+        raise SpaceError(
+            f"{w.at('archs')}: boost is searched by a space of its own (--space boost), "
+            f"scored by CV folds, not as one of a conditional space's archs"
         )
     unknown = [a for a in archs if a not in list_models()]
     if unknown:

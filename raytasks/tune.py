@@ -164,6 +164,15 @@ def trial_fn(sampled: dict, space, base: dict, fs=None, datasets=None):
     quiet_sigterm_exit()
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # a line per checkpoint saved
     settings = run_settings(space, sampled, base)
+    if space.boost:  # one CV fold per report (raytasks.boost)
+        from raytasks.boost import search_trial
+
+        def report_fold(metrics, oof_dir):
+            ckpt = oof_dir and tune.Checkpoint.from_directory(oof_dir)
+            tune.report(metrics, checkpoint=ckpt or None)
+
+        search_trial(settings, report_fold)
+        return
     if base["workers"] > 1:
         from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -189,9 +198,15 @@ def trial_fn(sampled: dict, space, base: dict, fs=None, datasets=None):
     fit_local(settings, report, checkpoint=tune.get_checkpoint(), label=label, datasets=datasets)
 
 
-def run_settings(space, sampled: dict, base: dict) -> TrainSettings:
-    """A trial's training settings: its sampled values over the search's fixed ones."""
+def run_settings(space, sampled: dict, base: dict):
+    """A trial's settings: its sampled values over the search's fixed ones (TrainSettings;
+    BoostSettings for the trees, which take the data, seed and metric)."""
     fixed = {k: v for k, v in base.items() if not k.startswith("_")}  # _storage: not a setting
+    if space.boost:
+        from raytasks.boost import BoostSettings
+
+        shared = {k: fixed[k] for k in ("data", "seed", "metric") if k in fixed}
+        return BoostSettings.from_dict({**trial_settings(space, sampled), **shared})
     return TrainSettings.from_dict({**trial_settings(space, sampled), **fixed})
 
 
@@ -210,6 +225,7 @@ def plan(req: SearchRequest, store: Storage | None = None) -> Plan:
         )
     if req.grace > req.max_epochs:
         raise SearchError("--grace must not exceed --max-epochs")
+    check_boost(req, space)
     data_dir = config.scheme_dir(cfg)
     from raytasks.data.stream import split_files
 
@@ -217,6 +233,21 @@ def plan(req: SearchRequest, store: Storage | None = None) -> Plan:
     store = store or Storage.from_setting(cfg["storage"])
     name = experiment_name(store.dev(dev), space.name, req.experiment, req.existing)
     return Plan(req, space, cfg, dev, store, name, data_dir)
+
+
+def check_boost(req: SearchRequest, space: Space) -> None:
+    """A boost trial reports a CV fold per iteration and is exported after its last one."""
+    if not space.boost:
+        return
+    folds = space.archs["boost"].fixed.get("folds", 5)
+    if req.max_epochs < folds:
+        raise SearchError(
+            f"--max-epochs: a boost trial reports one of its {folds} CV folds per "
+            f"iteration; --max-epochs {req.max_epochs} would stop every trial before its "
+            f"last fold (set it to {folds})"
+        )
+    if req.workers > 1:
+        raise SearchError("--workers: boosted trees fit in one process; use --workers 1")
 
 
 def latest_experiment(area: DevArea, space_name: str) -> str:
@@ -297,7 +328,8 @@ def trainable(p: Plan, base: dict):
     from raytasks.train import open_datasets
 
     req = p.request
-    datasets = open_datasets(base["data"], seed=base["seed"])
+    # the trees read their features in the trial (each trial chooses its own)
+    datasets = None if p.space.boost else open_datasets(base["data"], seed=base["seed"])
     # with --workers > 1 the trial process only drives its TorchTrainer (Tune refuses 0 CPU)
     resources = (
         {"CPU": 0.05}
@@ -564,7 +596,15 @@ def export_best(grid, space, base: dict, metric: str, out: Path) -> list[tuple[P
     written = []
     for path, (value, ckpt, metrics, result) in targets:
         settings = run_settings(space, result.config, base)
-        export_checkpoint(ckpt, metrics, settings, derive(settings), path, source=str(result.path))
+        if space.boost:
+            from raytasks.boost import export_trial
+
+            with ckpt.as_directory() as oof_dir:
+                export_trial(oof_dir, settings, path, source=str(result.path))
+        else:
+            export_checkpoint(
+                ckpt, metrics, settings, derive(settings), path, source=str(result.path)
+            )
         print(
             f"{path.name}: {settings.arch} trial {metrics.get('trial_id', '')} "
             f"({metric} {value:.4f})",
