@@ -57,9 +57,10 @@ test: .venv/.installed  ## the whole test suite (inside `unshare -n` where it ca
 test-fast: .venv/.installed  ## the tests that start no Ray and take seconds (< 60 s)
 	@$(in_netns); RAYTASKS_TEST_NO_RAY=1 $(PY) -m pytest -q -m "not ray and not cluster and not slow" tests
 
-lint: .venv/.installed  ## ruff: the rules, and the formatter's layout
+lint: .venv/.installed  ## ruff: the rules and the formatter's layout; mypy on core/ and models/saved.py
 	.venv/bin/ruff check raytasks tests bench
 	.venv/bin/ruff format --check raytasks tests bench
+	.venv/bin/mypy
 
 bench: .venv/.installed  ## speed scripts in bench/
 	for f in bench/*.py; do $(PY) $$f || exit 1; done

@@ -7,7 +7,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from raytasks import config
+from raytasks.core import config
 from raytasks.data.build import build
 from raytasks.data.mitdb import resolve_records
 

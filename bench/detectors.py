@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from raytasks import config
+from raytasks.core import config
 from raytasks.data.mitdb import list_records, resolve_records
-from raytasks.score import match_beats, outside, read_annotations
+from raytasks.recordings.score import match_beats, outside, read_annotations
 
 
 def read_lead(records: Path, name: str) -> tuple[np.ndarray, float]:
@@ -48,7 +48,7 @@ def neurokit_peaks(x, fs):
 
 
 def predict_peaks(x, fs):
-    from raytasks.predict import detect_peaks
+    from raytasks.recordings.predict import detect_peaks
 
     return detect_peaks(x, fs)
 

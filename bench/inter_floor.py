@@ -5,7 +5,7 @@ columns with 95% intervals from bootstrapping DS2's records.
     python bench/inter_floor.py [--processed data/processed] [--boot 1000]
 
 Rows: every 3rd beat sample + the 4 RR columns; then + the beat minus its record's median
-beat (every 3rd sample, L1, L2) + the local RR over the record's mean (raytasks.records).
+beat (every 3rd sample, L1, L2) + the local RR over the record's mean (raytasks.data.features).
 Whatever ships for `inter` must beat the second row's S F1 and V F1 on DS2.
 """
 
@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 from raytasks import boost  # raytasks before ray, as in the other benches
-from raytasks.metrics import FIELD_COLUMNS, field_table, record_bootstrap
-from raytasks.records import FLOOR_ROWS, record_features
+from raytasks.core.metrics import FIELD_COLUMNS, field_table, record_bootstrap
+from raytasks.data.features import FLOOR_ROWS, record_features
 
 ROOT = Path(__file__).resolve().parents[1]
 # the issue's floor: 300 iterations with scikit-learn's default early stopping (on > 10k

@@ -15,7 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from raytasks import config, saved
+from raytasks.core import config
+from raytasks.models import saved
 
 COMMANDS = (["data", "build", "--scheme", "intra"], ["evaluate", "--split", "valid"])
 

@@ -10,9 +10,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from raytasks import config
+from raytasks.core import config
 from raytasks.data.mitdb import list_records, resolve_records
-from raytasks.predict import default_model, predict
+from raytasks.recordings.predict import default_model, predict
 
 
 def main():

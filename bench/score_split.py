@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from raytasks import config
+from raytasks.core import config
 from raytasks.data.mitdb import resolve_records
-from raytasks.score import ec57_table, score_all
+from raytasks.recordings.score import ec57_table, score_all
 
 
 def main():

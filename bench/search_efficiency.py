@@ -12,10 +12,10 @@ import tempfile
 
 import click
 
-from raytasks import config
-from raytasks.metrics import OBJECTIVE
-from raytasks.spaces import load_space, to_tune
-from raytasks.tune import MODE, conditional_hyperopt, trial_fn
+from raytasks.core import config
+from raytasks.core.metrics import OBJECTIVE
+from raytasks.tune.search import MODE, conditional_hyperopt, trial_fn
+from raytasks.tune.spaces import load_space, to_tune
 
 
 def search(kind: str, space, base: dict, samples: int, max_epochs: int, seed: int, storage):
@@ -23,7 +23,7 @@ def search(kind: str, space, base: dict, samples: int, max_epochs: int, seed: in
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
-    from raytasks.train import open_datasets
+    from raytasks.training.train import open_datasets
 
     datasets = open_datasets(base["data"], seed=seed)  # once, shared by the trials, as tune's
     trainable = tune.with_resources(

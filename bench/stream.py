@@ -30,7 +30,7 @@ import time
 import numpy as np
 import torch
 
-from raytasks import config
+from raytasks.core import config
 from raytasks.data.stream import (
     StreamStats,
     class_counts,
@@ -248,7 +248,7 @@ def big_corpus(files, tiles: int):
     """Part 3, in its own Ray instance (a capped object store)."""
     import ray
 
-    from raytasks.cluster import _psutil
+    from raytasks.team.cluster import _psutil
 
     psutil = _psutil()  # Ray's own copy
     with tempfile.TemporaryDirectory() as tmp:

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from raytasks import config
+from raytasks.core import config
 from raytasks.data.stream import class_counts, load_split, split_files
 from raytasks.nets import create_model
-from raytasks.train import fit
+from raytasks.training.train import fit
 
 BATCH = 256
 

@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from raytasks import paths
 from raytasks.cli import main
+from raytasks.core import paths
 from raytasks.data import FEATURES
 from tests.conftest import copy_records, read_shards, snapshot
 
@@ -44,7 +44,7 @@ def assert_refused(res, *needles):
 def no_ray(monkeypatch, tmp_path):
     """A refusal must come before any cluster: starting Ray here is a failure. Settings come
     from an empty config file, not the checkout's."""
-    from raytasks import ray_connect
+    from raytasks.core import ray_connect
 
     def refuse():
         raise AssertionError("Ray was started")

@@ -8,12 +8,12 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from raytasks import boost
 from raytasks.cli import main
-from raytasks.metrics import OBJECTIVE, compute_metrics
-from raytasks.settings import TrainConfigError
-from raytasks.spaces import SpaceError, load_space, trial_settings
-from raytasks.tune import SearchError, SearchRequest, check_boost, run_settings
+from raytasks.core.metrics import OBJECTIVE, compute_metrics
+from raytasks.training import boost
+from raytasks.training.settings import TrainConfigError
+from raytasks.tune.search import SearchError, SearchRequest, check_boost, run_settings
+from raytasks.tune.spaces import SpaceError, load_space, trial_settings
 
 TINY_SPACE = """
 arch = "boost"
@@ -115,7 +115,7 @@ def test_a_trial_reports_each_fold_and_its_last_report_is_the_whole_cv(processed
 def test_a_tiny_boost_search_lands_in_the_leaderboard_and_exports(
     ray_cluster, processed, tmp_path, monkeypatch, tiny_space
 ):
-    from raytasks.tune import run
+    from raytasks.tune.search import run
 
     env = {
         "RAYTASKS_DEV": "bob",

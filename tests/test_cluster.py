@@ -19,7 +19,7 @@ import yaml
 from click.testing import CliRunner
 
 from raytasks.cli import main
-from raytasks.cluster import _psutil
+from raytasks.team.cluster import _psutil
 from tests.conftest import ROOT
 
 

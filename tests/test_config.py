@@ -1,7 +1,7 @@
 import pytest
 
-from raytasks import config
-from raytasks.storage import run_dev
+from raytasks.core import config
+from raytasks.core.storage import run_dev
 
 
 def test_precedence_file_env_flags(tmp_path, monkeypatch):

@@ -9,10 +9,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from raytasks import saved, train
 from raytasks.cli import main
+from raytasks.core.metrics import compute_metrics, fbeta_macro
 from raytasks.data.stream import load_split, split_files
-from raytasks.metrics import compute_metrics, fbeta_macro
+from raytasks.models import saved
+from raytasks.training import train
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,12 @@ import pytest
 from click.testing import CliRunner
 from sklearn.metrics import recall_score
 
-from raytasks import saved, train
 from raytasks.cli import main
+from raytasks.core.metrics import fbeta_macro, fit_offsets
 from raytasks.data import FEATURES
 from raytasks.data.stream import load_split, split_files
-from raytasks.metrics import fbeta_macro, fit_offsets
+from raytasks.models import saved
+from raytasks.training import train
 from tests.conftest import read_shards
 
 COLUMNS = [
@@ -278,7 +279,7 @@ def test_warm_run_is_byte_identical_and_never_stale(
     import pyarrow.parquet as pq
     import torch
 
-    from raytasks import evaluate
+    from raytasks.evaluation import evaluate
 
     data = tmp_path / "p"
     shutil.copytree(processed / "intra", data / "intra")
@@ -333,7 +334,7 @@ def test_cache_keeps_an_entry_a_concurrent_run_wrote_meanwhile(
 ):
     """Two runs missing the same entry: the one finishing second keeps the first one's
     folder (a reader may be copying from it) instead of swapping it out, and reads it."""
-    from raytasks import evaluate
+    from raytasks.evaluation import evaluate
 
     x, y, desc, context = evaluate.load_eval_data(processed, "intra", "valid")
     store, model = tmp_path / "cache", models_dir / "tiny-intra"
@@ -414,7 +415,8 @@ def test_evaluation_imports_no_ray():
     import sys
 
     code = (
-        "import sys, raytasks.evaluate, raytasks.saved, raytasks.ensemble, raytasks.predict; "
+        "import sys, raytasks.evaluation.evaluate, raytasks.models.saved, "
+        "raytasks.models.ensemble, raytasks.recordings.predict; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'torch')))"
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
@@ -465,8 +467,8 @@ def test_calibrate_refits_offsets_on_the_model_s_scheme(env, processed, models_d
 
 
 def test_progress_line_prints_a_model_s_rows_as_it_finishes():
-    from raytasks.evaluate import progress_line
-    from raytasks.metrics import OBJECTIVE, RECALL_NAMES
+    from raytasks.core.metrics import OBJECTIVE, RECALL_NAMES
+    from raytasks.evaluation.evaluate import progress_line
 
     def point(f2, recalls):
         return {"metrics": {OBJECTIVE: f2, **dict(zip(RECALL_NAMES, recalls))}}
@@ -489,7 +491,7 @@ def test_confusion_titles_name_the_split_and_scheme(processed, tmp_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from raytasks.evaluate import load_eval_data, plot_confusion
+    from raytasks.evaluation.evaluate import load_eval_data, plot_confusion
 
     class KeepFigure:  # pyplot, keeping the figure to read its titles back
         def subplots(self, *args, **kwargs):

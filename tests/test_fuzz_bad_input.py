@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from raytasks.cli import main
-from raytasks.config import DEFAULTS, PATH_SETTINGS, PORT_RANGE
+from raytasks.core.config import DEFAULTS, PATH_SETTINGS, PORT_RANGE
+from raytasks.core.paths import NAME
 from raytasks.data import FEATURES
-from raytasks.paths import NAME
 from tests.conftest import copy_records, read_shards, snapshot
 
 FUZZ = settings(
@@ -59,7 +59,7 @@ def toml_value(v) -> str:
 
 @pytest.fixture
 def quiet_env(monkeypatch, tmp_path):
-    from raytasks import ray_connect
+    from raytasks.core import ray_connect
 
     def refuse():
         raise AssertionError("Ray was started")

@@ -7,9 +7,9 @@ from types import SimpleNamespace
 
 import pandas as pd
 
-from raytasks import leaderboard as lb
-from raytasks.metrics import METRIC_NAMES, RECALL_NAMES
-from raytasks.spaces import load_space
+from raytasks.core.metrics import METRIC_NAMES, RECALL_NAMES
+from raytasks.tune import leaderboard as lb
+from raytasks.tune.spaces import load_space
 
 
 def result(arch: str, values: list[float], trial_id: str):
@@ -78,7 +78,7 @@ def test_rows_rank_within_a_scheme_and_keep_cut_trials_apart(tmp_path):
 
 
 def test_record_uses_the_saved_search_not_the_resume_flags(capsys):
-    from raytasks.tune import Plan, SearchRequest, record
+    from raytasks.tune.search import Plan, SearchRequest, record
 
     space = load_space("cnn1d")
     req = SearchRequest("cnn1d", metric="Recallmacro", max_epochs=9, scheme="inter")

@@ -76,6 +76,7 @@ def test_target_without_its_argument_says_how(target, var):
     assert f"usage: make {target} {var}=" in res.stdout + res.stderr
 
 
+@pytest.mark.slow  # mypy's first run reads torch and numpy's stubs
 def test_lint_passes():
     res = make("lint", dry=False)
     assert res.returncode == 0, res.stdout + res.stderr

@@ -1,7 +1,7 @@
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, fbeta_score, precision_score, recall_score
 
-from raytasks.metrics import METRIC_NAMES, compute_metrics, confusion
+from raytasks.core.metrics import METRIC_NAMES, compute_metrics, confusion
 
 
 def fixed_case():

@@ -12,8 +12,15 @@ from click.testing import CliRunner
 
 from raytasks.cli import main
 from raytasks.data.beats import record_beats
-from raytasks.predict import check_signal, detect_chunk, detect_peaks, longest_run, probe, read_span
-from raytasks.score import match_beats, read_annotations, score_record
+from raytasks.recordings.predict import (
+    check_signal,
+    detect_chunk,
+    detect_peaks,
+    longest_run,
+    probe,
+    read_span,
+)
+from raytasks.recordings.score import match_beats, read_annotations, score_record
 from tests.atr import read_atr
 from tests.conftest import ROOT
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from raytasks import boost
 from raytasks.cli import main
+from raytasks.core.metrics import confusion, field_metrics, record_bootstrap
 from raytasks.data import FEATURES, DataError
-from raytasks.metrics import confusion, field_metrics, record_bootstrap
-from raytasks.records import GROUPS, record_features, rr_seconds
+from raytasks.data.features import GROUPS, record_features, rr_seconds
+from raytasks.training import boost
 
 ALL = {"step": 3, "groups": list(GROUPS)}
 TINY = boost.HGB | {"max_iter": 8, "max_leaf_nodes": 7}
@@ -116,7 +116,7 @@ def test_boost_exports_a_model_evaluate_reads_and_files_skip(processed, tmp_path
     rows = pd.read_csv(tmp_path / "results" / "test" / "output.csv").set_index("modeltag")
     # evaluate's figures are the exported trees' own on DS2 features
     x, y, ctx = boost.load(processed, "inter", ("test",))
-    from raytasks.saved import load_model, predict_logits
+    from raytasks.models.saved import load_model, predict_logits
 
     model, _ = load_model(models / "boost-tiny")
     pred = predict_logits(model, record_features(x, ctx, info["record_features"])).argmax(1)

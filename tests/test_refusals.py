@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from raytasks.cli import main
 from raytasks.data import DataError
-from raytasks.tune import SearchError, SearchRequest, check_cluster
+from raytasks.tune.search import SearchError, SearchRequest, check_cluster
 from tests.conftest import ROOT
 
 
@@ -80,7 +80,7 @@ def shipped(dest, name, f2):
 
 
 def test_predict_default_model_is_the_best_valid_f2(tmp_path):
-    from raytasks.predict import default_model
+    from raytasks.recordings.predict import default_model
 
     shipped(tmp_path, "resnet1d-intra", 0.5)
     shipped(tmp_path, "resnet1d-intra-rr", 0.7)
@@ -115,7 +115,7 @@ def test_job_group_runs_the_top_level_commands(monkeypatch, tmp_path, new, old):
 def test_score_reads_atr_through_the_build_s_checks(mitdb, tmp_path):
     """`raytasks score` (and predict --peaks atr) read .atr files with the data build's reader:
     a truncated file is one error naming it, not a silently shorter reference."""
-    from raytasks.score import read_annotations
+    from raytasks.recordings.score import read_annotations
 
     whole = read_annotations(mitdb, "100")
     assert len(whole[0]) == 2273  # the record's beats (PhysioNet: 2,273 in 100.atr)

@@ -1,4 +1,4 @@
-"""raytasks.saved: the shipped models (model.json version 1) load unchanged, a newer
+"""raytasks.models.saved: the shipped models (model.json version 1) load unchanged, a newer
 format is refused in one line, and write_info stamps the current version."""
 
 import json
@@ -7,8 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
-from raytasks import saved
 from raytasks.data import DataError
+from raytasks.models import saved
 from tests.conftest import ROOT
 
 SHIPPED = sorted(p.parent for p in (ROOT / "models").glob("*/model.json"))
@@ -63,7 +63,7 @@ def test_times_in_files_are_iso_and_in_names_compact():
     import re
     from datetime import UTC, datetime
 
-    from raytasks.constants import utc_stamp
+    from raytasks.core.constants import utc_stamp
 
     iso = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
     assert all(iso.fullmatch(saved.read_info(d)["exported"]) for d in SHIPPED)

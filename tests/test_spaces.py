@@ -7,8 +7,8 @@ from click.testing import CliRunner
 from hyperopt.pyll import stochastic
 
 from raytasks.cli import main
-from raytasks.settings import TrainSettings
-from raytasks.spaces import (
+from raytasks.tune.search import run_settings
+from raytasks.tune.spaces import (
     SpaceError,
     hyperopt_points,
     load_space,
@@ -30,9 +30,9 @@ def test_shipped_spaces_sample_valid_training_configs(name):
     rng = np.random.default_rng(0)
     archs = set()
     for _ in range(12):
-        settings = trial_settings(space, stochastic.sample(to_hyperopt(space), rng=rng))
-        TrainSettings.from_dict(settings)  # raises on anything train would refuse
-        archs.add(settings["arch"])
+        sampled = stochastic.sample(to_hyperopt(space), rng=rng)
+        run_settings(space, sampled, {})  # raises on anything train (or boost) would refuse
+        archs.add(trial_settings(space, sampled)["arch"])
     assert archs <= set(space.archs)
     assert (len(archs) > 1) == space.conditional
 
@@ -97,12 +97,12 @@ def test_malformed_space_refused_naming_the_line(case, tmp_path, monkeypatch):
     monkeypatch.setenv("RAYTASKS_DEV", "tester")
     import ray
 
-    import raytasks.ray_connect
+    import raytasks.core.ray_connect
 
     def no_ray(*a, **k):
         raise AssertionError("Ray was started before the space was checked")
 
-    monkeypatch.setattr(raytasks.ray_connect, "init_ray", no_ray)
+    monkeypatch.setattr(raytasks.core.ray_connect, "init_ray", no_ray)
     monkeypatch.setattr(ray, "init", no_ray)
     res = CliRunner().invoke(main, ["tune", "--space", str(path)])
     assert res.exit_code != 0, res.output
@@ -120,7 +120,7 @@ def test_tune_refuses_placeholder_dev(monkeypatch, tmp_path):
 
 
 def test_live_table_shows_the_settings_most_architectures_search():
-    from raytasks.tune import table_keys
+    from raytasks.tune.search import table_keys
 
     space = load_space("all")
     searched = {n: {*a.space, *(f"model.{m}" for m in a.model)} for n, a in space.archs.items()}

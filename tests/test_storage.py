@@ -15,12 +15,9 @@ import pandas as pd
 import pyarrow.fs as pafs
 import pytest
 
-from raytasks import cluster as rc
-from raytasks import config
-from raytasks.leaderboard import COLUMNS as LEADERBOARD_COLUMNS
-from raytasks.leaderboard import sync as sync_leaderboard
-from raytasks.paths import PathError
-from raytasks.storage import (
+from raytasks.core import config
+from raytasks.core.paths import PathError
+from raytasks.core.storage import (
     FOLDERS,
     Storage,
     for_job,
@@ -30,6 +27,9 @@ from raytasks.storage import (
     team_rows,
     write_results,
 )
+from raytasks.team import cluster as rc
+from raytasks.tune.leaderboard import COLUMNS as LEADERBOARD_COLUMNS
+from raytasks.tune.leaderboard import sync as sync_leaderboard
 
 
 def make_store(kind: str, tmp_path: Path) -> Storage:

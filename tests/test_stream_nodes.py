@@ -19,7 +19,7 @@ SCRIPT = """
 import hashlib, json, sys
 from pathlib import Path
 import ray
-from raytasks import train
+from raytasks.training import train
 
 out = Path(sys.argv[2])
 

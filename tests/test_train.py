@@ -9,13 +9,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from raytasks import saved, train
 from raytasks.cli import main
+from raytasks.core.metrics import METRIC_NAMES
 from raytasks.data import FEATURES, RR_FEATURES
 from raytasks.data.stream import load_split, split_files
-from raytasks.metrics import METRIC_NAMES
+from raytasks.models import saved
 from raytasks.nets import create_model
-from raytasks.settings import FIELDS, TrainConfigError, TrainSettings
+from raytasks.training import train
+from raytasks.training.settings import FIELDS, TrainConfigError, TrainSettings
 
 
 def tiny(processed, **over):

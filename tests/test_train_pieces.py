@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from raytasks.nets import create_model
-from raytasks.settings import TrainSettings, stream_weights
-from raytasks.train import augment, loss_fn, lr_lambda
+from raytasks.training.settings import TrainSettings, stream_weights
+from raytasks.training.train import augment, loss_fn, lr_lambda
 
 BEAT, RR = 187, 4
 
@@ -241,7 +241,7 @@ def test_settings_own_their_model_table():
 
 EXIT_IN_GC = """
 import sys
-from raytasks.ray_connect import quiet_sigterm_exit
+from raytasks.core.ray_connect import quiet_sigterm_exit
 
 class Exits:  # what Ray's SIGTERM handler does when it lands in a GC callback
     def __del__(self):

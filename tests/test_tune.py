@@ -38,8 +38,8 @@ def tune_env(monkeypatch, tmp_path, processed):
 def test_tiny_search_asha_hyperopt_leaderboard_wandb_export(ray_cluster, tune_env, monkeypatch):
     import pyarrow.fs as pafs
 
-    from raytasks.storage import Storage
-    from raytasks.tune import SearchRequest, run
+    from raytasks.core.storage import Storage
+    from raytasks.tune.search import SearchRequest, run
 
     (tune_env / "team").mkdir()
     store = Storage(
@@ -137,7 +137,7 @@ def test_resume_after_kill_skips_finished_trials(tune_env):
     cmd = [
         sys.executable,
         "-m",
-        "raytasks.tune",
+        "raytasks.tune.search",
         "--space",
         "cnn1d",
         "--samples",
@@ -190,7 +190,7 @@ def test_trial_its_trainer_and_a_streamed_split_share_two_cpus(ray_cluster, tune
     """A Tune trial (its sliver of CPU), its TorchTrainer's two workers and the read tasks
     of a split streamed from its shards, all on the 2 CPUs of this test's Ray: it ends."""
     from raytasks.data import stream
-    from raytasks.tune import SearchRequest, run
+    from raytasks.tune.search import SearchRequest, run
 
     monkeypatch.setattr(stream, "MATERIALIZE_SHARE", 0.0)  # too big to hold: stream it
 
@@ -227,7 +227,7 @@ def test_the_live_table_sorts_only_trials_that_reported(tune_env):
 
     from ray.tune.progress_reporter import _get_progress_table_data
 
-    from raytasks.tune import SearchRequest, all_reported, plan, reporter
+    from raytasks.tune.search import SearchRequest, all_reported, plan, reporter
 
     def trial(i, status, result):
         return SimpleNamespace(

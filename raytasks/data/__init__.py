@@ -3,7 +3,7 @@
 Classes are the five AAMI groups; `CLASS_NAMES[i]` names class i.
 """
 
-from raytasks.constants import (  # noqa: F401  (the data's numbers, re-exported)
+from raytasks.core.constants import (  # noqa: F401  (the data's numbers, re-exported)
     BEAT_LEN,
     CLASS_NAMES,
     CLASS_SHORT,
@@ -12,6 +12,8 @@ from raytasks.constants import (  # noqa: F401  (the data's numbers, re-exported
     NUM_CLASSES,
     RR_FEATURES,
 )
+from raytasks.core.errors import RaytasksError
+from raytasks.core.paths import scheme_path  # noqa: F401  (re-exported)
 
 FEATURES = [str(i) for i in range(BEAT_LEN)]  # the hackathon/Kaggle files' beat columns
 # Shards hold the beat as one tensor column, BEAT: FixedSizeList<float32>[187]. LAYOUT is the
@@ -22,14 +24,5 @@ LAYOUT = 2
 SPLITS = ("train", "valid", "test")
 
 
-def scheme_path(processed, scheme: str):
-    """Where a built scheme lives: <processed>/<scheme>/{train,valid,test}/part-*.parquet
-    plus build.json (the one place this layout is spelled out; config.scheme_dir resolves
-    the settings to it)."""
-    from pathlib import Path
-
-    return Path(processed) / scheme
-
-
-class DataError(ValueError):
+class DataError(RaytasksError):
     """Bad input data; the message names the file and what is wrong with it."""

@@ -23,12 +23,12 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from raytasks.core.paths import clean_leftovers
 from raytasks.data import LAYOUT, DataError, scheme_path
 from raytasks.data.beats import PREPROCESSING, record_beats
 from raytasks.data.mitdb import list_records, verify_checksums
 from raytasks.data.shards import BUILD_VERSION, write_dataset
 from raytasks.data.splits import DEFAULT_PARAMS, SCHEMES
-from raytasks.paths import clean_leftovers
 
 
 def fingerprint(records_dir: Path, names: list[str]) -> str:

@@ -5,9 +5,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from raytasks.core.paths import check_name
 from raytasks.data import BEAT_LEN, FEATURES, LAYOUT, NUM_CLASSES, SPLITS, DataError
 from raytasks.data.shards import BUILD_VERSION, write_dataset
-from raytasks.data.splits import DEFAULT_PARAMS, split_intra
+from raytasks.data.splits import DEFAULT_PARAMS, SCHEMES, split_intra
 
 IMPORT_SLACK = 0.01  # imported beats are min-max normalised: [0, 1] up to rounding
 
@@ -111,6 +112,9 @@ def import_files(
     Without a valid file, a stratified valid_frac of train becomes valid (as `intra`).
     """
     params = DEFAULT_PARAMS | (params or {})
+    check_name(name, "--name")
+    if name in SCHEMES:  # those shards are built from records, not imported
+        raise DataError(f"--name: {sorted(SCHEMES)} are built from records; pick another name")
     if not files.get("train"):
         raise DataError("import needs at least a train file")
     splits = {s: read_import(p) for s, p in files.items() if p}

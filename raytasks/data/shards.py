@@ -13,9 +13,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from raytasks.constants import utc_iso
+from raytasks.core.constants import utc_iso
+from raytasks.core.paths import staged_dir
 from raytasks.data import BEAT, BEAT_LEN, CLASS_SHORT, FEATURES, NUM_CLASSES, RR_FEATURES
-from raytasks.paths import staged_dir
 
 BUILD_VERSION = 3  # 2: RR-interval columns; 3: the beat as one tensor column (LAYOUT)
 

@@ -4,7 +4,7 @@
 import numpy as np
 import pandas as pd
 
-from raytasks.constants import SPLIT_SEED
+from raytasks.core.constants import SPLIT_SEED
 from raytasks.data import NUM_CLASSES, SPLITS, DataError
 
 # de Chazal et al. 2004; the paced records 102, 104, 107, 217 belong to neither set

@@ -1,5 +1,5 @@
-"""The ensemble a saved ensemble (raytasks.saved, raytasks.ensemble) is rebuilt into: not a
-registered architecture (it has no config of its own: its members are saved models)."""
+"""The ensemble a saved ensemble (raytasks.models.saved, raytasks.models.ensemble) is rebuilt
+into: not a registered architecture (it has no config of its own: its members are saved models)."""
 
 import torch
 

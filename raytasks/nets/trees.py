@@ -3,7 +3,7 @@
 A fitted scikit-learn HistGradientBoostingClassifier is flattened into tensors (each node's
 feature, threshold, children, leaf value; each tree's root and class), stored in model.pt as
 a plain state_dict (loaded with weights_only, unlike a pickle) and evaluated by walking every
-tree at once, level by level. Its input is a feature matrix (raytasks.records), not a beat.
+tree at once, level by level. Its input is a feature matrix (raytasks.data.features), not a beat.
 """
 
 from dataclasses import dataclass
@@ -30,7 +30,7 @@ class TreesConfig:
 
 @register("trees", TreesConfig)
 class Trees(nn.Module):
-    trainable = False  # fitted by raytasks.boost, not by the torch training loop
+    trainable = False  # fitted by raytasks.training.boost, not by the torch training loop
 
     def __init__(self, cfg: TreesConfig):
         super().__init__()

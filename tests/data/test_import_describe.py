@@ -149,7 +149,7 @@ def test_describe_prints_percentages_and_plots(processed, tmp_path):
 
 def test_tiny_shares_keep_two_significant_digits():
     from raytasks.data.describe import percent
-    from raytasks.evaluate import share
+    from raytasks.evaluation.evaluate import share
 
     assert [percent(n, 100_000) for n in (0, 1, 28, 999, 1000, 5432)] == [
         "0%",

@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from raytasks.constants import BEAT_LEN, NUM_CLASSES, utc_iso
+from raytasks.core.constants import BEAT_LEN, NUM_CLASSES, utc_iso
+from raytasks.core.paths import staged_dir, write_text
 from raytasks.data import DataError, scheme_path
-from raytasks.paths import staged_dir, write_text
 
 if TYPE_CHECKING:  # torch is imported where a model is built or run: reading model.json
     import torch  # (what to evaluate, a model's scheme) needs neither it nor its start-up
@@ -40,7 +40,7 @@ INFO_FIELDS = {
     "arch": "raytasks.nets architecture, or 'ensemble'",
     "rr": "the model reads x = beat + RR_FEATURES",
     "model": "the architecture's config fields",
-    "record_features": "(trees) the record-feature groups it reads (raytasks.records)",
+    "record_features": "(trees) the record-feature groups it reads (raytasks.data.features)",
     "members": "(ensemble) the member tags under members/",
     "train": "the training settings it ran with",
     "valid_metrics": "metrics on the valid split at export",
@@ -123,7 +123,7 @@ def ensemble_info(
 ) -> dict:
     """An ensemble's model.json: its members (copied under members/), their common data
     build, the ensemble's valid metrics and offsets fitted on that scheme's valid split."""
-    from raytasks.metrics import OBJECTIVE
+    from raytasks.core.metrics import OBJECTIVE
 
     tags = [Path(d).name for d in member_dirs]
     return stamp(
@@ -157,7 +157,7 @@ def trees_info(
 ) -> dict:
     """A `raytasks boost` model's model.json: the trees' config, the record-feature groups
     it reads, and figures/offsets from its record-level cross-validation (empty: no CV)."""
-    from raytasks.metrics import OBJECTIVE
+    from raytasks.core.metrics import OBJECTIVE
 
     return stamp(
         {
@@ -215,6 +215,7 @@ def load_model(model_dir: Path) -> tuple[torch.nn.Module, dict]:
     model_dir = Path(model_dir)
     try:
         info = read_info(model_dir)
+        model: torch.nn.Module
         if info["arch"] == "ensemble":
             model = Ensemble(
                 [load_model(model_dir / "members" / tag)[0] for tag in info["members"]]
@@ -238,11 +239,12 @@ def _load_network(model_dir: Path, info: dict) -> torch.nn.Module:
 
     from raytasks.nets import create_model, input_width
 
-    # a record-features model (raytasks.records) reads beat + RR, then features of them
+    # a record-features model (raytasks.data.features) reads beat + RR, then features of them
     wrap = info.get("rr", False) and not info.get("record_features")
     model = create_model(info["arch"], rr=wrap, **info["model"])
     model.load_state_dict(torch.load(model_dir / WEIGHTS, weights_only=True, map_location="cpu"))
-    model.input_width = input_width(info.get("rr", False))  # columns of x it reads
+    # the columns of x it reads (an attribute nn.Module itself does not declare)
+    model.input_width = input_width(info.get("rr", False))  # type: ignore[assignment]
     return model
 
 
@@ -267,7 +269,7 @@ def valid_split(processed: Path, scheme: str, model: torch.nn.Module):
     from raytasks.data.stream import load_split, split_files
 
     files = split_files(scheme_path(processed, scheme), "valid")
-    return load_split(files, rr=model.input_width > BEAT_LEN)
+    return load_split(files, rr=int(getattr(model, "input_width", BEAT_LEN)) > BEAT_LEN)
 
 
 # ---------------------------------------------------------------- a trained checkpoint
@@ -276,13 +278,13 @@ def valid_split(processed: Path, scheme: str, model: torch.nn.Module):
 def export_checkpoint(
     checkpoint, metrics: dict, settings, data, out_dir: Path, source: str = ""
 ) -> Path:
-    """A training checkpoint (raytasks.train's state.pt) -> a saved model in out_dir:
+    """A training checkpoint (raytasks.training.train's state.pt) -> a saved model in out_dir:
     the weights, and in model.json the architecture, the training settings, the valid
     metrics, the data build, and the recall-first offsets fitted on the valid split."""
     import torch
 
+    from raytasks.core.metrics import OBJECTIVE, fit_offsets
     from raytasks.data.stream import load_split
-    from raytasks.metrics import OBJECTIVE, fit_offsets
     from raytasks.nets import create_model, model_config, num_params
 
     with checkpoint.as_directory() as d:
@@ -327,7 +329,7 @@ def build_info(data_dir: Path) -> dict:
 
 def portable(path: str) -> str:
     """A path relative to the project root when it lies inside it (model.json travels)."""
-    from raytasks.config import ROOT
+    from raytasks.core.config import ROOT
 
     p = Path(path)
     return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from raytasks.constants import utc_iso
+from raytasks.core.constants import utc_iso
+from raytasks.core.metrics import METRIC_NAMES, OBJECTIVE, RECALL_NAMES
+from raytasks.core.storage import merge_rows
 from raytasks.data import CLASS_SHORT, NUM_CLASSES
-from raytasks.metrics import METRIC_NAMES, OBJECTIVE, RECALL_NAMES
-from raytasks.spaces import trial_settings
-from raytasks.storage import merge_rows
+from raytasks.tune.spaces import trial_settings
 
 COLUMNS = [
     "dev",

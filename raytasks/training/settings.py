@@ -3,18 +3,19 @@ and limits, validated once (`TrainSettings.from_dict`), and `TrainData`, what is
 from the data they name (`derive`).
 
 Every field is a `raytasks train` flag (cli.train_options generates them from FIELDS), a key
-of a `--config` TOML and of a search space's [fixed]/[space] tables (raytasks.spaces).
+of a `--config` TOML and of a search space's [fixed]/[space] tables (raytasks.tune.spaces).
 """
 
 import copy
 import dataclasses
 from dataclasses import dataclass, field
 
-from raytasks.constants import BEAT_LEN
-from raytasks.metrics import OBJECTIVE
+from raytasks.core.constants import BEAT_LEN
+from raytasks.core.errors import RaytasksError
+from raytasks.core.metrics import OBJECTIVE
 
 
-class TrainConfigError(ValueError):
+class TrainConfigError(RaytasksError):
     pass
 
 
@@ -147,7 +148,7 @@ def defaults() -> dict:
 
 def choices(key: str) -> tuple | None:
     """The values setting `key` accepts (registries are read when asked), None: any."""
-    from raytasks.metrics import METRIC_NAMES, RECALL_NAMES
+    from raytasks.core.metrics import METRIC_NAMES, RECALL_NAMES
     from raytasks.nets import list_models
 
     named = {f.name: f.metadata["choices"] for f in FIELDS}.get(key)
@@ -193,6 +194,51 @@ def as_settings(settings) -> TrainSettings:
     return settings if isinstance(settings, TrainSettings) else TrainSettings.from_dict(settings)
 
 
+def parse_value(text: str):
+    """A -m value as TOML would read it (numbers, booleans, [lists]), else the string."""
+    import tomllib
+
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def read_config_file(path) -> dict:
+    """A --config FILE.toml of training settings (its [model] table: architecture fields)."""
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            values = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise TrainConfigError(f"{path}: not valid TOML ({e})") from None
+    if not isinstance(values.get("model", {}), dict):
+        raise TrainConfigError(f"{path}: 'model' must be a [model] table")
+    return values
+
+
+def layered(config_file, flags: dict, model_fields, data, default_data: str) -> TrainSettings:
+    """`raytasks train`'s settings: --config FILE.toml, then the flags typed, then
+    -m KEY=VALUE architecture fields, then --data (else the file's, else default_data);
+    checked once, the error saying where the settings came from."""
+    values = read_config_file(config_file) if config_file else {}
+    values.update({k: v for k, v in flags.items() if v is not None})
+    model = dict(values.get("model", {}))
+    for field_value in model_fields:
+        if "=" not in field_value:
+            raise TrainConfigError(f"-m/--model-field: {field_value!r} is not KEY=VALUE")
+        key, value = field_value.split("=", 1)
+        model[key.strip()] = parse_value(value.strip())
+    values["model"] = model
+    values["data"] = data or values.get("data") or default_data
+    try:
+        return TrainSettings.from_dict(values)
+    except TrainConfigError as e:
+        where = f"{config_file} or flags" if config_file else "flags"
+        raise TrainConfigError(f"training settings ({where}): {e}") from None
+
+
 # ---------------------------------------------------------------- derived from the data
 
 
@@ -213,7 +259,7 @@ class TrainData:
 
 def derive(settings: TrainSettings) -> TrainData:
     """Resolve the data: shard lists, class counts and the loss's class weights."""
-    from raytasks.config import resolve
+    from raytasks.core.config import resolve
     from raytasks.data.stream import check_rr, class_counts, split_files
 
     data_dir = resolve(settings.data)

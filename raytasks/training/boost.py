@@ -1,4 +1,4 @@
-"""Patient-adaptive gradient boosting: record features (raytasks.records) into a
+"""Patient-adaptive gradient boosting: record features (raytasks.data.features) into a
 HistGradientBoostingClassifier, chosen by leave-records-out cross-validation, shipped as a
 `trees` model (raytasks.nets.trees) that evaluates like any other.
 
@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from raytasks import saved
+from raytasks.core.metrics import OBJECTIVE, compute_metrics, confusion, field_metrics, fit_offsets
 from raytasks.data import NUM_CLASSES, scheme_path
-from raytasks.metrics import OBJECTIVE, compute_metrics, confusion, field_metrics, fit_offsets
-from raytasks.settings import TrainConfigError, setting
+from raytasks.models import saved
+from raytasks.training.settings import TrainConfigError, setting
 
 # the issue's floor: 300 iterations, class weights ~ count^-0.5
 HGB = {
@@ -62,10 +62,18 @@ class BoostSettings:
     model: dict = setting({}, "HistGradientBoosting fields (HGB_FIELDS)")  # noqa: RUF009 (a field(default_factory=dict))
     data: str = setting("data/processed/inter", "a built scheme: <processed>/<scheme>")
     groups: str = setting(
-        "beat,rr,pace,template", "record feature groups (raytasks.records.GROUPS), comma-separated"
+        "beat,rr,pace,template",
+        "record feature groups (raytasks.data.features.GROUPS), comma-separated",
     )
     step: int = setting(3, "every STEP-th sample of the beat", limits=(int, 1, 20))
-    folds: int = setting(5, "leave-records-out CV folds", limits=(int, 2, 10))
+    folds: int = setting(
+        5, "leave-records-out CV folds (0: none; a search needs 2 or more)", limits=(int, 0, 10)
+    )
+    early_stopping: bool = setting(
+        False,
+        "scikit-learn's: stop when 10% of the beats held out stop improving",
+        limits=(bool, None, None),
+    )
     weight_power: float = setting(0.5, "class weights ~ count^-power", limits=(float, 0.0, 1.0))
     record_power: float = setting(
         0.0, "record weights ~ (record's beats)^-power", limits=(float, 0.0, 1.0)
@@ -108,9 +116,9 @@ BOOST_NAMES = tuple(f.name for f in dataclasses.fields(BoostSettings))
 
 def check_boost_setting(key: str, value) -> str | None:
     """What is wrong with `value` for boost setting `key` (None: nothing)."""
+    from raytasks.data.features import GROUPS
     from raytasks.nets import check_value
-    from raytasks.records import GROUPS
-    from raytasks.settings import check_setting
+    from raytasks.training.settings import check_setting
 
     if key == "model":
         if not isinstance(value, dict):
@@ -202,7 +210,7 @@ def cross_validate(features, y, records, settings: dict, folds: int = 5, seed: i
 
 def features_of(s: BoostSettings):
     """(features, y, records) of the settings' train + valid splits."""
-    from raytasks.records import record_features
+    from raytasks.data.features import record_features
 
     x, y, ctx = load_dir(Path(s.data))
     return record_features(x, ctx, s.params), y, ctx["record"].to_numpy()
@@ -271,41 +279,27 @@ def export(
     return info
 
 
-def train_and_export(
-    processed: Path,
-    scheme: str,
-    params: dict,
-    settings: dict,
-    out_dir: Path,
-    folds: int = 5,
-    seed: int = 0,
-    log=print,
-) -> dict:
-    """Cross-validate by records, fit on all of train + valid, export to out_dir."""
-    from raytasks.records import record_features
-
+def train_and_export(s: BoostSettings, out_dir: Path, log=print) -> dict:
+    """Cross-validate by records (s.folds; 0: no CV, so no CV figures and no offsets), fit
+    on all of train + valid, export to out_dir."""
     t0 = time.perf_counter()
-    x, y, ctx = load(processed, scheme)
-    features = record_features(x, ctx, params)
-    records = ctx["record"].to_numpy()
+    features, y, records = features_of(s)
+    scheme = Path(s.data).name
     log(
         f"{scheme} train+valid: {len(y)} beats, {len(set(records))} records, "
         f"{features.shape[1]} features"
     )
     oof = None
-    if folds > 1:  # 0: no CV (no offsets, no CV figures): only the fit
-        oof = cross_validate(features, y, records, settings, folds, seed)
+    if s.folds > 1:
+        oof = cross_validate(features, y, records, s.hgb, s.folds, s.seed)
         cv = field_metrics(confusion(y, oof.argmax(axis=1)))
         log(
-            f"{folds}-fold leave-records-out CV: "
+            f"{s.folds}-fold leave-records-out CV: "
             + ", ".join(
                 f"{k} {cv[k]:.3f}"
                 for k in ("accuracy", "S F1", "V F1", "F F1", "macro F1 (N,S,V,F)")
             )
         )
-    est = fit(features, y, settings, seed, records)
-    source = (
-        f"raytasks boost on {scheme_path(processed, scheme)} (train+valid), "
-        f"{time.perf_counter() - t0:.0f} s"
-    )
-    return export(est, params, settings, out_dir, oof, y, scheme, source)
+    est = fit(features, y, s.hgb, s.seed, records)
+    source = f"raytasks boost on {s.data} (train+valid), {time.perf_counter() - t0:.0f} s"
+    return export(est, s.params, s.hgb, out_dir, oof, y, scheme, source)

@@ -11,9 +11,9 @@ of the members' scheme.
 
 from pathlib import Path
 
-from raytasks import saved
+from raytasks.core.metrics import compute_metrics, fit_offsets
 from raytasks.data import DataError
-from raytasks.metrics import compute_metrics, fit_offsets
+from raytasks.models import saved
 
 
 def build_ensemble(member_dirs: list[Path], out_dir: Path, processed: Path) -> dict:

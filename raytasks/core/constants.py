@@ -15,7 +15,7 @@ BEAT_LEN = 187  # samples per beat (1.5 s at FS)
 # RR over the record's mean RR. Models trained with `rr = true` read them after the beat.
 RR_FEATURES = ["rr_pre", "rr_post", "rr_local", "rr_record"]
 # the data build's seed (which beats go to which split, shard order): config.toml `seed`;
-# a training run's seed is a training setting (raytasks.settings.TrainSettings.seed)
+# a training run's seed is a training setting (raytasks.training.settings.TrainSettings.seed)
 SPLIT_SEED = 42
 # UTC times: in names (run names, submission ids) a path component without colons; in file
 # contents (model.json `exported`, build.json `created`, leaderboard `finished`, job.json)

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from raytasks.core.metrics import se_ppv
+from raytasks.core.paths import write_text
 from raytasks.data import CLASS_SHORT, NUM_CLASSES, DataError
-from raytasks.metrics import se_ppv
-from raytasks.paths import write_text
 
 TOLERANCE_S = 0.150
 

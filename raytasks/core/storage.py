@@ -26,8 +26,8 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.fs as pafs
 
-from raytasks import config
-from raytasks.paths import PathError, check_name, child, staged_dir
+from raytasks.core import config
+from raytasks.core.paths import PathError, check_name, child, staged_dir
 
 
 class StorageError(config.ConfigError):

@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from raytasks import saved
+from raytasks.core.paths import staged_dir, staged_file
 from raytasks.data import BEAT_LEN, CLASS_SHORT, FS_RAW, NUM_CLASSES, DataError
 from raytasks.data.beats import WINDOW_S, extract_beats, rr_features
-from raytasks.paths import staged_dir, staged_file
+from raytasks.models import saved
 
 MIN_FS = 100
 MIN_SECONDS = 2.5  # shorter than this holds no beat with an RR interval either side
@@ -263,7 +263,7 @@ def chunk_signal(row: dict) -> tuple[np.ndarray, int, int, int]:
 
 def reference_peaks(row: dict) -> np.ndarray:
     """The .atr beat positions at 360 Hz (--peaks atr: classification without detection)."""
-    from raytasks.score import read_annotations
+    from raytasks.recordings.score import read_annotations
 
     path = Path(row["path"])
     if path.suffix != ".hea" or not path.with_suffix(".atr").exists():
@@ -529,10 +529,10 @@ def predict(
     mode: str = "detect",
 ) -> pd.DataFrame:
     """Detect, classify and write every recording; returns the summary.csv frame."""
-    from raytasks.ray_connect import init_ray
+    from raytasks.core.ray_connect import init_ray
 
     _, info = saved.load_model(model_dir)  # a bad model fails here, before any work
-    if info.get("record_features"):  # raytasks.records: needs whole-record features
+    if info.get("record_features"):  # raytasks.data.features: needs whole-record features
         raise DataError(
             f"{Path(model_dir).name} classifies from per-record features "
             f"(raytasks boost); `predict` feeds single beats: use another model"

@@ -18,7 +18,7 @@ Distributions: uniform, loguniform (low, high), randint (low, high exclusive), q
 (low, high inclusive, q), choice (values). Everything is checked before Ray starts; an
 error names the file and line.
 
-`arch = "boost"` is the boosted trees of raytasks.boost: its settings are `BoostSettings`
+`arch = "boost"` is the boosted trees of raytasks.training.boost: its settings are `BoostSettings`
 fields and its `model` fields HistGradientBoosting's (boost.HGB_FIELDS); it is a space of
 its own, not one of a conditional space's `archs`.
 """
@@ -29,11 +29,12 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from raytasks import boost
-from raytasks.config import ROOT
+from raytasks.core.config import ROOT
+from raytasks.core.errors import RaytasksError
 from raytasks.nets import check_field, check_model, config_fields, list_models
-from raytasks.settings import NAMES as TRAIN_SETTINGS
-from raytasks.settings import check_setting
+from raytasks.training import boost
+from raytasks.training.settings import NAMES as TRAIN_SETTINGS
+from raytasks.training.settings import check_setting
 
 SPACES_DIR = ROOT / "searchspaces"
 DISTS = {
@@ -58,7 +59,7 @@ NOT_SEARCHABLE = {
 }
 
 
-class SpaceError(ValueError):
+class SpaceError(RaytasksError):
     pass
 
 
@@ -81,7 +82,7 @@ class Space:
         return len(self.archs) > 1
 
     @property
-    def boost(self) -> bool:  # boosted trees, scored by CV folds (raytasks.boost)
+    def boost(self) -> bool:  # boosted trees, scored by CV folds (raytasks.training.boost)
         return boost.ARCH in self.archs
 
 
@@ -495,7 +496,7 @@ def _middle(spec: dict):
 
 
 def trial_settings(space: Space, sampled: dict) -> dict:
-    """A sampled trial config (flat, from either searcher) -> raytasks.train settings."""
+    """A sampled trial config (flat, from either searcher) -> raytasks.training.train settings."""
     sampled = dict(sampled.get("trial", sampled))
     arch = sampled.pop("arch")
     a = space.archs[arch]

@@ -27,8 +27,8 @@ cores: 2 trials x 0.5 CPU (the CPU count is Ray's bookkeeping: each trial still 
 whole core).
 
 Everything is tagged with the dev tag: experiment <dev>-<space>-<utc> (the submission id of
-`raytasks submit`), W&B group = experiment (raytasks/tracking.py); runs, exported models and
-leaderboard rows go to <storage>/<dev>/ (see raytasks/storage.py), and outside a job the team
+`raytasks submit`), W&B group = experiment (raytasks/tune/tracking.py); runs, exported models and
+leaderboard rows go to <storage>/<dev>/ (see raytasks/core/storage.py), and outside a job the team
 leaderboard in results/ is refreshed.
 """
 
@@ -40,26 +40,36 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from raytasks import config, leaderboard, tracking
-from raytasks.constants import utc_iso, utc_stamp
+from raytasks.core import config
+from raytasks.core.constants import utc_iso, utc_stamp
+from raytasks.core.errors import RaytasksError
+from raytasks.core.metrics import METRIC_NAMES, OBJECTIVE, RECALL_NAMES
+from raytasks.core.paths import check_name
+from raytasks.core.ray_connect import quiet_sigterm_exit
+from raytasks.core.storage import (
+    DevArea,
+    Storage,
+    for_job,
+    in_job,
+    run_dev,
+    team_rows,
+    write_results,
+)
 from raytasks.data import CLASS_SHORT
-from raytasks.metrics import METRIC_NAMES, OBJECTIVE, RECALL_NAMES
-from raytasks.paths import check_name
-from raytasks.ray_connect import quiet_sigterm_exit
-from raytasks.settings import TrainSettings
-from raytasks.spaces import (
+from raytasks.training.settings import TrainSettings
+from raytasks.tune import leaderboard, tracking
+from raytasks.tune.spaces import (
     Space,
     hyperopt_points,
     load_space,
     to_hyperopt,
     trial_settings,
 )
-from raytasks.storage import DevArea, Storage, for_job, in_job, run_dev, team_rows, write_results
 
-MODE = "max"  # every metric in raytasks.metrics is better when larger
+MODE = "max"  # every metric in raytasks.core.metrics is better when larger
 
 
-class SearchError(ValueError):
+class SearchError(RaytasksError):
     """A search request that cannot run; the message names the flag to change."""
 
 
@@ -164,8 +174,8 @@ def trial_fn(sampled: dict, space, base: dict, fs=None, datasets=None):
     quiet_sigterm_exit()
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # a line per checkpoint saved
     settings = run_settings(space, sampled, base)
-    if space.boost:  # one CV fold per report (raytasks.boost)
-        from raytasks.boost import search_trial
+    if space.boost:  # one CV fold per report (raytasks.training.boost)
+        from raytasks.training.boost import search_trial
 
         def report_fold(metrics, oof_dir):
             ckpt = oof_dir and tune.Checkpoint.from_directory(oof_dir)
@@ -176,7 +186,7 @@ def trial_fn(sampled: dict, space, base: dict, fs=None, datasets=None):
     if base["workers"] > 1:
         from ray.tune.integration.ray_train import TuneReportCallback
 
-        from raytasks.train import build_trainer
+        from raytasks.training.train import build_trainer
 
         ctx = tune.get_context()
         trainer = build_trainer(
@@ -189,7 +199,7 @@ def trial_fn(sampled: dict, space, base: dict, fs=None, datasets=None):
         )
         trainer.fit()
         return
-    from raytasks.train import fit_local
+    from raytasks.training.train import fit_local
 
     def report(metrics, state_dir):
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(state_dir))
@@ -203,7 +213,7 @@ def run_settings(space, sampled: dict, base: dict):
     BoostSettings for the trees, which take the data, seed and metric)."""
     fixed = {k: v for k, v in base.items() if not k.startswith("_")}  # _storage: not a setting
     if space.boost:
-        from raytasks.boost import BoostSettings
+        from raytasks.training.boost import BoostSettings
 
         shared = {k: fixed[k] for k in ("data", "seed", "metric") if k in fixed}
         return BoostSettings.from_dict({**trial_settings(space, sampled), **shared})
@@ -240,6 +250,8 @@ def check_boost(req: SearchRequest, space: Space) -> None:
     if not space.boost:
         return
     folds = space.archs["boost"].fixed.get("folds", 5)
+    if folds < 2:
+        raise SearchError(f"{space.name}: a boost search scores trials by CV: folds >= 2")
     if req.max_epochs < folds:
         raise SearchError(
             f"--max-epochs: a boost trial reports one of its {folds} CV folds per "
@@ -325,7 +337,7 @@ def trainable(p: Plan, base: dict):
     (read into the object store when they fit), and shared by every trial."""
     from ray import tune
 
-    from raytasks.train import open_datasets
+    from raytasks.training.train import open_datasets
 
     req = p.request
     # the trees read their features in the trial (each trial chooses its own)
@@ -502,7 +514,7 @@ def run(req: SearchRequest, store: Storage | None = None) -> SearchOutcome:
     p = plan(req, store)
     # `raytasks jobs` finds a raw `ray job submit` by this line (the tag the job ran under)
     print(f"raytasks: dev {p.dev}, experiment {p.name}, storage {p.store.uri}", flush=True)
-    from raytasks.ray_connect import init_ray
+    from raytasks.core.ray_connect import init_ray
 
     init_ray()
     check_cluster(req)
@@ -569,7 +581,7 @@ def export(p: Plan, grid, base: dict) -> list[Path]:
 def log_best(p: Plan, model_dir: Path, trial_id: str) -> None:
     """The exported best model and its valid confusion matrix into its trial's W&B run (the
     png beside the model, in export's temporary folder)."""
-    from raytasks.evaluate import load_eval_data, plot_confusion_png
+    from raytasks.evaluation.evaluate import load_eval_data, plot_confusion_png
 
     x, y, _, _ = load_eval_data(config.where(p.cfg, "processed"), p.cfg["scheme"], "valid")
     png = plot_confusion_png(model_dir, x, y, f"{p.cfg['scheme']} valid", model_dir.parent)
@@ -586,8 +598,8 @@ def log_best(p: Plan, model_dir: Path, trial_id: str) -> None:
 def export_best(grid, space, base: dict, metric: str, out: Path) -> list[tuple[Path, str]]:
     """The best checkpoint overall -> out; with several architectures in the space, also
     each architecture's best -> out-<arch>. [(model dir, trial id)], the overall best first."""
-    from raytasks.saved import export_checkpoint
-    from raytasks.settings import derive
+    from raytasks.models.saved import export_checkpoint
+    from raytasks.training.settings import derive
 
     best = best_checkpoints(grid, space, metric)
     targets = [(out, max(best.values(), key=lambda b: b[0]))]
@@ -597,7 +609,7 @@ def export_best(grid, space, base: dict, metric: str, out: Path) -> list[tuple[P
     for path, (value, ckpt, metrics, result) in targets:
         settings = run_settings(space, result.config, base)
         if space.boost:
-            from raytasks.boost import export_trial
+            from raytasks.training.boost import export_trial
 
             with ckpt.as_directory() as oof_dir:
                 export_trial(oof_dir, settings, path, source=str(result.path))
@@ -653,11 +665,3 @@ def publish(p: Plan, base: dict, rows, models: list[str]) -> None:
         results = config.where(p.cfg, "results")
         leaderboard.sync(team_rows(p.store), results)
         print(f"team leaderboard: {results / 'leaderboard.csv'} (+ leaderboard.png)", flush=True)
-
-
-# ---------------------------------------------------------------- the command
-
-if __name__ == "__main__":  # python -m raytasks.tune (a cluster job's entry point)
-    from raytasks.cli import tune_cmd
-
-    tune_cmd()

@@ -27,9 +27,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from raytasks import saved
-from raytasks.data import CLASS_NAMES, CLASS_SHORT, NUM_CLASSES, DataError, scheme_path
-from raytasks.metrics import (
+from raytasks.core.metrics import (
     METRIC_NAMES,
     OBJECTIVE,
     RECALL_NAMES,
@@ -39,7 +37,9 @@ from raytasks.metrics import (
     record_bootstrap,
     se_ppv,
 )
-from raytasks.paths import staged_dir, staged_files
+from raytasks.core.paths import staged_dir, staged_files
+from raytasks.data import CLASS_NAMES, CLASS_SHORT, NUM_CLASSES, DataError, scheme_path
+from raytasks.models import saved
 
 COLUMNS = ["modeltag", *METRIC_NAMES, *RECALL_NAMES]
 
@@ -137,7 +137,7 @@ def model_inputs(model, info: dict, x: np.ndarray, context, data_desc: str) -> n
                 f"compares each beat with the rest of its recording (record, sample), "
                 f"which {lacks} does not identify"
             )
-        from raytasks.records import record_features
+        from raytasks.data.features import record_features
 
         return record_features(x, context, info["record_features"])
     return x[:, : model.input_width]
@@ -371,7 +371,7 @@ def data_key(x: np.ndarray, y: np.ndarray, data_desc: str, context=None) -> str:
     libraries."""
     import torch
 
-    code = tree_digest(Path(__file__).parent, "*.py")
+    code = tree_digest(Path(__file__).parents[1], "*.py")  # the whole raytasks package
     where = (
         b""
         if context is None
@@ -482,7 +482,7 @@ def write_results(results: list[dict], rows: pd.DataFrame, out: Path) -> None:
 
 def calibrate(model_dir: Path, processed: Path, target_recall: float | None = None) -> dict:
     """Refit a model's recall-first offsets on the valid split of its own scheme."""
-    from raytasks.metrics import fit_offsets
+    from raytasks.core.metrics import fit_offsets
 
     model, info = saved.load_model(model_dir)
     scheme = saved.scheme_of(info) or "intra"

@@ -9,10 +9,11 @@ import os
 import tomllib
 from pathlib import Path
 
-from raytasks.constants import SPLIT_SEED
-from raytasks.paths import PathError, check_name, child
+from raytasks.core.constants import SPLIT_SEED
+from raytasks.core.errors import RaytasksError
+from raytasks.core.paths import PathError, check_name, child, scheme_path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PLACEHOLDER_DEV = "your-dev-tag"
 
 DEFAULTS = {
@@ -23,12 +24,12 @@ DEFAULTS = {
     "processed": "data/processed",
     "raw_download": "data/raw/mitdb",
     "scheme": "intra",
-    "seed": SPLIT_SEED,  # the data build's split seed (training seeds: raytasks.settings)
+    "seed": SPLIT_SEED,  # the data build's split seed (training seeds: raytasks.training.settings)
     "models": "models",
     "results": "results",
     "runs": "runs",
     # the team's shared storage (searches, exported models, leaderboard rows per dev):
-    # a folder, or a pyarrow.fs URI such as s3://bucket/team (see raytasks/storage.py)
+    # a folder, or a pyarrow.fs URI such as s3://bucket/team (see raytasks/core/storage.py)
     "storage": "storage",
     "wandb_project": "raytasks",
 }
@@ -50,7 +51,7 @@ ENV = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(RaytasksError):
     """A setting that cannot be used; the message says what to set."""
 
 
@@ -132,7 +133,7 @@ def resolve(path: str | Path) -> Path:
 
 # ---------------------------------------------------------------- where things are
 # Every command finds its folders here (a setting resolved, a user's name checked to be one
-# path component); the dev tag becomes a path in raytasks.storage (`run_dev`, `DevArea`,
+# path component); the dev tag becomes a path in raytasks.core.storage (`run_dev`, `DevArea`,
 # `local_runs`), which also owns the team's shared storage.
 
 
@@ -143,7 +144,6 @@ def where(cfg: dict, setting: str) -> Path:
 
 def scheme_dir(cfg: dict, scheme: str | None = None) -> Path:
     """A built scheme's shards: <processed>/<scheme> (default: the `scheme` setting)."""
-    from raytasks.data import scheme_path
 
     return scheme_path(where(cfg, "processed"), check_name(scheme or cfg["scheme"], "scheme"))
 

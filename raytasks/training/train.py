@@ -18,14 +18,20 @@ import ray
 import torch
 import torch.nn.functional as F
 
-from raytasks import saved
-from raytasks.constants import BEAT_LEN, FS
+from raytasks.core.constants import BEAT_LEN, FS
+from raytasks.core.metrics import compute_metrics
+from raytasks.core.ray_connect import quiet_sigterm_exit
 from raytasks.data.stream import dataset_arrays, epoch_batches, open_split, split_files
-from raytasks.metrics import compute_metrics
+from raytasks.models import saved
+from raytasks.models.saved import predict_logits
 from raytasks.nets import create_model
-from raytasks.ray_connect import quiet_sigterm_exit
-from raytasks.saved import predict_logits
-from raytasks.settings import TrainConfigError, TrainData, TrainSettings, as_settings, derive
+from raytasks.training.settings import (
+    TrainConfigError,
+    TrainData,
+    TrainSettings,
+    as_settings,
+    derive,
+)
 
 CPU = torch.device("cpu")
 
@@ -450,6 +456,6 @@ def progress(
 def export(
     checkpoint, metrics: dict, settings: TrainSettings | dict, out_dir: Path, source: str = ""
 ) -> Path:
-    """The checkpoint -> a saved model in out_dir (raytasks.saved.export_checkpoint)."""
+    """The checkpoint -> a saved model in out_dir (raytasks.models.saved.export_checkpoint)."""
     s = as_settings(settings)
     return saved.export_checkpoint(checkpoint, metrics, s, derive(s), out_dir, source)

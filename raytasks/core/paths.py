@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from raytasks.core.errors import RaytasksError
+
 # letters, digits, '-', '_', '.', '+', '@'; starts with a letter or digit (never '.', '-')
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+@-]*")
 # staging names carry pid and host: a run's pid is judged alive or dead on its own host only
@@ -34,7 +36,7 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-class PathError(ValueError):
+class PathError(RaytasksError):
     """A user-given name that is not a single safe path component."""
 
 
@@ -66,7 +68,7 @@ def _pid_alive(pid: int) -> bool:
 
 def clean_leftovers(parent: Path) -> list[Path]:
     """Remove staging folders/files of runs that died: their pid is gone, or they are stale."""
-    removed = []
+    removed: list[Path] = []
     parent = Path(parent)
     if not parent.is_dir():
         return removed
@@ -206,3 +208,10 @@ def write_text(dest: Path, text: str) -> Path:
     with staged_file(dest) as tmp:
         tmp.write_text(text)
     return Path(dest)
+
+
+def scheme_path(processed, scheme: str):
+    """Where a built scheme lives: <processed>/<scheme>/{train,valid,test}/part-*.parquet
+    plus build.json (the one place this layout is spelled out; config.scheme_dir resolves
+    the settings to it)."""
+    return Path(processed) / scheme

@@ -6,7 +6,7 @@ Each run's config holds every setting the trial trained with (the sampled ones a
 search's fixed ones: max epochs, seed, scheme, metric, dev, space, experiment), so a 2-epoch
 trial never looks like an 8-epoch one; its tags are [dev, space, arch] without repeats. Metrics
 are logged as train/* (loss, lr, beats/s) and valid/* (loss, every metric of
-raytasks.metrics). With --export, the exported best model is logged as an artifact of its
+raytasks.core.metrics). With --export, the exported best model is logged as an artifact of its
 trial's run, with its confusion matrix on the valid split.
 
 Runs are offline (under <wandb dir>/wandb/, for `wandb sync`) unless WANDB_API_KEY is set or
@@ -18,9 +18,9 @@ import os
 import time
 from pathlib import Path
 
-from raytasks.metrics import METRIC_NAMES, RECALL_NAMES
+from raytasks.core.metrics import METRIC_NAMES, RECALL_NAMES
 
-# reported metric -> W&B key; every valid metric of raytasks.metrics goes to valid/<name>
+# reported metric -> W&B key; every valid metric of raytasks.core.metrics goes to valid/<name>
 RENAME = {
     "train_loss": "train/loss",
     "lr": "train/lr",

@@ -46,10 +46,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from raytasks import config
-from raytasks.constants import utc_stamp
-from raytasks.paths import write_text
-from raytasks.storage import Storage, run_dev
+from raytasks.core import config
+from raytasks.core.constants import utc_stamp
+from raytasks.core.paths import write_text
+from raytasks.core.storage import Storage, run_dev
 
 TOKEN_PATH = Path.home() / ".ray" / "auth_token"
 EXCLUDES = [
@@ -65,7 +65,7 @@ EXCLUDES = [
 ]  # anchored: "data/" also dropped raytasks/data/
 RECORD = "raytasks-cluster.json"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-# the first line of every search's output (raytasks.tune.run): the tag the job ran under
+# the first line of every search's output (raytasks.tune.search.run): the tag the job ran under
 MARKER = re.compile(r"^raytasks: dev (\S+), experiment (\S+),", re.M)
 GRACE_S = 10  # SIGTERM, then this long before SIGKILL
 
@@ -404,7 +404,7 @@ def submit(cfg: dict, space: str, args: list[str]) -> str:
     """`ray job submit` a search as this dev: id <dev>-<space>-<utc>, metadata {dev, space},
     this checkout uploaded as the working dir, the dev tag and explicit (absolute or URI)
     storage / data settings in the runtime env; relative ones mean the cluster's."""
-    from raytasks.spaces import load_space
+    from raytasks.tune.spaces import load_space
 
     dev = run_dev(cfg)
     if any(a == "--dev" or a.startswith("--dev=") for a in args):
@@ -428,7 +428,7 @@ def submit(cfg: dict, space: str, args: list[str]) -> str:
         if os.environ.get(var):
             env_vars[var] = os.environ[var]
     entrypoint = " ".join(
-        ["python", "-m", "raytasks.tune", "--space", space, *map(shlex.quote, args)]
+        ["python", "-m", "raytasks.tune.search", "--space", space, *map(shlex.quote, args)]
     )
     jobs.submit_job(
         entrypoint=entrypoint,
@@ -577,7 +577,7 @@ def pull(cfg: dict, name: str) -> tuple[dict, list[Path], Path]:
     job.json) -> results/<experiment>/, its rows merged into results/leaderboard.csv."""
     import pandas as pd
 
-    from raytasks.leaderboard import sync as sync_leaderboard
+    from raytasks.tune.leaderboard import sync as sync_leaderboard
 
     store = Storage.from_setting(cfg["storage"])
     dev, exp = find_experiment(cfg, store, name)

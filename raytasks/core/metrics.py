@@ -7,9 +7,11 @@ class with no predictions has precision 0 (scikit-learn's zero_division default)
 objective for the rare, sick classes.
 """
 
+from collections.abc import Callable
+
 import numpy as np
 
-from raytasks.data import NUM_CLASSES
+from raytasks.core.constants import NUM_CLASSES
 
 
 def confusion(y_true, y_pred, k: int = NUM_CLASSES) -> np.ndarray:
@@ -90,7 +92,8 @@ class Recall:
         return float(r[present].mean())
 
 
-METRICS = [
+# what every row of output.csv holds, by each metric's repr
+METRICS: list[Callable[[np.ndarray], float]] = [
     Accuracy(),
     FBetaScore(1, "micro"),
     FBetaScore(1, "macro"),

@@ -1,0 +1,1 @@
+"""Evaluation of saved models on built splits or files into results/."""

@@ -1,0 +1,1 @@
+"""The models/ folders: one saved model (saved) and ensembles of them."""

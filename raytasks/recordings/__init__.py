@@ -1,0 +1,1 @@
+"""Raw recordings: beat detection, classification, scoring against annotations."""

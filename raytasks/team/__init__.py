@@ -1,0 +1,1 @@
+"""The team's Ray cluster: local processes, jobs, pull."""

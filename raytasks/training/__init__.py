@@ -1,0 +1,1 @@
+"""Training: settings, the Ray Train loop over Ray Data, boosted trees."""

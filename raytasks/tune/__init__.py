@@ -1,0 +1,1 @@
+"""Search: Ray Tune over searchspaces/, W&B tracking, the team leaderboard."""
