@@ -18,6 +18,11 @@ classified, so it is as available on a new patient as the beat itself:
 `record_features(x, context, params)` maps x (beat then RR_FEATURES, as evaluation loads
 it) and context (each row's `record` and `sample`) to a float32 feature matrix; `params`
 names the groups and the subsampling step, and is stored in the model's model.json.
+
+For the networks (`template` training setting): `templates_of` gives each record's
+template, the median of up to TEMPLATE_BEATS of its beats, chosen by their row keys' hash
+so that the choice does not depend on the order or the blocks the rows arrive in, and the
+memory it takes is bounded per record; `deviations` is each beat minus its template.
 """
 
 import numpy as np
@@ -31,6 +36,70 @@ FLOOR_ROWS = {
     "beat + RR": {"step": 3, "groups": ["beat", "rr"]},
     "+ record template": {"step": 3, "groups": ["beat", "rr", "template", "pace"]},
 }
+
+
+TEMPLATE_BEATS = 512  # a median of 512 beats is steady; memory per record stays ~380 KB
+
+
+def templates_of(chunks) -> dict:
+    """record -> its template (float32, BEAT_LEN) from chunks of (beats, records, row keys):
+    the median of the TEMPLATE_BEATS beats of each record with the smallest key hashes."""
+    from raytasks.data.stream import key_uniforms
+
+    kept: dict = {}  # record -> (hashes, beats)
+    for beats, records, keys in chunks:
+        h = key_uniforms(np.asarray(keys).view(np.uint64), seed=0, epoch=0)
+        for rec in np.unique(records):
+            rows = np.flatnonzero(records == rec)
+            old_h, old_b = kept.get(rec, (np.zeros(0), np.zeros((0, beats.shape[1]))))
+            both_h = np.concatenate([old_h, h[rows]])
+            both_b = np.concatenate([old_b, beats[rows]])
+            keep = np.argsort(both_h, kind="stable")[:TEMPLATE_BEATS]
+            kept[rec] = (both_h[keep], both_b[keep])
+    return {rec: np.median(b, axis=0).astype(np.float32) for rec, (_, b) in kept.items()}
+
+
+def split_templates(files: list[str]) -> dict:
+    """The templates of a split's records, read shard by shard (never the split whole)."""
+    import pyarrow.parquet as pq
+
+    from raytasks.data import BEAT
+    from raytasks.data.stream import row_keys
+
+    def chunks():
+        for f in files:
+            t = pq.read_table(f, columns=[BEAT, "record", "sample"])
+            beat = t.column(BEAT).combine_chunks()
+            records = t.column("record").combine_chunks()
+            keys = row_keys(records, t.column("sample").to_numpy())
+            beats = beat.flatten().to_numpy().reshape(len(t), BEAT_LEN)
+            yield beats, records.to_numpy(zero_copy_only=False), keys
+
+    return templates_of(chunks())
+
+
+def with_deviations(x: np.ndarray, records, samples) -> np.ndarray:
+    """x (beat + RR_FEATURES) with each beat's deviation from its record's template appended,
+    the templates taken from these beats (what a template model reads, raytasks.nets)."""
+    from raytasks.data.stream import row_keys
+
+    records = np.asarray(records).astype(str)
+    beats = x[:, :BEAT_LEN]
+    found = templates_of([(beats, records, row_keys(records, np.asarray(samples)))])
+    return np.concatenate([x, deviations(beats, records, found)], axis=1)
+
+
+def deviations(beats: np.ndarray, records: np.ndarray, templates: dict) -> np.ndarray:
+    """Each beat minus its record's template (float32); a record without one is refused."""
+    names = np.unique(records)
+    missing = [str(r) for r in names if r not in templates]
+    if missing:
+        raise DataError(f"no template for record(s) {missing[:5]}")
+    out = np.empty(beats.shape, dtype=np.float32)
+    for rec in names:
+        rows = records == rec
+        out[rows] = beats[rows] - templates[rec]
+    return out
 
 
 def record_slices(context: pd.DataFrame) -> list[np.ndarray]:

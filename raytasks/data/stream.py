@@ -156,10 +156,20 @@ def read_split(files: list[str], rr: bool = False, keys: bool = False) -> dict[s
     return out
 
 
-def load_split(files: list[str], rr: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """A whole split in memory as (x float32 (n, 187[+4]), y int64): validation/evaluation."""
-    arrays = read_split(files, rr=rr)
-    return np.array(arrays["x"]), arrays["y"]  # a writable copy: torch warns on read-only
+def load_split(
+    files: list[str], rr: bool = False, template: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """A whole split in memory as (x float32 (n, 187[+4[+187]]), y int64): validation and
+    evaluation. With `template`, x ends with each beat's deviation from its record's
+    template, the templates taken from this split's own beats (raytasks.data.features)."""
+    arrays = read_split(files, rr=rr or template)
+    x = np.array(arrays["x"])  # a writable copy: torch warns on read-only
+    if template:
+        from raytasks.data.features import with_deviations
+
+        where = pq.ParquetDataset(files).read(columns=["record", "sample"])
+        x = with_deviations(x, where.column("record").to_numpy(), where.column("sample"))
+    return x, arrays["y"]
 
 
 # ---------------------------------------------------------------- the Ray Data path
@@ -202,11 +212,16 @@ def choose_mode(files: list[str], store_bytes: float | None = None) -> str:
     return "materialize" if split_bytes(files) <= MATERIALIZE_SHARE * store_bytes else "stream"
 
 
-def to_training_rows(table: pa.Table) -> dict[str, np.ndarray]:
+def to_training_rows(table: pa.Table, templates: dict | None = None) -> dict[str, np.ndarray]:
     """A shard batch -> x (n, 187) float32 (the beat), rr (n, 4) float32 when the shards
-    carry the RR features, y int64, key int64 (`row_keys`, reinterpreted)."""
+    carry the RR features, y int64, key int64 (`row_keys`, reinterpreted); with `templates`
+    (record -> its template, raytasks.data.features) dev, the beat minus its template."""
     beat = table.column(BEAT).combine_chunks()
     rows = {"x": beat.flatten().to_numpy().reshape(len(beat), BEAT_LEN)}
+    if templates is not None:
+        from raytasks.data.features import deviations
+
+        rows["dev"] = deviations(rows["x"], table.column("record").to_numpy(), templates)
     if set(RR_FEATURES) <= set(table.column_names):
         rows["rr"] = np.stack([table.column(c).to_numpy() for c in RR_FEATURES], axis=1).astype(
             np.float32
@@ -218,10 +233,13 @@ def to_training_rows(table: pa.Table) -> dict[str, np.ndarray]:
     }
 
 
-def open_split(files: list[str], seed: int = 0, mode: str = "auto", log=print):
-    """A split as a Ray Data dataset of {x, y, key} rows, read once into the object store
-    ('materialize') or streamed from its shards per epoch ('stream'); 'auto' chooses by
-    size, and the log says which. Block order is reseeded every epoch (execution)."""
+def open_split(
+    files: list[str], seed: int = 0, mode: str = "auto", log=print, templates: dict | None = None
+):
+    """A split as a Ray Data dataset of {x, y, key} rows (+ rr, + dev with `templates`),
+    read once into the object store ('materialize') or streamed from its shards per epoch
+    ('stream'); 'auto' chooses by size, and the log says which. Block order is reseeded every
+    epoch (execution)."""
     import ray.data
 
     check_layout(files)
@@ -240,9 +258,11 @@ def open_split(files: list[str], seed: int = 0, mode: str = "auto", log=print):
     finally:
         ctx.use_datasource_v2 = v2
     # blocks of BLOCK_ROWS, made as the rows stream by (a repartition would be all-to-all)
-    ds.context.target_max_block_size = int(BLOCK_ROWS * ROW_BYTES * 1.25)
+    row_bytes = ROW_BYTES + (BEAT_LEN * 4 if templates is not None else 0)  # + dev
+    ds.context.target_max_block_size = int(BLOCK_ROWS * row_bytes * 1.25)
     ds = ds.map_batches(
         to_training_rows,
+        fn_kwargs={"templates": templates},
         batch_format="pyarrow",
         batch_size=BLOCK_ROWS,
         zero_copy_batch=True,
@@ -266,11 +286,21 @@ def open_split(files: list[str], seed: int = 0, mode: str = "auto", log=print):
     )
 
 
-def dataset_arrays(dataset, rr: bool) -> tuple[np.ndarray, np.ndarray]:
+def model_columns(block: dict, rr: bool, template: bool = False) -> list:
+    """The parts of x a model reads, in raytasks.nets' order: the beat, the RR features
+    (a template model's x holds them, read or not), the deviation from the template."""
+    return (
+        [block["x"]]
+        + ([block["rr"]] if rr or template else [])
+        + ([block["dev"]] if template else [])
+    )
+
+
+def dataset_arrays(dataset, rr: bool, template: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """A whole (small) dataset or dataset shard as (x, y) numpy arrays: the valid split."""
     xs, ys = [], []
     for block in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-        xs.append(np.concatenate([block["x"], block["rr"]], axis=1) if rr else block["x"])
+        xs.append(np.concatenate(model_columns(block, rr, template), axis=1))
         ys.append(block["y"])
     return np.concatenate(xs), np.concatenate(ys)
 
@@ -284,6 +314,7 @@ def epoch_batches(
     seed: int,
     batch_size: int,
     rr: bool = False,
+    template: bool = False,
     rank: int = 0,
     steps: int | None = None,
     device: str | torch.device = "cpu",
@@ -309,7 +340,7 @@ def epoch_batches(
             yield block
 
     blocks = resampled_blocks(
-        source, resample_rates(counts, balance), seed, epoch, rng, rr, prefetch, stats
+        source, resample_rates(counts, balance), seed, epoch, rng, (rr, template), prefetch, stats
     )
     done = 0
     for x, y in rebatch(remember(blocks), batch_size):
@@ -324,7 +355,7 @@ def epoch_batches(
         done += 1
 
 
-def resampled_blocks(source, rates, seed: int, epoch: int, rng, rr: bool, prefetch, stats):
+def resampled_blocks(source, rates, seed: int, epoch: int, rng, reads, prefetch, stats):
     """(x, y) of each block Ray Data hands out, resampled and shuffled (`resample_block`);
     the time spent waiting for blocks and resampling them goes into `stats`."""
     t0 = time.perf_counter()
@@ -336,7 +367,7 @@ def resampled_blocks(source, rates, seed: int, epoch: int, rng, rr: bool, prefet
             stats.first_block_s += waited
         stats.blocks += 1
         t1 = time.perf_counter()
-        x, y = resample_block(block, rates, seed, epoch, rng, rr)
+        x, y = resample_block(block, rates, seed, epoch, rng, *reads)
         stats.resample_s += time.perf_counter() - t1
         if len(y):
             yield x, y
@@ -375,13 +406,16 @@ def to_device(x, y, device: torch.device, stats: StreamStats) -> dict:
     return {"x": x, "y": y}
 
 
-def resample_block(block: dict, rates: np.ndarray, seed: int, epoch: int, rng, rr: bool):
+def resample_block(
+    block: dict, rates: np.ndarray, seed: int, epoch: int, rng, rr: bool, template: bool = False
+):
     """A block's rows for this epoch: each repeated by its hash's draw, shuffled, gathered
-    once (x: the beat, then its RR features with `rr`)."""
+    once (x: the columns the model reads, `model_columns`)."""
     y = block["y"]
     u = key_uniforms(block["key"].numpy().view(np.uint64), seed, epoch)
     rate = rates[y.numpy()]
     copies = np.floor(rate).astype(np.int64) + (u < rate - np.floor(rate))
     idx = torch.from_numpy(rng.permutation(np.repeat(np.arange(len(y)), copies)))
-    x = block["x"][idx]
-    return (torch.cat([x, block["rr"][idx]], dim=1) if rr else x), y[idx]
+    parts = model_columns(block, rr, template)
+    x = parts[0][idx] if len(parts) == 1 else torch.cat([p[idx] for p in parts], dim=1)
+    return x, y[idx]

@@ -38,7 +38,15 @@ from raytasks.core.metrics import (
     se_ppv,
 )
 from raytasks.core.paths import staged_dir, staged_files
-from raytasks.data import CLASS_NAMES, CLASS_SHORT, NUM_CLASSES, DataError, scheme_path
+from raytasks.data import (
+    BEAT_LEN,
+    CLASS_NAMES,
+    CLASS_SHORT,
+    NUM_CLASSES,
+    RR_FEATURES,
+    DataError,
+    scheme_path,
+)
 from raytasks.models import saved
 
 COLUMNS = ["modeltag", *METRIC_NAMES, *RECALL_NAMES]
@@ -100,20 +108,23 @@ def load_eval_data(processed: Path, scheme: str, split: str, data_file=None, rec
     if records:
         from raytasks.data import FEATURES, RR_FEATURES
         from raytasks.data.beats import record_beats
+        from raytasks.data.features import with_deviations
         from raytasks.data.mitdb import list_records, verify_checksums
 
         names = list_records(Path(records))
         verify_checksums(Path(records), names)
         frame = pd.concat([record_beats(Path(records), n) for n in names], ignore_index=True)
+        x = frame[FEATURES + RR_FEATURES].to_numpy(np.float32)
         return (
-            frame[FEATURES + RR_FEATURES].to_numpy(np.float32),
+            with_deviations(x, frame["record"].to_numpy(), frame["sample"].to_numpy()),
             frame["target"].to_numpy(np.int64),
             f"records {records} ({', '.join(names)})",
             frame[["record", "sample"]].reset_index(drop=True),
         )
     data_dir = scheme_path(processed, scheme)
     files = split_files(data_dir, split)
-    x, y = load_split(files, rr=has_rr(files))
+    # every model reads a prefix of x: beat, + RR features, + deviations (raytasks.nets)
+    x, y = load_split(files, rr=has_rr(files), template=has_rr(files))
     # same files, same order as load_split: row i of context is beat i of x
     context = pq.ParquetDataset(files).read(columns=["record", "sample"]).to_pandas()
     return x, y, f"{scheme}/{split} ({data_dir / split})", context
@@ -127,9 +138,9 @@ def model_inputs(model, info: dict, x: np.ndarray, context, data_desc: str) -> n
     """What the model reads, from x (and context); Skip with the reason when the data lacks it."""
     lacks = data_desc or "the data"
     if x.shape[1] < model.input_width:
+        what = "RR-interval features" + (" and the beats' records" if info.get("template") else "")
         raise Skip(
-            f"reads RR-interval features, which {lacks} lacks (hackathon/Kaggle files "
-            f"carry the beat only)"
+            f"reads {what}, which {lacks} lacks (hackathon/Kaggle files carry the beat only)"
         )
     if info.get("record_features"):
         if context is None:
@@ -139,7 +150,10 @@ def model_inputs(model, info: dict, x: np.ndarray, context, data_desc: str) -> n
             )
         from raytasks.data.features import record_features
 
-        return record_features(x, context, info["record_features"])
+        # x may go on with deviations (for template models): the trees read beat + RR
+        return record_features(
+            x[:, : BEAT_LEN + len(RR_FEATURES)], context, info["record_features"]
+        )
     return x[:, : model.input_width]
 
 

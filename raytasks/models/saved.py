@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from raytasks.core.constants import BEAT_LEN, NUM_CLASSES, utc_iso
+from raytasks.core.constants import BEAT_LEN, NUM_CLASSES, RR_FEATURES, utc_iso
 from raytasks.core.paths import staged_dir, write_text
 from raytasks.data import DataError, scheme_path
 
@@ -39,6 +39,7 @@ INFO_FIELDS = {
     "tag": "the folder's name when exported",
     "arch": "raytasks.nets architecture, or 'ensemble'",
     "rr": "the model reads x = beat + RR_FEATURES",
+    "template": "the model reads x = beat + RR_FEATURES + the beat minus its record's template",
     "model": "the architecture's config fields",
     "record_features": "(trees) the record-feature groups it reads (raytasks.data.features)",
     "members": "(ensemble) the member tags under members/",
@@ -241,10 +242,13 @@ def _load_network(model_dir: Path, info: dict) -> torch.nn.Module:
 
     # a record-features model (raytasks.data.features) reads beat + RR, then features of them
     wrap = info.get("rr", False) and not info.get("record_features")
-    model = create_model(info["arch"], rr=wrap, **info["model"])
+    model = create_model(
+        info["arch"], rr=wrap, template=info.get("template", False), **info["model"]
+    )
     model.load_state_dict(torch.load(model_dir / WEIGHTS, weights_only=True, map_location="cpu"))
     # the columns of x it reads (an attribute nn.Module itself does not declare)
-    model.input_width = input_width(info.get("rr", False))  # type: ignore[assignment]
+    width = input_width(info.get("rr", False), info.get("template", False))
+    model.input_width = width  # type: ignore[assignment]
     return model
 
 
@@ -269,7 +273,8 @@ def valid_split(processed: Path, scheme: str, model: torch.nn.Module):
     from raytasks.data.stream import load_split, split_files
 
     files = split_files(scheme_path(processed, scheme), "valid")
-    return load_split(files, rr=int(getattr(model, "input_width", BEAT_LEN)) > BEAT_LEN)
+    width = int(getattr(model, "input_width", BEAT_LEN))
+    return load_split(files, rr=width > BEAT_LEN, template=width > BEAT_LEN + len(RR_FEATURES))
 
 
 # ---------------------------------------------------------------- a trained checkpoint
@@ -289,9 +294,11 @@ def export_checkpoint(
 
     with checkpoint.as_directory() as d:
         state = torch.load(Path(d) / "state.pt", weights_only=False, map_location="cpu")
-    model = create_model(settings.arch, rr=settings.rr, **settings.model)
+    model = create_model(
+        settings.arch, rr=settings.rr, template=settings.template, **settings.model
+    )
     model.load_state_dict(state["model"])
-    valid_x, valid_y = load_split(data.valid_files, rr=settings.rr)
+    valid_x, valid_y = load_split(data.valid_files, rr=settings.rr, template=settings.template)
     offsets = fit_offsets(predict_logits(model, valid_x), valid_y)
     build = build_info(Path(data.data_dir))
     config = model_config(settings.arch, **settings.model).__dict__
@@ -301,6 +308,7 @@ def export_checkpoint(
             "tag": Path(out_dir).name,
             "arch": settings.arch,
             "rr": settings.rr,
+            **({"template": True} if settings.template else {}),
             "model": {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()},
             "train": train | {"data": portable(data.data_dir)},
             "valid_metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},

@@ -2,6 +2,11 @@
 
 Every model maps a (batch, 187) beat to (batch, 5) logits. Each family's file registers its
 architectures with a config dataclass whose defaults train well on a CPU.
+
+The columns of x a model reads: the beat; with `rr`, then its RR_FEATURES; with `template`,
+then (after the RR columns, read or not) the beat minus its record's template
+(raytasks.data.features.deviations), a second channel of the family's first convolution.
+Every layout extends the one before, so one x serves models of all three kinds.
 """
 
 import dataclasses
@@ -68,6 +73,8 @@ def check_field(name: str, key: str, value) -> str | None:
         else kind
     )
     where = f"{name}.{key}"
+    if key == "in_channels":  # a consequence of `template`, not a choice of its own
+        return None if value == 1 else f"{where} is set by the template setting, not by hand"
     if key == "num_classes":
         return None if value == NUM_CLASSES else f"{where} must be {NUM_CLASSES}"
     if kind is tuple:
@@ -98,6 +105,14 @@ def config_fields(name: str) -> dict:
     return dataclasses.asdict(model_config(name))
 
 
+def beat_channels(x, template: bool):
+    """The columns a family reads: the beat, and with `template` its deviation (x's last
+    BEAT_LEN columns, after the RR features)."""
+    if not template:
+        return x[:, :BEAT_LEN]
+    return torch.cat([x[:, :BEAT_LEN], x[:, BEAT_LEN + len(RR_FEATURES) :]], dim=1)
+
+
 class WithRR(nn.Module):
     """A beat model plus the beat's RR features (x = beat then RR_FEATURES): a small MLP
     reads the log RR features and the beat model's logits and corrects those logits.
@@ -107,10 +122,13 @@ class WithRR(nn.Module):
     training S beats is memorised, while their prematurity is what carries over.
     """
 
-    def __init__(self, net: nn.Module, hidden: int = 32, beat_dropout: float = 0.0):
+    def __init__(
+        self, net: nn.Module, hidden: int = 32, beat_dropout: float = 0.0, template: bool = False
+    ):
         super().__init__()
         self.net = net
         self.beat_dropout = beat_dropout
+        self.template = template
         self.rr = nn.Sequential(
             nn.Linear(len(RR_FEATURES) + NUM_CLASSES, hidden),
             nn.ReLU(),
@@ -118,22 +136,43 @@ class WithRR(nn.Module):
         )
 
     def forward(self, x):
-        logits = self.net(x[:, :BEAT_LEN])
+        logits = self.net(beat_channels(x, self.template))
         if self.training and self.beat_dropout > 0:
             keep = torch.rand(len(x), 1, device=x.device) >= self.beat_dropout
             logits = logits * keep
-        rr = torch.log(x[:, BEAT_LEN:].clamp_min(1e-3))
+        rr = torch.log(x[:, BEAT_LEN : BEAT_LEN + len(RR_FEATURES)].clamp_min(1e-3))
         return logits + self.rr(torch.cat([rr, logits], dim=1))
 
 
-def create_model(name: str, rr: bool = False, rr_beat_dropout: float = 0.0, **cfg) -> nn.Module:
-    """`name`'s model with config `cfg`; with rr, wrapped to also read the RR features."""
+class WithTemplate(nn.Module):
+    """A beat model reading the beat and its deviation from the template (no RR path)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(beat_channels(x, True))
+
+
+def create_model(
+    name: str, rr: bool = False, rr_beat_dropout: float = 0.0, template: bool = False, **cfg
+) -> nn.Module:
+    """`name`'s model with config `cfg`; with rr, wrapped to also read the RR features; with
+    template, its first convolution reads the deviation from the template as a 2nd channel."""
     cfg = model_config(name, **cfg)
+    if template:
+        cfg = dataclasses.replace(cfg, in_channels=2)
     model = REGISTRY[name][0](cfg)
-    return WithRR(model, beat_dropout=rr_beat_dropout) if rr else model
+    if rr:
+        return WithRR(model, beat_dropout=rr_beat_dropout, template=template)
+    return WithTemplate(model) if template else model
 
 
-def input_width(rr: bool) -> int:
+def input_width(rr: bool, template: bool = False) -> int:
+    """The columns of x a model reads (see the module's docstring)."""
+    if template:
+        return 2 * BEAT_LEN + len(RR_FEATURES)
     return BEAT_LEN + (len(RR_FEATURES) if rr else 0)
 
 

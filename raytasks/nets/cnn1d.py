@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
-from raytasks.nets.registry import register
+from raytasks.nets.registry import channels, register
 
 
 @dataclass
@@ -13,13 +13,14 @@ class CNN1dConfig:
     kernel: int = 7
     dropout: float = 0.2
     num_classes: int = 5
+    in_channels: int = 1  # 2: + the deviation from the template (create_model(template=))
 
 
 @register("cnn1d", CNN1dConfig)
 class CNN1d(nn.Module):
     def __init__(self, cfg: CNN1dConfig):
         super().__init__()
-        layers, c_in = [], 1
+        layers, c_in = [], cfg.in_channels
         for c in cfg.channels:
             layers += [
                 nn.Conv1d(c_in, c, cfg.kernel, padding=cfg.kernel // 2, bias=False),
@@ -32,4 +33,4 @@ class CNN1d(nn.Module):
         self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(c_in, cfg.num_classes))
 
     def forward(self, x):
-        return self.head(self.features(x.unsqueeze(1)).mean(dim=-1))
+        return self.head(self.features(channels(x)).mean(dim=-1))

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch.nn as nn
 import torch.nn.functional as F
 
-from raytasks.nets.registry import register
+from raytasks.nets.registry import channels, register
 
 PADDED = 192
 
@@ -18,6 +18,7 @@ class CNN2dConfig:
     kernel: int = 3
     dropout: float = 0.25
     num_classes: int = 5
+    in_channels: int = 1  # 2: + the deviation from the template (create_model(template=))
 
 
 @register("cnn2d", CNN2dConfig)
@@ -27,7 +28,7 @@ class CNN2d(nn.Module):
         if PADDED % cfg.height:
             raise ValueError(f"cnn2d: height must divide {PADDED}, got {cfg.height}")
         self.shape = (cfg.height, PADDED // cfg.height)
-        layers, c_in = [], 1
+        layers, c_in = [], cfg.in_channels
         for c in cfg.channels:
             layers += [
                 nn.Conv2d(c_in, c, cfg.kernel, padding=cfg.kernel // 2, bias=False),
@@ -45,5 +46,6 @@ class CNN2d(nn.Module):
         self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(c_in, cfg.num_classes))
 
     def forward(self, x):
-        x = F.pad(x, (0, PADDED - x.shape[-1])).view(-1, 1, *self.shape)
+        x = F.pad(channels(x), (0, PADDED - 187))
+        x = x.view(len(x), x.shape[1], *self.shape)
         return self.head(self.features(x).mean(dim=(-2, -1)))

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from raytasks.nets.registry import register
+from raytasks.nets.registry import channels, register
 
 
 @dataclass
@@ -18,6 +18,7 @@ class Inception1dConfig:
     depth_per_residual: int = 3
     dropout: float = 0.1
     num_classes: int = 5
+    in_channels: int = 1  # 2: + the deviation from the template (create_model(template=))
 
 
 class InceptionModule(nn.Module):
@@ -49,7 +50,7 @@ class Inception1d(nn.Module):
         width = cfg.filters * (len(cfg.kernels) + 1)
         self.modules_ = nn.ModuleList()
         self.shortcuts = nn.ModuleDict()
-        c_in, res_in = 1, 1
+        c_in = res_in = cfg.in_channels
         for d in range(cfg.depth):
             self.modules_.append(InceptionModule(c_in, cfg))
             c_in = width
@@ -62,7 +63,7 @@ class Inception1d(nn.Module):
         self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(width, cfg.num_classes))
 
     def forward(self, x):
-        x = x.unsqueeze(1)
+        x = channels(x)
         residual = x
         for d, module in enumerate(self.modules_):
             x = module(x)

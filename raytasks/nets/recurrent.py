@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from raytasks.nets.registry import register
+from raytasks.nets.registry import channels, register
 
 
 @dataclass
@@ -20,6 +20,7 @@ class RecurrentConfig:
     stem_stride: int = 2
     dropout: float = 0.2
     num_classes: int = 5
+    in_channels: int = 1  # 2: + the deviation from the template (create_model(template=))
 
 
 class Recurrent(nn.Module):
@@ -32,13 +33,13 @@ class Recurrent(nn.Module):
         self.pooling = cfg.pooling
         if cfg.stem_channels:
             self.stem = nn.Sequential(
-                nn.Conv1d(1, cfg.stem_channels, 5, cfg.stem_stride, 2, bias=False),
+                nn.Conv1d(cfg.in_channels, cfg.stem_channels, 5, cfg.stem_stride, 2, bias=False),
                 nn.BatchNorm1d(cfg.stem_channels),
                 nn.ReLU(inplace=True),
             )
             c_in = cfg.stem_channels
         else:
-            self.stem, c_in = None, 1
+            self.stem, c_in = None, cfg.in_channels
         self.rnn = self.rnn_cls(
             c_in,
             cfg.hidden,
@@ -52,7 +53,7 @@ class Recurrent(nn.Module):
         self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(width, cfg.num_classes))
 
     def forward(self, x):
-        x = x.unsqueeze(1)
+        x = channels(x)
         x = (self.stem(x) if self.stem is not None else x).transpose(1, 2)  # (B, T, C)
         h, _ = self.rnn(x)
         if self.pooling == "attention":

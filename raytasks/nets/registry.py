@@ -10,3 +10,9 @@ def register(name: str, config_cls: type):
         return model_cls
 
     return wrap
+
+
+def channels(x):
+    """(batch, C x 187) -> (batch, C, 187): the beat, then (a template model's) its deviation
+    from the record's template, as the channels of a family's first convolution."""
+    return x.reshape(len(x), -1, 187)

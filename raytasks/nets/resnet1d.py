@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
-from raytasks.nets.registry import register
+from raytasks.nets.registry import channels, register
 
 
 @dataclass
@@ -16,6 +16,7 @@ class ResNet1dConfig:
     se: bool = True
     dropout: float = 0.2
     num_classes: int = 5
+    in_channels: int = 1  # 2: + the deviation from the template (create_model(template=))
 
 
 class SqueezeExcite(nn.Module):
@@ -59,7 +60,7 @@ class ResNet1d(nn.Module):
     def __init__(self, cfg: ResNet1dConfig):
         super().__init__()
         self.stem = nn.Sequential(
-            nn.Conv1d(1, cfg.stem, cfg.kernel, padding=cfg.kernel // 2, bias=False),
+            nn.Conv1d(cfg.in_channels, cfg.stem, cfg.kernel, padding=cfg.kernel // 2, bias=False),
             nn.BatchNorm1d(cfg.stem),
             nn.ReLU(inplace=True),
         )
@@ -72,4 +73,4 @@ class ResNet1d(nn.Module):
         self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(c_in, cfg.num_classes))
 
     def forward(self, x):
-        return self.head(self.stages(self.stem(x.unsqueeze(1))).mean(dim=-1))
+        return self.head(self.stages(self.stem(channels(x))).mean(dim=-1))

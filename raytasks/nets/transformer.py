@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from raytasks.nets.registry import register
+from raytasks.nets.registry import channels, register
 
 
 @dataclass
@@ -24,6 +24,7 @@ class TransformerConfig:
     stem_stride: int = 3
     dropout: float = 0.1
     num_classes: int = 5
+    in_channels: int = 1  # 2: + the deviation from the template (create_model(template=))
 
 
 def sinusoid(length: int, dim: int) -> torch.Tensor:
@@ -42,7 +43,9 @@ class Transformer(nn.Module):
         if cfg.d_model % cfg.heads:
             raise ValueError(f"transformer: d_model {cfg.d_model} not divisible by heads")
         self.stem = nn.Sequential(
-            nn.Conv1d(1, cfg.d_model, cfg.stem_kernel, cfg.stem_stride, cfg.stem_kernel // 2),
+            nn.Conv1d(
+                cfg.in_channels, cfg.d_model, cfg.stem_kernel, cfg.stem_stride, cfg.stem_kernel // 2
+            ),
             nn.BatchNorm1d(cfg.d_model),
             nn.GELU(),
         )
@@ -61,6 +64,6 @@ class Transformer(nn.Module):
         self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(cfg.d_model, cfg.num_classes))
 
     def forward(self, x):
-        h = self.stem(x.unsqueeze(1)).transpose(1, 2)  # (B, T, d)
+        h = self.stem(channels(x)).transpose(1, 2)  # (B, T, d)
         h = self.encoder(h + self.pos[: h.shape[1]])
         return self.head(self.norm(h).mean(dim=1))

@@ -28,8 +28,9 @@ import numpy as np
 import pandas as pd
 
 from raytasks.core.paths import staged_dir, staged_file
-from raytasks.data import BEAT_LEN, CLASS_SHORT, FS_RAW, NUM_CLASSES, DataError
+from raytasks.data import BEAT_LEN, CLASS_SHORT, FS_RAW, NUM_CLASSES, RR_FEATURES, DataError
 from raytasks.data.beats import WINDOW_S, extract_beats, rr_features
+from raytasks.data.features import with_deviations
 from raytasks.models import saved
 
 MIN_FS = 100
@@ -302,7 +303,8 @@ class Classifier:
         self.offsets = saved.offsets_of(info).astype(np.float32)
 
     def __call__(self, row: dict) -> dict:
-        x = np.concatenate([row["beats"], row["rr"]], axis=1)[:, : self.model.input_width]
+        parts = [row["beats"], row["rr"]] + ([row["dev"]] if "dev" in row else [])
+        x = np.concatenate(parts, axis=1)[:, : self.model.input_width]
         logits = saved.predict_logits(self.model, np.ascontiguousarray(x, dtype=np.float32))
         return {"name": row["name"], "t0": row["t0"], "logits": logits.astype(np.float32)}
 
@@ -479,18 +481,19 @@ def run_classification(
     """Pass 2 on Ray Data: logits per recording, in pieces of at most rows_per_task beats."""
     import ray
 
+    template = saved.read_info(model_dir).get("template", False)
     pieces = []
     for rec in recs:
-        rr = rr_features(rec["peaks"])
+        x = np.concatenate([rec["beats"], rr_features(rec["peaks"])], axis=1)
+        if template:  # the recording's own template, from all its beats (no labels)
+            x = with_deviations(x, np.full(len(x), rec["name"]), rec["peaks"])
         for k in range(0, len(rec["peaks"]), rows_per_task):
-            pieces.append(
-                {
-                    "name": rec["name"],
-                    "t0": float(k),
-                    "beats": rec["beats"][k : k + rows_per_task],
-                    "rr": rr[k : k + rows_per_task],
-                }
-            )
+            part = x[k : k + rows_per_task]
+            piece = {"name": rec["name"], "t0": float(k), "beats": part[:, :BEAT_LEN]}
+            piece["rr"] = part[:, BEAT_LEN : BEAT_LEN + len(RR_FEATURES)]
+            if template:
+                piece["dev"] = part[:, BEAT_LEN + len(RR_FEATURES) :]
+            pieces.append(piece)
     ds = ray.data.from_items(pieces, override_num_blocks=max(1, len(pieces)))
     out = ds.map(
         Classifier,

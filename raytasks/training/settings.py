@@ -108,6 +108,12 @@ class TrainSettings:
         "also feed the beat's RR intervals (pre/post/local RR) to the model",
         limits=(bool, None, None),
     )
+    template: bool = setting(
+        False,
+        "patient-adaptive input: also feed the beat minus its record's template (the median "
+        "beat of its recording, no labels) as a second channel",
+        limits=(bool, None, None),
+    )
     rr_beat_dropout: float = setting(
         0.0,
         "with rr: share of training beats whose beat logits are hidden, so the RR path "
@@ -264,7 +270,8 @@ def derive(settings: TrainSettings) -> TrainData:
 
     data_dir = resolve(settings.data)
     train_files = split_files(data_dir, "train")
-    if settings.rr:  # before any Ray work: the stream carries RR columns only when shards do
+    if settings.rr or settings.template:  # before any Ray work: the stream carries RR
+        # columns (and records worth a template) only when the shards were built from records
         check_rr(train_files)
     counts = class_counts(train_files)
     return TrainData(

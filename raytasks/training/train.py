@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from raytasks.core.constants import BEAT_LEN, FS
 from raytasks.core.metrics import compute_metrics
 from raytasks.core.ray_connect import quiet_sigterm_exit
+from raytasks.data.features import split_templates
 from raytasks.data.stream import dataset_arrays, epoch_batches, open_split, split_files
 from raytasks.models import saved
 from raytasks.models.saved import predict_logits
@@ -144,7 +145,9 @@ def save_state(path: Path, model, opt, sched, epoch: int, metrics: dict, start_e
 
 def restore(s: TrainSettings, data: TrainData, world: int, device: torch.device, checkpoint):
     """(model, optimizer, scheduler, first epoch): fresh, or as the checkpoint left them."""
-    model = create_model(s.arch, rr=s.rr, rr_beat_dropout=s.rr_beat_dropout, **s.model).to(device)
+    model = create_model(
+        s.arch, rr=s.rr, rr_beat_dropout=s.rr_beat_dropout, template=s.template, **s.model
+    ).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     steps = math.ceil(data.train_rows / world / s.batch_size) * s.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(s, steps))
@@ -253,6 +256,7 @@ def stream_args(s: TrainSettings, data: TrainData) -> dict:
         "seed": s.seed,
         "batch_size": s.batch_size,
         "rr": s.rr,
+        "template": s.template,
         "prefetch": s.prefetch,
     }
 
@@ -293,7 +297,7 @@ def train_loop_per_worker(config: dict):
         world=world,
         checkpoint=ray.train.get_checkpoint(),
         batches=wrap(batches, rank) if wrap else batches,
-        valid=lambda: dataset_arrays(ray.train.get_dataset_shard("valid"), s.rr),
+        valid=lambda: dataset_arrays(ray.train.get_dataset_shard("valid"), s.rr, s.template),
         report=report,
         worker_nodes=worker_nodes(world),
         device=device,
@@ -327,14 +331,17 @@ def check_gpus(s: TrainSettings) -> None:
         )
 
 
-def open_datasets(data_dir: str | Path, seed: int = 0, log=print) -> dict:
+def open_datasets(data_dir: str | Path, seed: int = 0, log=print, template: bool = False) -> dict:
     """A built scheme's train and valid splits as Ray Data datasets (data.stream.open_split):
     train read once or streamed, by its size; valid (small, read whole by rank 0) read once.
-    A search opens them once and hands them to every trial."""
+    With `template`, rows also carry the beat's deviation from its record's template, taken
+    from the split's own beats. A search opens them once and hands them to every trial."""
+    train, valid = split_files(data_dir, "train"), split_files(data_dir, "valid")
+    templates = (split_templates(train), split_templates(valid)) if template else (None, None)
     return {
-        "train": open_split(split_files(data_dir, "train"), seed=seed, log=log),
+        "train": open_split(train, seed=seed, log=log, templates=templates[0]),
         "valid": open_split(
-            split_files(data_dir, "valid"), seed=seed, mode="materialize", log=lambda _: None
+            valid, seed=seed, mode="materialize", log=lambda _: None, templates=templates[1]
         ),
     }
 
@@ -356,7 +363,7 @@ def build_trainer(
 
     check_gpus(s)
     data = data or derive(s)
-    datasets = datasets or open_datasets(data.data_dir, s.seed)
+    datasets = datasets or open_datasets(data.data_dir, s.seed, template=s.template)
     resources = {"CPU": s.cpus_per_worker} | ({"GPU": s.gpus_per_worker} if s.gpu else {})
     return TorchTrainer(
         train_loop_per_worker,
@@ -407,7 +414,7 @@ def fit_local(
     s = as_settings(settings)
     data = derive(s)
     device = train_device(s)
-    datasets = datasets or open_datasets(data.data_dir, s.seed)
+    datasets = datasets or open_datasets(data.data_dir, s.seed, template=s.template)
 
     def batches(epoch):
         every = epoch_batches(datasets["train"], epoch, device=device, **stream_args(s, data))
@@ -420,7 +427,7 @@ def fit_local(
         world=1,
         checkpoint=checkpoint,
         batches=batches,
-        valid=lambda: dataset_arrays(datasets["valid"], s.rr),
+        valid=lambda: dataset_arrays(datasets["valid"], s.rr, s.template),
         report=report,
         device=device,
     )

@@ -341,7 +341,11 @@ def trainable(p: Plan, base: dict):
 
     req = p.request
     # the trees read their features in the trial (each trial chooses its own)
-    datasets = None if p.space.boost else open_datasets(base["data"], seed=base["seed"])
+    datasets = (
+        None
+        if p.space.boost
+        else open_datasets(base["data"], seed=base["seed"], template=p.space.may_set("template"))
+    )
     # with --workers > 1 the trial process only drives its TorchTrainer (Tune refuses 0 CPU)
     resources = (
         {"CPU": 0.05}

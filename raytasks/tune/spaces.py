@@ -85,6 +85,13 @@ class Space:
     def boost(self) -> bool:  # boosted trees, scored by CV folds (raytasks.training.boost)
         return boost.ARCH in self.archs
 
+    def may_set(self, key: str) -> bool:
+        """Whether some trial may run with boolean setting `key` on (fixed or searched)."""
+        return any(
+            a.fixed.get(key) is True or True in a.space.get(key, {}).get("values", [])
+            for a in self.archs.values()
+        )
+
 
 def setting_names(arch: str) -> tuple:
     return boost.BOOST_NAMES if arch == boost.ARCH else TRAIN_SETTINGS
