@@ -57,20 +57,30 @@ def test_write_info_refuses_fields_outside_the_schema(tmp_path):
     assert (d / "model.json").read_bytes() == before
 
 
-def test_times_in_files_are_iso_and_in_names_compact():
-    """model.json `exported` (and build.json, leaderboard, job.json) read as ISO 8601 UTC, as
-    the shipped models do; run names use the colon-free form."""
-    import re
+def test_times_in_files_are_iso_and_in_names_sort_as_time(monkeypatch):
+    """model.json `exported` (and build.json, leaderboard, job.json) read back as the UTC
+    time they were written, as the shipped models' do; the compact stamps in run names sort
+    as the times do (`tune --resume` takes the last name as the latest search) and are valid
+    names (no colon)."""
+    import time
     from datetime import UTC, datetime
 
     from raytasks.core.constants import utc_stamp
+    from raytasks.core.paths import check_name
 
-    iso = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
-    assert all(iso.fullmatch(saved.read_info(d)["exported"]) for d in SHIPPED)
-    exported = saved.stamp({})["exported"]
-    when = datetime.strptime(exported, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    assert abs((datetime.now(UTC) - when).total_seconds()) < 60
-    assert re.fullmatch(r"\d{8}T\d{6}Z", utc_stamp())
+    def parse(text):
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+
+    assert all(parse(saved.read_info(d)["exported"]) > 1.7e9 for d in SHIPPED)
+    real = time.gmtime
+    stamps = []
+    # out of order on purpose: 2001-09-09, 2026-12-06, 2009-02-13, 2033-05-18
+    for t in (1_000_000_000, 1_796_000_000, 1_234_567_890, 2_000_000_000):
+        monkeypatch.setattr(time, "gmtime", lambda *_, t=t: real(t))
+        assert parse(saved.stamp({})["exported"]) == t
+        stamps.append((t, utc_stamp()))
+        check_name(f"alice-gru-{stamps[-1][1]}", "experiment")
+    assert [s for _, s in sorted(stamps)] == sorted(s for _, s in stamps)
 
 
 def test_a_model_s_scheme_is_its_data_build_s():
