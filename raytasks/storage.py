@@ -22,6 +22,7 @@ import json
 import os
 import uuid
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 import pandas as pd
 import pyarrow.fs as pafs
@@ -38,6 +39,24 @@ def is_uri(value: str) -> bool:
     return "://" in str(value)
 
 
+# pyarrow type_name of the filesystems whose first path component is a bucket
+BUCKET_STORES = ("s3", "gcs")
+SECRET_PARAMS = ("access_key", "secret_key", "session_token")
+
+
+def refuse_secrets(uri: str) -> None:
+    """The storage URI is printed in every search's log and saved in its job.json: keys in
+    it (s3://KEY:SECRET@bucket, ?secret_key=) would be shown to the whole team. The error
+    does not repeat the URI (it holds the secret)."""
+    parts = urlsplit(uri)
+    if "@" in parts.netloc or {k for k, _ in parse_qsl(parts.query)} & set(SECRET_PARAMS):
+        raise StorageError(
+            f"storage {parts.scheme}://...: credentials in the URI would be printed in "
+            f"every search's log; remove them and set AWS_ACCESS_KEY_ID and "
+            f"AWS_SECRET_ACCESS_KEY (or the provider's own variables) instead"
+        )
+
+
 class Storage:
     """A root folder on a pyarrow filesystem; paths inside it are '/'-joined strings.
     A dev's files are reached through `dev(tag)`; the methods taking raw parts are what it
@@ -52,13 +71,38 @@ class Storage:
         if not value:
             raise StorageError("setting 'storage' is empty: a folder or a URI (s3://...)")
         if is_uri(value):
+            refuse_secrets(value)
             try:
                 fs, root = pafs.FileSystem.from_uri(value)
             except (pafs.ArrowInvalid, OSError, ValueError) as e:
                 raise StorageError(f"storage {value!r} cannot be opened: {e}") from None
-            return cls(fs, root, value)
+            store = cls(fs, root, value)
+            store.check_bucket()
+            return store
         path = str(config.resolve(value))
         return cls(pafs.LocalFileSystem(), path, path)
+
+    def check_bucket(self) -> None:
+        """An object store (s3://, gs://) answers and has the bucket: asked once, when the
+        storage is opened, so that bad credentials, a wrong endpoint or a missing bucket stop
+        the command before it writes anything (not a Ray worker mid-search, or a half-written
+        search). A missing bucket is not created: it is the team's, made once by its owner."""
+        if self.fs.type_name not in BUCKET_STORES:
+            return
+        bucket = self.root.split("/", 1)[0]
+        try:
+            found = self.fs.get_file_info(bucket).type == pafs.FileType.Directory
+        except OSError as e:  # denied, unreachable: arrow's message says which, on one line
+            raise StorageError(
+                f"storage {self.uri}: {e}; check the credentials and endpoint it is read "
+                f"with (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, see "
+                f"docs/team-cluster.md)"
+            ) from None
+        if not found:
+            raise StorageError(
+                f"storage {self.uri}: no bucket {bucket!r} at that endpoint; create it "
+                f"first (raytasks creates none), or correct the URI"
+            )
 
     def path(self, *parts: str) -> str:
         return "/".join([self.root.rstrip("/"), *parts]) if parts else self.root
