@@ -22,7 +22,7 @@ import json
 import os
 import uuid
 from pathlib import Path
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 import pandas as pd
 import pyarrow.fs as pafs
@@ -48,10 +48,12 @@ def refuse_secrets(uri: str) -> None:
     """The storage URI is printed in every search's log and saved in its job.json: keys in
     it (s3://KEY:SECRET@bucket, ?secret_key=) would be shown to the whole team. The error
     does not repeat the URI (it holds the secret)."""
-    parts = urlsplit(uri)
-    if "@" in parts.netloc or {k for k, _ in parse_qsl(parts.query)} & set(SECRET_PARAMS):
+    scheme, rest = uri.split("://", 1)
+    location, _, query = rest.partition("?")
+    # '@' anywhere before the query: a secret with a '/' in it ends urlsplit's netloc early
+    if "@" in location or {k for k, _ in parse_qsl(query)} & set(SECRET_PARAMS):
         raise StorageError(
-            f"storage {parts.scheme}://...: credentials in the URI would be printed in "
+            f"storage {scheme}://...: credentials in the URI would be printed in "
             f"every search's log; remove them and set AWS_ACCESS_KEY_ID and "
             f"AWS_SECRET_ACCESS_KEY (or the provider's own variables) instead"
         )
@@ -74,7 +76,7 @@ class Storage:
             refuse_secrets(value)
             try:
                 fs, root = pafs.FileSystem.from_uri(value)
-            except (pafs.ArrowInvalid, OSError, ValueError) as e:
+            except (OSError, ValueError) as e:  # (pyarrow's ArrowInvalid is a ValueError)
                 raise StorageError(f"storage {value!r} cannot be opened: {e}") from None
             store = cls(fs, root, value)
             store.check_bucket()
@@ -90,6 +92,10 @@ class Storage:
         if self.fs.type_name not in BUCKET_STORES:
             return
         bucket = self.root.split("/", 1)[0]
+        if not bucket:
+            raise StorageError(
+                f"storage {self.uri}: names no bucket ({self.fs.type_name}://BUCKET/...)"
+            )
         try:
             found = self.fs.get_file_info(bucket).type == pafs.FileType.Directory
         except OSError as e:  # denied, unreachable: arrow's message says which, on one line

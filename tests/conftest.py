@@ -112,12 +112,14 @@ class S3Server:
         return boto3.client(service, endpoint_url=self.endpoint, region_name=self.region, **keys)
 
     def objects(self, prefix: str = "") -> dict[str, int]:
-        """key -> size of every object under prefix, read with boto3 (not pyarrow)."""
+        """key -> size of every file under prefix, read with boto3 (not pyarrow); the
+        empty 'folder/' markers pyarrow writes for its directories are left out."""
         pages = self.client().get_paginator("list_objects_v2")
         return {
             o["Key"]: o["Size"]
             for page in pages.paginate(Bucket=self.bucket, Prefix=prefix)
             for o in page.get("Contents", [])
+            if not o["Key"].endswith("/")
         }
 
 
