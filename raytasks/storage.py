@@ -2,7 +2,9 @@
 
 One `storage` setting (config.toml / RAYTASKS_STORAGE / --storage): a local folder (default
 `storage/` of the checkout), an NFS path, or any `pyarrow.fs` URI (`s3://bucket/team`,
-`gs://...`), which Ray Tune and Train also write to natively. Layout, per dev:
+`gs://...`; endpoint and keys from the AWS_* variables or the URI's query parameters, see
+docs/team-cluster.md). Ray Tune and Train write through the filesystem opened here (not
+the URI). A bucket's URI is checked when opened (`check_bucket`). Layout, per dev:
 
     <storage>/<dev>/runs/<experiment>/           Tune experiment: trials, checkpoints, search.json
     <storage>/<dev>/models/<tag>/                exported models (model.pt, model.json)

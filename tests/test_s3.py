@@ -106,6 +106,18 @@ def test_missing_bucket_or_bad_keys_is_one_line(s3_env, checkout, monkeypatch, s
     assert s3_env.objects() == before
 
 
+@pytest.mark.slow  # the S3 client retries for ~6 s before it gives up
+def test_an_endpoint_that_does_not_answer_is_one_line(s3_env, checkout, monkeypatch):
+    from tests.conftest import free_port
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("RAYTASKS_STORAGE", "s3://team-bucket/raytasks")
+    line = one_line_error(["leaderboard"])
+    assert "storage s3://team-bucket/raytasks: " in line, line
+    assert "NETWORK_CONNECTION" in line, line
+    assert sorted(p.name for p in checkout.iterdir()) == []
+
+
 def test_keys_in_the_uri_are_refused_unrepeated(s3_env):
     for uri in (
         f"s3://{s3_env.key}:{s3_env.secret}@{s3_env.bucket}/raytasks",
@@ -140,6 +152,8 @@ def test_tiny_search_on_s3_then_pull_and_leaderboard(s3_server, checkout, monkey
     cmd = [sys.executable, "-m", "raytasks.tune", "--space", "cnn1d", "--export", *QUICK]
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "Traceback" not in res.stdout + res.stderr, res.stdout[-3000:] + res.stderr[-3000:]
+    assert f"storage {in_uri(s3_server, prefix)}" in res.stdout
 
     stored = s3_server.objects(f"{prefix}/")
     runs = sorted({k.split("/")[3] for k in stored if k.startswith(f"{prefix}/alice/runs/")})
