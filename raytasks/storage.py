@@ -41,8 +41,12 @@ def is_uri(value: str) -> bool:
     return "://" in str(value)
 
 
-# pyarrow type_name of the filesystems whose first path component is a bucket
-BUCKET_STORES = ("s3", "gcs")
+# pyarrow type_name of the filesystems whose first path component is a bucket -> the
+# variables their credentials and endpoint are read from
+BUCKET_STORES = {
+    "s3": "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL",
+    "gcs": "GOOGLE_APPLICATION_CREDENTIALS",
+}
 SECRET_PARAMS = ("access_key", "secret_key", "session_token")
 
 
@@ -95,16 +99,14 @@ class Storage:
             return
         bucket = self.root.split("/", 1)[0]
         if not bucket:
-            raise StorageError(
-                f"storage {self.uri}: names no bucket ({self.fs.type_name}://BUCKET/...)"
-            )
+            scheme = self.uri.split("://", 1)[0]
+            raise StorageError(f"storage {self.uri}: names no bucket ({scheme}://BUCKET/...)")
         try:
             found = self.fs.get_file_info(bucket).type == pafs.FileType.Directory
         except OSError as e:  # denied, unreachable: arrow's message says which, on one line
             raise StorageError(
                 f"storage {self.uri}: {e}; check the credentials and endpoint it is read "
-                f"with (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, see "
-                f"docs/team-cluster.md)"
+                f"with ({BUCKET_STORES[self.fs.type_name]}; see docs/team-cluster.md)"
             ) from None
         if not found:
             raise StorageError(
