@@ -1,6 +1,7 @@
 """Shared fixtures: a few real MIT-BIH records from ../shared, their shards, one Ray cluster.
 
-Ray is started once per session. `make test` runs the suite inside `unshare -n` where it can
+Ray is started once per session; so is an S3 server (moto's, `s3_server`) for the team
+storage tests. `make test` runs the suite inside `unshare -n` where it can
 (so Ray's startup probes cannot leave the machine); `make test-fast` runs what needs no Ray.
 
 Markers: `ray` (the test starts Ray: every test using the `ray_cluster` fixture is marked
@@ -9,8 +10,14 @@ Ray). With RAYTASKS_TEST_NO_RAY=1 (make test-fast) starting Ray fails the test: 
 starts Ray without its marker cannot hide in the fast loop.
 """
 
+import json
 import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -75,6 +82,113 @@ def processed(tmp_path_factory, slice_dir) -> Path:
     out = tmp_path_factory.mktemp("processed")
     build(slice_dir, out, ("intra", "inter"), params={"shard_rows": 800}, progress=False)
     return out
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """moto's S3 server on 127.0.0.1 (in the test's network namespace): its endpoint, the
+    team's keys (an IAM user allowed s3:*) and the bucket the team's storage lives in."""
+
+    endpoint: str
+    key: str
+    secret: str
+    bucket: str = "team-bucket"
+    region: str = "us-east-1"
+
+    def env(self, **changes: str) -> dict:
+        """The AWS variables a dev exports to use it (pyarrow and boto3 read the same)."""
+        return {
+            "AWS_ACCESS_KEY_ID": self.key,
+            "AWS_SECRET_ACCESS_KEY": self.secret,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_EC2_METADATA_DISABLED": "true",  # no credential probe of a cloud address
+        } | changes
+
+    def client(self, service: str = "s3", **keys):
+        import boto3
+
+        keys = keys or {"aws_access_key_id": self.key, "aws_secret_access_key": self.secret}
+        return boto3.client(service, endpoint_url=self.endpoint, region_name=self.region, **keys)
+
+    def objects(self, prefix: str = "") -> dict[str, int]:
+        """key -> size of every file under prefix, read with boto3 (not pyarrow); the
+        empty 'folder/' markers pyarrow writes for its directories are left out."""
+        pages = self.client().get_paginator("list_objects_v2")
+        return {
+            o["Key"]: o["Size"]
+            for page in pages.paginate(Bucket=self.bucket, Prefix=prefix)
+            for o in page.get("Contents", [])
+            if not o["Key"].endswith("/")
+        }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory) -> S3Server:
+    """A real S3 endpoint for the team storage: moto's server, which checks signatures once
+    its first 3 requests (an IAM user, its s3:* policy, its key) are done, so that a wrong
+    secret is refused as it would be by a real one."""
+    import boto3
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for_port(port, proc, log)
+        endpoint = f"http://127.0.0.1:{port}"
+        iam = boto3.client(
+            "iam",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="setup",
+            aws_secret_access_key="setup",
+        )
+        iam.create_user(UserName="team")
+        statement = {"Effect": "Allow", "Action": "s3:*", "Resource": "*"}
+        policy = {"Version": "2012-10-17", "Statement": [statement]}
+        iam.put_user_policy(UserName="team", PolicyName="s3", PolicyDocument=json.dumps(policy))
+        key = iam.create_access_key(UserName="team")["AccessKey"]
+        server = S3Server(endpoint, key["AccessKeyId"], key["SecretAccessKey"])
+        server.client().create_bucket(Bucket=server.bucket)
+        yield server
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"moto server exited {proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    pytest.fail(f"moto server not listening on 127.0.0.1:{port} after {timeout} s")
+
+
+@pytest.fixture
+def s3_env(monkeypatch, s3_server) -> S3Server:
+    """This process's AWS variables pointed at the moto server (and nothing else's)."""
+    for var in [v for v in os.environ if v.startswith("AWS_")]:
+        monkeypatch.delenv(var)
+    for var, value in s3_server.env().items():
+        monkeypatch.setenv(var, value)
+    return s3_server
 
 
 @pytest.fixture(scope="session")

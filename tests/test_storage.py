@@ -1,6 +1,6 @@
-"""Team storage on a local folder and on a pyarrow SubTreeFileSystem: per-dev layout, rows of
-searches finishing at once, the merged leaderboard, pull; and the cluster's process record
-and settings hygiene (no Ray needed)."""
+"""Team storage on a local folder, a pyarrow SubTreeFileSystem and an S3 server (moto's):
+per-dev layout, rows of searches finishing at once, the merged leaderboard, pull; and the
+cluster's process record and settings hygiene (no Ray needed)."""
 
 import json
 import os
@@ -32,9 +32,12 @@ from raytasks.tune.leaderboard import COLUMNS as LEADERBOARD_COLUMNS
 from raytasks.tune.leaderboard import sync as sync_leaderboard
 
 
-def make_store(kind: str, tmp_path: Path) -> Storage:
+def make_store(kind: str, tmp_path: Path, request) -> Storage:
     if kind == "local":
         return Storage.from_setting(str(tmp_path / "team"))
+    if kind == "s3":  # moto's S3 server, a prefix of the team bucket per test
+        s3 = request.getfixturevalue("s3_env")
+        return Storage.from_setting(f"s3://{s3.bucket}/{tmp_path.name}")
     (tmp_path / "base").mkdir()
     return Storage(pafs.SubTreeFileSystem(str(tmp_path / "base"), pafs.LocalFileSystem()), "team")
 
@@ -57,9 +60,9 @@ def rows_for(dev: str, experiment: str, n: int, f1: float = 0.5) -> pd.DataFrame
     return pd.DataFrame(rows, columns=LEADERBOARD_COLUMNS)
 
 
-@pytest.mark.parametrize("kind", ["local", "subtree"])
-def test_searches_finishing_at_once_lose_no_row(kind, tmp_path):
-    store = make_store(kind, tmp_path)
+@pytest.mark.parametrize("kind", ["local", "subtree", "s3"])
+def test_searches_finishing_at_once_lose_no_row(kind, tmp_path, request):
+    store = make_store(kind, tmp_path, request)
     results = tmp_path / "results"
     start = threading.Barrier(8)
 
@@ -101,9 +104,9 @@ def test_searches_finishing_at_once_lose_no_row(kind, tmp_path):
     ]
 
 
-@pytest.mark.parametrize("kind", ["local", "subtree"])
-def test_folders_round_trip(kind, tmp_path):
-    store = make_store(kind, tmp_path)
+@pytest.mark.parametrize("kind", ["local", "subtree", "s3"])
+def test_folders_round_trip(kind, tmp_path, request):
+    store = make_store(kind, tmp_path, request)
     src = tmp_path / "model"
     src.mkdir()
     (src / "model.json").write_text('{"tag": "alice-gru"}')
@@ -123,8 +126,8 @@ def test_folders_round_trip(kind, tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["local", "subtree"])
-def test_the_dev_tag_becomes_a_storage_path_in_one_place(kind, tmp_path):
-    store = make_store(kind, tmp_path)
+def test_the_dev_tag_becomes_a_storage_path_in_one_place(kind, tmp_path, request):
+    store = make_store(kind, tmp_path, request)
     area = store.dev("alice")
     assert FOLDERS == ("runs", "models", "results")
     assert area.runs("alice-all-1") == f"{store.root}/alice/runs/alice-all-1"

@@ -137,7 +137,7 @@ def test_resume_after_kill_skips_finished_trials(tune_env):
     cmd = [
         sys.executable,
         "-m",
-        "raytasks.tune.search",
+        "raytasks.tune",
         "--space",
         "cnn1d",
         "--samples",

@@ -135,6 +135,3 @@ def tune_cmd(**flags):
 
 
 main.add_command(tune_cmd, "tune")
-
-if __name__ == "__main__":
-    main()

@@ -2,7 +2,9 @@
 
 One `storage` setting (config.toml / RAYTASKS_STORAGE / --storage): a local folder (default
 `storage/` of the checkout), an NFS path, or any `pyarrow.fs` URI (`s3://bucket/team`,
-`gs://...`), which Ray Tune and Train also write to natively. Layout, per dev:
+`gs://...`; endpoint and keys from the AWS_* variables or the URI's query parameters, see
+docs/team-cluster.md). Ray Tune and Train write through the filesystem opened here (not
+the URI). A bucket's URI is checked when opened (`check_bucket`). Layout, per dev:
 
     <storage>/<dev>/runs/<experiment>/           Tune experiment: trials, checkpoints, search.json
     <storage>/<dev>/models/<tag>/                exported models (model.pt, model.json)
@@ -22,6 +24,7 @@ import json
 import os
 import uuid
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import pandas as pd
 import pyarrow.fs as pafs
@@ -38,6 +41,30 @@ def is_uri(value: str) -> bool:
     return "://" in str(value)
 
 
+# pyarrow type_name of the filesystems whose first path component is a bucket -> the
+# variables their credentials and endpoint are read from
+BUCKET_STORES = {
+    "s3": "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL",
+    "gcs": "GOOGLE_APPLICATION_CREDENTIALS",
+}
+SECRET_PARAMS = ("access_key", "secret_key", "session_token")
+
+
+def refuse_secrets(uri: str) -> None:
+    """The storage URI is printed in every search's log and saved in its job.json: keys in
+    it (s3://KEY:SECRET@bucket, ?secret_key=) would be shown to the whole team. The error
+    does not repeat the URI (it holds the secret)."""
+    scheme, rest = uri.split("://", 1)
+    location, _, query = rest.partition("?")
+    # '@' anywhere before the query: a secret with a '/' in it ends urlsplit's netloc early
+    if "@" in location or {k for k, _ in parse_qsl(query)} & set(SECRET_PARAMS):
+        raise StorageError(
+            f"storage {scheme}://...: credentials in the URI would be printed in "
+            f"every search's log; remove them and set AWS_ACCESS_KEY_ID and "
+            f"AWS_SECRET_ACCESS_KEY (or the provider's own variables) instead"
+        )
+
+
 class Storage:
     """A root folder on a pyarrow filesystem; paths inside it are '/'-joined strings.
     A dev's files are reached through `dev(tag)`; the methods taking raw parts are what it
@@ -52,13 +79,40 @@ class Storage:
         if not value:
             raise StorageError("setting 'storage' is empty: a folder or a URI (s3://...)")
         if is_uri(value):
+            refuse_secrets(value)
             try:
                 fs, root = pafs.FileSystem.from_uri(value)
-            except (pafs.ArrowInvalid, OSError, ValueError) as e:
+            except (OSError, ValueError) as e:  # (pyarrow's ArrowInvalid is a ValueError)
                 raise StorageError(f"storage {value!r} cannot be opened: {e}") from None
-            return cls(fs, root, value)
+            store = cls(fs, root, value)
+            store.check_bucket()
+            return store
         path = str(config.resolve(value))
         return cls(pafs.LocalFileSystem(), path, path)
+
+    def check_bucket(self) -> None:
+        """An object store (s3://, gs://) answers and has the bucket: asked once, when the
+        storage is opened, so that bad credentials, a wrong endpoint or a missing bucket stop
+        the command before it writes anything (not a Ray worker mid-search, or a half-written
+        search). A missing bucket is not created: it is the team's, made once by its owner."""
+        if self.fs.type_name not in BUCKET_STORES:
+            return
+        bucket = self.root.split("/", 1)[0]
+        if not bucket:
+            scheme = self.uri.split("://", 1)[0]
+            raise StorageError(f"storage {self.uri}: names no bucket ({scheme}://BUCKET/...)")
+        try:
+            found = self.fs.get_file_info(bucket).type == pafs.FileType.Directory
+        except OSError as e:  # denied, unreachable: arrow's message says which, on one line
+            raise StorageError(
+                f"storage {self.uri}: {e}; check the credentials and endpoint it is read "
+                f"with ({BUCKET_STORES[self.fs.type_name]}; see docs/team-cluster.md)"
+            ) from None
+        if not found:
+            raise StorageError(
+                f"storage {self.uri}: no bucket {bucket!r} at that endpoint; create it "
+                f"first (raytasks creates none), or correct the URI"
+            )
 
     def path(self, *parts: str) -> str:
         return "/".join([self.root.rstrip("/"), *parts]) if parts else self.root
