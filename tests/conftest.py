@@ -216,3 +216,21 @@ def _no_ray_in_the_fast_loop(monkeypatch):
         raise RuntimeError("this test starts Ray: mark it `ray` (make test-fast runs no Ray)")
 
     monkeypatch.setattr(ray, "init", refuse)
+
+
+@pytest.fixture
+def tune_env(monkeypatch, tmp_path, processed):
+    """A search's settings as dev alice: the slice's shards, storage, results and models
+    under tmp_path, W&B offline."""
+    env = {
+        "RAYTASKS_DEV": "alice",
+        "RAYTASKS_PROCESSED": str(processed),
+        "RAYTASKS_STORAGE": str(tmp_path / "storage"),
+        "RAYTASKS_RESULTS": str(tmp_path / "results"),
+        "RAYTASKS_MODELS": str(tmp_path / "models"),
+        "WANDB_DIR": str(tmp_path),
+        "WANDB_MODE": "offline",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return tmp_path

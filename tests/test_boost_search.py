@@ -113,19 +113,11 @@ def test_a_trial_reports_each_fold_and_its_last_report_is_the_whole_cv(processed
 
 
 def test_a_tiny_boost_search_lands_in_the_leaderboard_and_exports(
-    ray_cluster, processed, tmp_path, monkeypatch, tiny_space
+    ray_cluster, tune_env, tiny_space
 ):
     from raytasks.tune.search import run
 
-    env = {
-        "RAYTASKS_DEV": "bob",
-        "RAYTASKS_PROCESSED": str(processed),
-        "RAYTASKS_STORAGE": str(tmp_path / "storage"),
-        "RAYTASKS_RESULTS": str(tmp_path / "results"),
-        "RAYTASKS_MODELS": str(tmp_path / "models"),
-    }
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
+    tmp_path = tune_env
     req = SearchRequest(
         str(tiny_space),
         samples=4,
@@ -144,7 +136,7 @@ def test_a_tiny_boost_search_lands_in_the_leaderboard_and_exports(
     full = board[board["epochs"] == 2]
     assert len(full) >= 1
     assert {json.loads(c)["model"]["max_leaf_nodes"] for c in board["config"]} <= {7, 15}
-    model_dir = tmp_path / "models" / "bob-boosty"
+    model_dir = tmp_path / "models" / "alice-boosty"
     info = json.loads((model_dir / "model.json").read_text())
     assert info["arch"] == "trees"
     assert info["record_features"]["step"] == 6
@@ -154,6 +146,6 @@ def test_a_tiny_boost_search_lands_in_the_leaderboard_and_exports(
     assert info["valid_metrics"][OBJECTIVE] == pytest.approx(best[OBJECTIVE])
     res = CliRunner().invoke(main, ["evaluate", "--model", str(model_dir), "--split", "test"])
     assert res.exit_code == 0, res.output
-    assert "bob-boosty" in res.output
+    assert "alice-boosty" in res.output
     settings = trial_settings(load_space(str(tiny_space)), json.loads(best["config"]) | {})
     assert settings["arch"] == "boost"

@@ -21,7 +21,7 @@ from raytasks.data.stream import load_split, read_split, row_keys, split_files
 from raytasks.models import saved
 from raytasks.nets import create_model, input_width, list_models
 from raytasks.training import train
-from tests.test_train import tiny
+from tests.test_train import keeping_last, tiny
 
 WIDTH = 2 * BEAT_LEN + len(RR_FEATURES)
 
@@ -81,17 +81,9 @@ def test_every_family_reads_the_deviation_as_a_second_channel(rr):
 def test_a_template_model_trains_on_ray_data_and_reads_the_same_inputs_everywhere(
     ray_cluster, processed, tmp_path, monkeypatch
 ):
-    import shutil
-
     from ray.train import Checkpoint
 
-    reports, keep = [], tmp_path / "ckpt"
-
-    def report(metrics, state_dir):
-        reports.append(metrics)
-        shutil.rmtree(keep, ignore_errors=True)
-        shutil.copytree(state_dir, keep)
-
+    reports, keep, report = keeping_last(tmp_path / "ckpt")
     cfg = tiny(processed, rr=True, workers=1) | {"template": True}
     train.fit_local(dict(cfg), report)
     out = train.export(Checkpoint.from_directory(keep), reports[-1], cfg, tmp_path / "tmpl")

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,19 @@ def tiny(processed, **over):
         "cpus_per_worker": 0.5,
         **over,
     }
+
+
+def keeping_last(keep: Path):
+    """(reports, keep, report): a fit_local report hook that records every epoch's metrics
+    and keeps the latest checkpoint folder at `keep`."""
+    reports = []
+
+    def report(metrics, state_dir):
+        reports.append(metrics)
+        shutil.rmtree(keep, ignore_errors=True)
+        shutil.copytree(state_dir, keep)
+
+    return reports, keep, report
 
 
 def count_rows(folder: str):
@@ -131,13 +145,7 @@ def test_rr_model_reads_rr_features_and_refuses_data_without_them(
 ):
     from ray.train import Checkpoint
 
-    reports, keep = [], tmp_path / "ckpt"
-
-    def report(metrics, state_dir):
-        reports.append(metrics)
-        shutil.rmtree(keep, ignore_errors=True)
-        shutil.copytree(state_dir, keep)
-
+    reports, keep, report = keeping_last(tmp_path / "ckpt")
     cfg = tiny(processed, rr=True, workers=1)
     train.fit_local(dict(cfg), report)
     out = train.export(

@@ -19,22 +19,6 @@ from raytasks.cli import main
 from tests.conftest import ROOT
 
 
-@pytest.fixture
-def tune_env(monkeypatch, tmp_path, processed):
-    env = {
-        "RAYTASKS_DEV": "alice",
-        "RAYTASKS_PROCESSED": str(processed),
-        "RAYTASKS_STORAGE": str(tmp_path / "storage"),
-        "RAYTASKS_RESULTS": str(tmp_path / "results"),
-        "RAYTASKS_MODELS": str(tmp_path / "models"),
-        "WANDB_DIR": str(tmp_path),
-        "WANDB_MODE": "offline",
-    }
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    return tmp_path
-
-
 def test_tiny_search_asha_hyperopt_leaderboard_wandb_export(ray_cluster, tune_env, monkeypatch):
     import pyarrow.fs as pafs
 
