@@ -88,6 +88,24 @@ def all_beats(records_dir: Path, names: list[str], progress: bool) -> pd.DataFra
     return pd.concat(frames, ignore_index=True)
 
 
+def write_scheme(beats: pd.DataFrame, scheme: str, out: Path, common: dict) -> dict:
+    """One scheme's splits of the beats as shards + build.json; a split left empty (too few
+    or odd records) is refused, naming them. common: source, records, fingerprint, params."""
+    meta = {"version": BUILD_VERSION, "layout": LAYOUT, "scheme": scheme}
+    meta |= common | {"preprocessing": PREPROCESSING}
+    parts = SCHEMES[scheme](beats, meta["params"])
+    splits = {s: beats.iloc[idx] for s, idx in parts.items()}
+    empty = [s for s, f in splits.items() if len(f) == 0]
+    if empty:
+        raise DataError(
+            f"{meta['source']}: scheme '{scheme}' leaves split(s) {empty} empty "
+            f"with records {meta['records']}"
+        )
+    return write_dataset(
+        splits, scheme_path(out, scheme), meta, meta["params"]["shard_rows"], meta["params"]["seed"]
+    )
+
+
 def build(
     records_dir: Path,
     out: Path,
@@ -122,26 +140,7 @@ def build(
             refuse_shrinking(scheme_path(out, scheme), names)
 
     beats = all_beats(records_dir, names, progress)
+    common = {"source": str(records_dir), "records": names, "fingerprint": fp, "params": params}
     for scheme in todo:
-        parts = SCHEMES[scheme](beats, params)
-        splits = {s: beats.iloc[idx] for s, idx in parts.items()}
-        empty = [s for s, f in splits.items() if len(f) == 0]
-        if empty:
-            raise DataError(
-                f"{records_dir}: scheme '{scheme}' leaves split(s) {empty} empty "
-                f"with records {names}"
-            )
-        meta = {
-            "version": BUILD_VERSION,
-            "layout": LAYOUT,
-            "scheme": scheme,
-            "source": str(records_dir),
-            "records": names,
-            "fingerprint": fp,
-            "params": params,
-            "preprocessing": PREPROCESSING,
-        }
-        results[scheme] = write_dataset(
-            splits, scheme_path(out, scheme), meta, params["shard_rows"], params["seed"]
-        )
+        results[scheme] = write_scheme(beats, scheme, out, common)
     return results

@@ -244,6 +244,29 @@ def open_split(
 
     check_layout(files)
     mode = choose_mode(files) if mode == "auto" else mode
+    ds = read_rows(files, seed, mode, templates)
+    where = Path(files[0]).parent
+    if mode == "stream":
+        log(
+            f"{where}: streamed from {len(files)} shards every epoch, never held whole "
+            f"({split_bytes(files) / 1e6:.0f} MB; read once when <= {MATERIALIZE_SHARE:.0%} of "
+            f"the object store)"
+        )
+        return ds
+    ds = ds.materialize()
+    log(
+        f"{where}: {ds.count():,} rows read once into the object store "
+        f"({split_bytes(files) / 1e6:.0f} MB)"
+    )
+    return ds.randomize_block_order(
+        seed=ray.data.RandomSeedConfig(seed=seed, reseed_after_execution=True)
+    )
+
+
+def read_rows(files: list[str], seed: int, mode: str, templates: dict | None):
+    """The lazy read: shards -> blocks of BLOCK_ROWS training rows (`to_training_rows`)."""
+    import ray.data
+
     columns = [BEAT, "target", "record", "sample"] + (RR_FEATURES if has_rr(files) else [])
     shuffle = ray.data.FileShuffleConfig(seed=seed) if mode == "stream" else None
     remote = {"num_cpus": STREAM_TASK_CPUS} if mode == "stream" else {}
@@ -260,29 +283,13 @@ def open_split(
     # blocks of BLOCK_ROWS, made as the rows stream by (a repartition would be all-to-all)
     row_bytes = ROW_BYTES + (BEAT_LEN * 4 if templates is not None else 0)  # + dev
     ds.context.target_max_block_size = int(BLOCK_ROWS * row_bytes * 1.25)
-    ds = ds.map_batches(
+    return ds.map_batches(
         to_training_rows,
         fn_kwargs={"templates": templates},
         batch_format="pyarrow",
         batch_size=BLOCK_ROWS,
         zero_copy_batch=True,
         **remote,
-    )
-    where = Path(files[0]).parent
-    if mode == "stream":
-        log(
-            f"{where}: streamed from {len(files)} shards every epoch, never held whole "
-            f"({split_bytes(files) / 1e6:.0f} MB; read once when <= {MATERIALIZE_SHARE:.0%} of "
-            f"the object store)"
-        )
-        return ds
-    ds = ds.materialize()
-    log(
-        f"{where}: {ds.count():,} rows read once into the object store "
-        f"({split_bytes(files) / 1e6:.0f} MB)"
-    )
-    return ds.randomize_block_order(
-        seed=ray.data.RandomSeedConfig(seed=seed, reseed_after_execution=True)
     )
 
 

@@ -289,15 +289,16 @@ def plot_recall(plt, points: list, tag: str, path: Path, where: str = "") -> Non
 
 
 def report_md(res: dict, data_desc: str, n_beats: int) -> str:
-    info = res["info"]
-    lines = [
-        f"# {res['tag']}",
-        "",
-        f"Evaluated on **{data_desc}**, {n_beats} beats.",
-        "",
-        "| " + " | ".join(COLUMNS) + " |",
-        "|" + "---|" * len(COLUMNS),
-    ]
+    """results/<tag>/report.md: the metrics and confusion matrices of each operating point,
+    the field's figures, what @recall means here, and where the model came from."""
+    lines = [f"# {res['tag']}", "", f"Evaluated on **{data_desc}**, {n_beats} beats.", ""]
+    lines += metrics_lines(res) + field_lines(res) + offsets_lines(res["info"], data_desc)
+    lines += provenance_lines(res)
+    return "\n".join(lines) + "\n"
+
+
+def metrics_lines(res: dict) -> list[str]:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for name, p in res["points"].items():
         m = p["metrics"]
         lines.append(f"| {name} | " + " | ".join(f"{m[c]:.4f}" for c in COLUMNS[1:]) + " |")
@@ -309,21 +310,29 @@ def report_md(res: dict, data_desc: str, n_beats: int) -> str:
             "```",
         ]
         lines += ["  ".join(f"{v:>6d}" for v in row) for row in p["cm"]] + ["```"]
+    return lines
+
+
+def field_lines(res: dict) -> list[str]:
     field = {name: p["field"] for name, p in res["points"].items() if "field" in p}
-    if field:
-        lines += [
-            "",
-            "## As the patient-level literature reports it",
-            "",
-            f"Se (recall), +P (precision) and F1 per class; 95% intervals from "
-            f"bootstrapping its {res['n_records']} records (patients), not beats:",
-            "",
-            field_table(field),
-        ]
+    if not field:
+        return []
+    return [
+        "",
+        "## As the patient-level literature reports it",
+        "",
+        f"Se (recall), +P (precision) and F1 per class; 95% intervals from "
+        f"bootstrapping its {res['n_records']} records (patients), not beats:",
+        "",
+        field_table(field),
+    ]
+
+
+def offsets_lines(info: dict, data_desc: str) -> list[str]:
     offsets = ", ".join(
         f"{CLASS_SHORT[c]} {v:+.2f}" for c, v in enumerate(info.get("offsets", [0] * NUM_CLASSES))
     )
-    lines += [
+    return [
         "",
         "## Recall-first operating point",
         "",
@@ -336,6 +345,12 @@ def report_md(res: dict, data_desc: str, n_beats: int) -> str:
             if short_desc(data_desc).endswith("/valid")
             else f"The figures above are on {short_desc(data_desc)}, which the offsets never saw."
         ),
+    ]
+
+
+def provenance_lines(res: dict) -> list[str]:
+    info = res["info"]
+    return [
         "",
         "## Provenance",
         "",
@@ -351,7 +366,6 @@ def report_md(res: dict, data_desc: str, n_beats: int) -> str:
         f"`{json.dumps(info.get('data', {}).get('params'))}`",
         f"- run: {info.get('source') or 'n/a'}; exported {info.get('exported')}",
     ]
-    return "\n".join(lines) + "\n"
 
 
 def table(rows: pd.DataFrame) -> str:

@@ -146,39 +146,43 @@ def plot(path: Path, out: Path, split: str = "valid") -> None:
     )
     bars = ranked(bars, metric)
     many = bars["scheme"].nunique() > 1  # name each bar's scheme only when they differ
+    plot_best(ax1, bars, metric, split, many)
+    plot_recall(ax2, bars[~bars["cut"]] if (~bars["cut"]).any() else bars, split, many)
+    fig.suptitle(title(board, metric, split))
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def plot_best(ax, bars: pd.DataFrame, metric: str, split: str, many: bool) -> None:
+    """Each bar's best trial by the metric, gray when ASHA cut it early."""
     labels = [
         f"{r.arch}{f' {r.scheme}' if many else ''} ({r.dev}){' cut' if r.cut else ''}"
         for r in bars.itertuples()
     ]
-    ax1.barh(labels, bars[metric], color=["tab:gray" if c else "tab:blue" for c in bars["cut"]])
+    ax.barh(labels, bars[metric], color=["tab:gray" if c else "tab:blue" for c in bars["cut"]])
     for y, r in enumerate(bars.itertuples()):
-        ax1.text(
-            getattr(r, metric),
-            y,
-            f" {getattr(r, metric):.3f} ({r.epochs} ep)",
-            va="center",
-            fontsize=8,
-        )
-    ax1.invert_yaxis()
-    ax1.set_xlim(0, 1.15)
-    ax1.set_xlabel(f"best {metric} ({split}); gray: cut early by ASHA")
-    full = bars[~bars["cut"]] if (~bars["cut"]).any() else bars
+        value = getattr(r, metric)
+        ax.text(value, y, f" {value:.3f} ({r.epochs} ep)", va="center", fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.15)
+    ax.set_xlabel(f"best {metric} ({split}); gray: cut early by ASHA")
+
+
+def plot_recall(ax, full: pd.DataFrame, split: str, many: bool) -> None:
+    """The per-class recall of each architecture's best full trial, side by side."""
     width = 0.8 / max(len(full), 1)
     for i, r in enumerate(full.itertuples()):
-        ax2.bar(
+        ax.bar(
             np.arange(NUM_CLASSES) + i * width,
             [getattr(r, f"TP_{c}") for c in range(NUM_CLASSES)],
             width,
             label=f"{r.arch}{f' {r.scheme}' if many else ''} ({r.dev})",
         )
-    ax2.set_xticks(np.arange(NUM_CLASSES) + 0.4 - width / 2, CLASS_SHORT)
-    ax2.set_ylim(0, 1.3)  # headroom: the legend sits above the bars, hiding none
-    ax2.set_ylabel(f"recall of that trial ({split})")
-    ax2.legend(fontsize=8, ncol=4, loc="upper left")
-    fig.suptitle(title(board, metric, split))
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    ax.set_xticks(np.arange(NUM_CLASSES) + 0.4 - width / 2, CLASS_SHORT)
+    ax.set_ylim(0, 1.3)  # headroom: the legend sits above the bars, hiding none
+    ax.set_ylabel(f"recall of that trial ({split})")
+    ax.legend(fontsize=8, ncol=4, loc="upper left")
 
 
 def title(board: pd.DataFrame, metric: str, split: str) -> str:
