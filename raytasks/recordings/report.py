@@ -265,9 +265,11 @@ def gallery_html(path: Path, info: dict, beats: pd.DataFrame) -> str:
         parts.append(f"<h3>{html.escape(title)}</h3>")
         parts.append(img(gallery_png(path, info, mine, c), f"{CLASS_SHORT[c]} beats"))
     note = (
-        '<p class="note">Top row of each class: the beats the model is surest of; bottom row: '
-        f"the {GALLERY} it is least sure of (p = its probability for the class; the runner-up "
-        f"class in brackets). {BEFORE_S} s before to {AFTER_S} s after each R-peak.</p>"
+        f'<p class="note">Top row of each class: the {GALLERY} beats the model is surest of; '
+        f"bottom row: the {GALLERY} it is least sure of (a class with {GALLERY} beats or fewer: "
+        "all of them, in one row). p = its probability for the class, the runner-up class in "
+        "brackets (classes follow the model's recall-first offsets, so a runner-up can be the "
+        f"more probable); {BEFORE_S} s before to {AFTER_S} s after each R-peak.</p>"
     )
     if absent:
         note += f'<p class="note">No beat classified as {", ".join(absent)}.</p>'
@@ -285,7 +287,8 @@ def gallery_png(path: Path, info: dict, mine: pd.DataFrame, c: int) -> bytes:
     """Two rows of snippets of class c's beats (one when it has no more than GALLERY)."""
     plt = pyplot()
     top, low = pick(mine, c)
-    rows = [("most confident", top)] + ([("least confident", low)] if len(low) else [])
+    # a class with no more than GALLERY beats shows them all, surest first, in one row
+    rows = [("most confident", top), ("least confident", low)] if len(low) else [("all beats", top)]
     spans = snippets(path, info, np.r_[top["time_s"], low["time_s"]])
     fig, axes = plt.subplots(
         len(rows), GALLERY, figsize=(13, 2.0 * len(rows)), sharey=True, squeeze=False
