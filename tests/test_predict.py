@@ -150,6 +150,7 @@ def test_ray_data_path_writes_every_output(two_records):
     out = two_records / "out"
     summary = pd.read_csv(out / "summary.csv")
     assert sorted(summary["recording"].astype(str)) == list(TWO)
+    assert set(summary["quality"]) <= {"good", "fair", "poor"}
     for name in TWO:
         beats = pd.read_csv(out / name / "beats.csv")
         ref, classes = read_atr(two_records / "ref" / f"{name}.atr")
@@ -161,6 +162,11 @@ def test_ray_data_path_writes_every_output(two_records):
         assert s["beats"] == len(beats)
         assert s["n_V"] == int((beats["class"] == 2).sum())
         assert abs(s["duration_s"] - 60 * MINUTES) < 1
+        assert s["windows_10s"] == 6 * MINUTES  # the 60-s chunks' 10-s windows, joined
+        assert s["quality"] == "good", s["quality_reasons"]  # clean stretches of both
+        page = (out / name / "report.html").read_text()
+        assert f"Recording {name}" in page
+        assert page.count("data:image/png;base64,") >= 4  # ectopy, >= 2 classes, strip
         png = (out / name / "strip.png").read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
         assert len(png) > 10000

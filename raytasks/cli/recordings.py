@@ -72,7 +72,8 @@ from raytasks.core import config
 )
 def predict_cmd(records, model, out, fs, workers, chunk_s, mode, do_score):
     """Find and classify every beat of unannotated recordings (Ray Data, one task per
-    recording or chunk): OUT/<name>/{beats.csv,summary.json,strip.png}, OUT/summary.csv."""
+    recording or chunk): OUT/<name>/{beats.csv,summary.json,strip.png,report.html},
+    OUT/summary.csv; summary.json and report.html say how clean the signal was."""
     from raytasks.recordings.predict import default_model, list_recordings, predict
 
     cfg = config.load()

@@ -14,7 +14,8 @@ from the *detected* peaks). A recording is cut
 into chunks (--chunk-s, aligned to the 10-s windows) and Ray Data runs one task per chunk:
 pass 1 detects peaks and extracts beats, the driver computes each recording's RR features
 over all its peaks (they need the whole record), pass 2 classifies with the model loaded once
-per worker. Outputs per recording go to OUT/<name>/ (beats.csv, summary.json, strip.png),
+per worker. Outputs per recording go to OUT/<name>/ (beats.csv, summary.json, strip.png,
+report.html; summary.json carries signal-quality flags, raytasks.recordings.quality),
 each written into a temporary folder renamed into place; OUT/summary.csv covers all of them.
 A bad recording (unreadable, too short, flat, saturated, below 100 Hz) is reported in one
 line naming the file and skipped; the others are processed.
@@ -32,6 +33,7 @@ from raytasks.data import BEAT_LEN, CLASS_SHORT, FS_RAW, NUM_CLASSES, RR_FEATURE
 from raytasks.data.beats import WINDOW_S, extract_beats, rr_features
 from raytasks.data.features import with_deviations
 from raytasks.models import saved
+from raytasks.recordings.quality import STATS, assess, window_stats
 
 MIN_FS = 100
 MIN_SECONDS = 2.5  # shorter than this holds no beat with an RR interval either side
@@ -40,6 +42,7 @@ MARGIN_S = 2 * WINDOW_S  # read around a chunk so resampling edges fall outside 
 REFRACTORY_S = 0.2  # two detections closer than this (a chunk seam) are one beat
 ECTOPIC = (1, 2)  # S and V: what "ectopic beats per hour" and the runs count
 SUFFIXES = (".hea", ".edf", ".csv")
+CLASS_COLOURS = ("tab:green", "tab:orange", "tab:red", "tab:purple", "tab:gray")  # N S V F Q
 
 
 # ---------------------------------------------------------------- reading recordings
@@ -274,7 +277,8 @@ def reference_peaks(row: dict) -> np.ndarray:
 
 
 def detect_chunk(row: dict) -> dict:
-    """Pass 1 (one Ray task per chunk): R-peaks in the chunk and their training-exact beats."""
+    """Pass 1 (one Ray task per chunk): R-peaks in the chunk, their training-exact beats and
+    the quality stats of its 10-s windows."""
     try:
         x, start, a, b = chunk_signal(row)
         if row.get("mode") == "atr":
@@ -283,11 +287,13 @@ def detect_chunk(row: dict) -> dict:
             peaks = detect_peaks(x, FS_RAW)
         peaks = peaks[(peaks + start >= a) & (peaks + start < b) & (peaks >= 0) & (peaks < len(x))]
         beats = extract_beats(x, peaks) if len(peaks) else np.zeros((0, BEAT_LEN), np.float32)
-        return row | {"peaks": peaks + start, "beats": beats, "error": ""}
+        windows = window_stats(x, a - start, b - start)  # signal quality, judged on the driver
+        return row | {"peaks": peaks + start, "beats": beats, "windows": windows, "error": ""}
     except DataError as e:
         return row | {
             "peaks": np.zeros(0, np.int64),
             "beats": np.zeros((0, BEAT_LEN), np.float32),
+            "windows": np.zeros((0, len(STATS)), np.float32),
             "error": str(e),
         }
 
@@ -389,14 +395,13 @@ def plot_strip(path: Path, info: dict, beats: pd.DataFrame, dest: Path, span: fl
     fig, ax = plt.subplots(figsize=(16, 3.2))
     ax.plot(tt, x, color="0.3", lw=0.7)
     inside = beats[(beats["time_s"] >= t0) & (beats["time_s"] < t0 + span)]
-    colours = ["tab:green", "tab:orange", "tab:red", "tab:purple", "tab:gray"]
     for c, short in enumerate(CLASS_SHORT):
         sel = inside[inside["class"] == c]
         idx = np.clip(((sel["time_s"] - t0) * info["fs"]).round().astype(int), 0, len(x) - 1)
         ax.scatter(
             sel["time_s"],
             x[idx] if len(x) else [],
-            color=colours[c],
+            color=CLASS_COLOURS[c],
             s=28,
             zorder=3,
             label=f"{short} ({len(sel)})",
@@ -430,11 +435,15 @@ def beats_table(
 
 
 def write_recording(out: Path, rec: dict, beats: pd.DataFrame, summary: dict) -> None:
-    """OUT/<name>/{beats.csv, summary.json, strip.png}: staged, then swapped in whole."""
+    """OUT/<name>/{beats.csv, summary.json, strip.png, report.html}: staged, then swapped in
+    whole."""
+    from raytasks.recordings.report import write_report
+
     with staged_dir(out / rec["name"]) as tmp:
         beats.to_csv(tmp / "beats.csv", index=False)
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
         plot_strip(Path(rec["path"]), rec["info"], beats, tmp / "strip.png")
+        write_report(tmp / "report.html", rec, beats, summary, tmp / "strip.png")
 
 
 # ---------------------------------------------------------------- the pipeline
@@ -451,28 +460,30 @@ def run_detection(jobs: list[dict], workers: int) -> list[dict]:
         num_cpus=1,
         compute=ray.data.TaskPoolStrategy(size=min(workers, len(rows))),
     ).take_all()
-    return [json.loads(r["job"]) | {k: r[k] for k in ("peaks", "beats", "error")} for r in out]
+    return [json.loads(r["job"]) | {k: r[k] for k in PASS1} for r in out]
+
+
+PASS1 = ("peaks", "beats", "windows", "error")  # what a pass-1 task sends the driver
 
 
 def detected_row(job: dict) -> dict:
     res = detect_chunk(job)
-    return {
-        "job": json.dumps(job),
-        "peaks": res["peaks"],
-        "beats": res["beats"],
-        "error": res["error"],
-    }
+    return {"job": json.dumps(job)} | {k: res[k] for k in PASS1}
 
 
 def merge_chunks(chunks: list[dict]) -> dict:
-    """One recording's chunks in order: peaks and beats joined, seam duplicates dropped."""
+    """One recording's chunks in order: peaks and beats joined, seam duplicates dropped;
+    the windows' quality stats joined (chunks hold whole 10-s windows, so they tile)."""
     chunks = sorted(chunks, key=lambda c: c["t0"])
+    windows = np.concatenate(
+        [np.asarray(c["windows"], np.float32).reshape(-1, len(STATS)) for c in chunks]
+    )
     peaks = np.concatenate([np.asarray(c["peaks"], np.int64) for c in chunks])
     beats = np.concatenate(
         [np.asarray(c["beats"], np.float32).reshape(-1, BEAT_LEN) for c in chunks]
     )
     keep = np.r_[True, np.diff(peaks) >= REFRACTORY_S * FS_RAW] if len(peaks) else []
-    return chunks[0] | {"peaks": peaks[keep], "beats": beats[keep], "t0": 0.0}
+    return chunks[0] | {"peaks": peaks[keep], "beats": beats[keep], "windows": windows, "t0": 0.0}
 
 
 def run_classification(
@@ -572,6 +583,7 @@ def write_outputs(recs, logits, offsets, out: Path, model_dir: Path) -> pd.DataF
         n = rec["info"]["n"]
         seconds = n / rec["info"]["fs"] if n else float(rec["peaks"][-1] / FS_RAW)
         summary = summarise(rec["name"], Path(rec["path"]), beats, seconds)
+        summary |= assess(rec["windows"], rec["peaks"], seconds)
         summary["model"] = Path(model_dir).name
         write_recording(out, rec, beats, summary)
         rows.append(summary)
@@ -582,7 +594,8 @@ def write_outputs(recs, logits, offsets, out: Path, model_dir: Path) -> pd.DataF
             flush=True,
         )
     frame = pd.DataFrame(rows)
-    if rows:
+    if rows:  # one cell per reason list: "a; b"
+        frame["quality_reasons"] = frame["quality_reasons"].map("; ".join)
         with staged_file(out / "summary.csv") as tmp:
             frame.to_csv(tmp, index=False)
     return frame
