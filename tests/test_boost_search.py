@@ -125,7 +125,7 @@ def test_a_tiny_boost_search_lands_in_the_leaderboard_and_exports(
         grace=1,
         scheme="inter",
         export=True,
-        wandb=False,
+        wandb=True,
     )
     outcome = run(req)
     assert not outcome.grid.errors

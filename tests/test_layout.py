@@ -102,3 +102,21 @@ def imports_any(path: Path) -> set[str]:
         elif isinstance(node, ast.Import):
             out |= {a.name for a in node.names}
     return out
+
+
+def test_what_an_older_checkout_pickled_still_loads():
+    """Tune's experiment state and training checkpoints name the flat modules of before the
+    move (raytasks.settings, raytasks.tune.trial_name): resume and export still read them."""
+    import pickle
+
+    from raytasks.training.settings import TrainSettings
+    from raytasks.tune.search import trial_name
+
+    old = pickle.dumps(TrainSettings(arch="gru"), protocol=0)  # text: names are plain lines
+    old = old.replace(b"raytasks.training.settings", b"raytasks.settings")
+    assert b"raytasks.settings\n" in old
+    assert pickle.loads(old) == TrainSettings(arch="gru")
+    old_fn = pickle.dumps(trial_name, protocol=0).replace(b"raytasks.tune.search", b"raytasks.tune")
+    assert pickle.loads(old_fn) is trial_name
+    with pytest.raises(AttributeError):
+        pickle.loads(old_fn.replace(b"trial_name", b"no_such_function"))

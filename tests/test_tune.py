@@ -204,6 +204,33 @@ def test_trial_its_trainer_and_a_streamed_split_share_two_cpus(ray_cluster, tune
     assert grid[0].metrics["training_iteration"] == 2
 
 
+def test_a_time_budget_search_with_wandb_ends_soon_after_its_budget(ray_cluster, tune_env):
+    """Trials the budget cuts get no log_trial_end: their W&B runs used to wait for an end
+    that never came, and the search for them, 30 min (Ray's upload_timeout) before its
+    leaderboard and exports."""
+    from raytasks.tune.search import SearchRequest, run
+
+    def hung(*_):
+        raise TimeoutError("the search waited for the W&B runs of the trials the budget cut")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(240)
+    start = time.monotonic()
+    try:
+        outcome = run(
+            SearchRequest(
+                "cnn1d", samples=6, max_epochs=40, grace=40, time_budget=25, concurrency=2
+            )
+        )
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert time.monotonic() - start < 200
+    cut = [r for r in outcome.grid if r.metrics.get("training_iteration", 0) < 40]
+    assert cut, "the budget cut no trial"
+    assert len(list((tune_env / "wandb").glob("offline-run-*"))) >= len(outcome.rows)
+
+
 def test_the_live_table_sorts_only_trials_that_reported(tune_env):
     """A --time-budget can end trials before their first report: the last table of the search
     must not sort them (Ray's sort raised TypeError there and the search recorded nothing)."""

@@ -217,14 +217,15 @@ def share(v: float) -> str:
     return "0" if v == 0 else f"{v:.2f}"
 
 
-def plot_confusion_png(model_dir: Path, x, y, where: str, out_dir: Path) -> Path:
-    """A model's out_dir/confusion.png on (x, y) (for W&B after an export)."""
+def plot_confusion_png(model_dir: Path, x, y, where: str, out_dir: Path, context=None) -> Path:
+    """A model's out_dir/confusion.png on (x, y) (for W&B after an export); context: each
+    beat's record and sample, which the boosted trees read."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    res = evaluate_model(model_dir, x, y, where)
+    res = evaluate_model(model_dir, x, y, where, context)
     path = out_dir / "confusion.png"
     plot_confusion(plt, list(res["points"].items()), path, where)
     return path

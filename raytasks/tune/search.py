@@ -587,8 +587,9 @@ def log_best(p: Plan, model_dir: Path, trial_id: str) -> None:
     png beside the model, in export's temporary folder)."""
     from raytasks.evaluation.evaluate import load_eval_data, plot_confusion_png
 
-    x, y, _, _ = load_eval_data(config.where(p.cfg, "processed"), p.cfg["scheme"], "valid")
-    png = plot_confusion_png(model_dir, x, y, f"{p.cfg['scheme']} valid", model_dir.parent)
+    x, y, _, context = load_eval_data(config.where(p.cfg, "processed"), p.cfg["scheme"], "valid")
+    where = f"{p.cfg['scheme']} valid"
+    png = plot_confusion_png(model_dir, x, y, where, model_dir.parent, context)
     arch = json.loads((model_dir / "model.json").read_text())["arch"]
     run = {
         "project": p.cfg["wandb_project"],

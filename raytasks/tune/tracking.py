@@ -124,6 +124,13 @@ class RaytasksWandb:
     def _cleanup_logging_actors(self, timeout: int = 0, kill_on_timeout: bool = False):
         settle(self, timeout, kill_on_timeout)
 
+    def on_experiment_end(self, trials, **info):
+        # a trial the --time-budget ends gets no log_trial_end: its logging actor would wait
+        # for an end that never comes, and Ray's callback for it (upload_timeout, 30 min)
+        for trial in list(self._trial_queues):
+            self._signal_logging_actor_stop(trial=trial)
+        super().on_experiment_end(trials, **info)
+
     def log_trial_start(self, trial):
         settings, exp = self.settings_of(trial.config), self.experiment
         self.kwargs.update(
