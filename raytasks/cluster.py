@@ -393,6 +393,45 @@ def down(cfg: dict) -> tuple[int, list[str]]:
     return len(procs), killed
 
 
+# -- several machines: Ray's cluster launcher (`ray up`) with cluster.yaml ------------------
+
+CLUSTER_YAML = config.ROOT / "cluster.yaml"
+HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9.:-]*")  # an IPv4/IPv6 address or a host name
+
+
+def render(
+    head: str,
+    workers: list[str],
+    user: str | None = None,
+    key: str | None = None,
+    template: Path = CLUSTER_YAML,
+) -> str:
+    """cluster.yaml with the team's machines filled in: provider.head_ip, worker_ips,
+    max_workers (= the workers) and the SSH user / key; everything else as shipped, so the
+    file in git keeps its placeholders and `ray up` gets the real machines."""
+    import yaml
+
+    for host in [head, *workers]:
+        if not HOST.fullmatch(host):
+            raise ClusterError(f"{host!r} is not an IP address or host name")
+    if not workers:
+        raise ClusterError("give at least one --worker")
+    if len(set(workers)) < len(workers) or head in workers:
+        raise ClusterError(f"each machine once: head {head}, workers {', '.join(workers)}")
+    try:
+        cluster = yaml.safe_load(Path(template).read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ClusterError(f"cannot read {template}: {e}") from None
+    cluster["provider"] |= {"head_ip": head, "worker_ips": list(workers)}
+    cluster["max_workers"] = len(workers)
+    if user:
+        cluster["auth"]["ssh_user"] = user
+    if key:
+        cluster["auth"]["ssh_private_key"] = key
+    header = f"# {Path(template).name} with the machines filled in (raytasks cluster render)\n"
+    return header + yaml.safe_dump(cluster, sort_keys=False, width=1000)
+
+
 def client(cfg: dict):
     from ray.job_submission import JobSubmissionClient
 
