@@ -8,6 +8,7 @@
     raytasks logs JOB --follow --tail 50  # the last 50 lines, then new ones until it ends
     raytasks pull JOB|EXPERIMENT        # a finished search -> models/ and results/
     raytasks cluster down               # make cluster-down
+    raytasks cluster render --head IP --worker IP -o c.yaml   # several machines: ray up c.yaml
 
 Attribution: a job takes its dev tag and settings from the checkout it was submitted from
 (the uploaded working dir with its config.toml, and the runtime env's variables), never

@@ -53,7 +53,8 @@ def test_cluster_render_fills_in_the_machines(tmp_path):
 
     out = tmp_path / "cluster.local.yaml"
     machines = ["--head", "10.1.0.1", "--worker", "10.1.0.2", "--worker", "node-3.lan"]
-    res = run_cli("cluster", "render", *machines, "--user", "alice", "--key", "~/.ssh/t", "-o", str(out))
+    ssh = ["--user", "alice", "--key", "~/.ssh/t"]
+    res = run_cli("cluster", "render", *machines, *ssh, "-o", str(out))
     assert res.exit_code == 0, res.output
     assert f"ray up {out}" in res.output
     rendered = yaml.safe_load(out.read_text())

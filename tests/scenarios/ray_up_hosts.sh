@@ -113,15 +113,18 @@ prepare_home() { # a machine set up by an earlier `ray up`: venv, records, shard
 	local home="$WORK/hosts/$1/home"
 	mkdir -p -m 700 "$home/.ssh" "$home/raytasks/data/raw"
 	cp "$WORK/id_ed25519.pub" "$home/.ssh/authorized_keys"
-	# the venv: this checkout's, hard-linked (files written later get new inodes: pip and
-	# Python write by rename), its raytasks installed from ~/raytasks as `pip install -e .`
-	# there would have; its .installed stamp new, as after that install
-	cp -al "$ROOT/.venv" "$home/raytasks/.venv"
-	grep -rlI --exclude-dir=__pycache__ "$ROOT" "$home/raytasks/.venv/bin" \
-		"$home/raytasks/.venv"/lib/python3.11/site-packages/{__editable__,raytasks-}* |
-		xargs -r sed -i "s|$ROOT|/home/root/raytasks|g"
-	rm -f "$home/raytasks/.venv/.installed"
-	touch "$home/raytasks/.venv/.installed"
+	# the venv: made by this checkout's Python, with this checkout's venv's packages (a .pth
+	# line, as --system-site-packages would), raytasks from ~/raytasks (as `pip install -e .`
+	# there makes it) and the two commands cluster.yaml runs; its .installed stamp is new
+	local venv="$home/raytasks/.venv" site=lib/python3.11/site-packages python
+	python=$("$ROOT/.venv/bin/python" -c 'import sys; print(sys._base_executable)')
+	"$python" -m venv --without-pip "$venv"
+	printf '%s\n' /home/root/raytasks "$ROOT/.venv/$site" >"$venv/$site/raytasks-host.pth"
+	for cmd in ray raytasks; do
+		sed "1s|.*|#!/home/root/raytasks/.venv/bin/python|" "$ROOT/.venv/bin/$cmd" >"$venv/bin/$cmd"
+		chmod +x "$venv/bin/$cmd"
+	done
+	touch "$venv/.installed"
 	cp -a "$WORK/mitdb" "$home/raytasks/data/raw/mitdb"
 	cp -a "$WORK/processed" "$home/raytasks/data/processed"
 }
@@ -178,7 +181,7 @@ check_nothing_left() {
 	while :; do
 		left=$(for h in "${HOSTS[@]}"; do ray_left "$h" | sed "s/^/$h: /"; done)
 		[ -z "$left" ] && break
-		[ $((SECONDS - start)) -lt 120 ] || fail "Ray processes left 120 s after ray down:
+		[ $((SECONDS - start)) -lt 180 ] || fail "Ray processes left 180 s after ray down:
 $left"
 		sleep 3
 	done
