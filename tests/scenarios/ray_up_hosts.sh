@@ -186,6 +186,9 @@ $left"
 		sleep 3
 	done
 	say "no Ray process left on ${HOSTS[*]} ($((SECONDS - start)) s after ray down)"
+	for h in w1 w2; do # what ended the worker: its `ray start --block` (cluster.yaml)
+		echo "$h: $(tail -n 1 "/proc/${HOST_PID[$h]}/root/tmp/raytasks-worker.log" 2>&1)"
+	done
 }
 
 dump_logs() {
@@ -228,7 +231,7 @@ laptop() {
 	raytasks cluster render --head "$head" --worker "$w1" --worker "$w2" --user root \
 		--key ~/.ssh/id_ed25519 -o "$WORK/cluster.yaml"
 	cd "$ROOT" # ray up copies "." (file_mounts) to ~/raytasks on every host
-	timeout 240 ray up "$WORK/cluster.yaml" --yes --no-config-cache >"$WORK/ray-up.log" 2>&1 ||
+	timeout 360 ray up "$WORK/cluster.yaml" --yes --no-config-cache >"$WORK/ray-up.log" 2>&1 ||
 		fail "ray up ($?)"
 
 	say "teammate: the head's token, the tunnel"
@@ -289,7 +292,7 @@ teammate_search() {
 	export PYTHONPATH=$me
 	eval "$(raytasks cluster env)"
 	# shellcheck disable=SC2086  # SEARCH is a list of flags
-	timeout 300 ray job submit --working-dir . -- python -m raytasks.tune $SEARCH \
+	timeout 480 ray job submit --working-dir . -- python -m raytasks.tune $SEARCH \
 		>"$WORK/submit.log" 2>&1 || fail "ray job submit ($?)"
 	id=$(grep -oE "raysubmit_[A-Za-z0-9]+" "$WORK/submit.log" | head -1)
 	exp=$(sed -nE 's/^raytasks: dev alice, experiment ([^ ,]+),.*/\1/p' "$WORK/submit.log" | head -1)
