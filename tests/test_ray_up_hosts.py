@@ -17,7 +17,7 @@ from tests.conftest import ROOT
 
 SCRIPT = ROOT / "tests" / "scenarios" / "ray_up_hosts.sh"
 TOOLS = ("/usr/sbin/sshd", "ssh", "scp", "ssh-keygen", "rsync", "curl", "ip", "unshare", "setpriv")
-TIMEOUT_S = 1200  # about 5 minutes on an idle 2-core machine; 13 under a busy one's load
+TIMEOUT_S = 1200  # about 3.5 minutes on an idle 2-core machine; up to 16 on a busy one
 
 
 def cannot_run() -> str | None:

@@ -39,7 +39,7 @@ fail() {
 
 preflight() {
 	[ "$(id -u)" = 0 ] || fail "needs root (namespaces, sshd)"
-	for tool in /usr/sbin/sshd rsync ip unshare setpriv ssh-keygen; do
+	for tool in /usr/sbin/sshd ssh scp ssh-keygen rsync curl ip unshare setpriv; do
 		command -v "$tool" >/dev/null || fail "needs $tool (apt-get install openssh-server rsync)"
 	done
 	[ -x "$ROOT/.venv/bin/ray" ] || fail "needs the project's venv: make .venv/.installed"
@@ -177,10 +177,14 @@ ray_left() {
 
 check_nothing_left() {
 	say "after ray down: waiting for every host's Ray processes to end"
-	local start=$SECONDS left
+	local start=$SECONDS left seen=
 	while :; do
 		left=$(for h in "${HOSTS[@]}"; do ray_left "$h" | sed "s/^/$h: /"; done)
 		[ -z "$left" ] && break
+		if [ "$left" != "$seen" ]; then # what is still running, as it changes
+			say "$((SECONDS - start)) s: $(awk '{print $1, $4}' <<<"$left" | sort -u | paste -sd' ')"
+			seen=$left
+		fi
 		[ $((SECONDS - start)) -lt 180 ] || fail "Ray processes left 180 s after ray down:
 $left"
 		sleep 3
