@@ -36,6 +36,55 @@ def test_cluster_yaml_matches_ray_schema():
     head = " ".join(config["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in head
     assert "RAY_AUTH_MODE=token" in head
+    assert "RAY_enable_autoscaler_v2=0" in head  # v2 never starts a local cluster's 2nd worker
+    # the head makes the token, its autoscaler copies it to each worker
+    assert "get-auth-token --generate" in " ".join(config["head_setup_commands"])
+    assert config["cluster_synced_files"] == ["~/.ray/auth_token"]
+    # a worker's processes end with its raylet (`ray down` stops only the head)
+    assert "ray start --block" in " ".join(config["worker_start_ray_commands"])
+    # anchored: rsync's "data" also drops raytasks/data/, the package
+    assert all(p.startswith("/") for p in config["rsync_exclude"] if p != "__pycache__")
+
+
+def test_cluster_render_fills_in_the_machines(tmp_path):
+    """The override for real machines: head, workers, SSH user and key; the rest as shipped,
+    still valid for Ray; one clear error per bad input."""
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    out = tmp_path / "cluster.local.yaml"
+    machines = ["--head", "10.1.0.1", "--worker", "10.1.0.2", "--worker", "node-3.lan"]
+    ssh = ["--user", "alice", "--key", "~/.ssh/t"]
+    res = run_cli("cluster", "render", *machines, *ssh, "-o", str(out))
+    assert res.exit_code == 0, res.output
+    assert f"ray up {out}" in res.output
+    rendered = yaml.safe_load(out.read_text())
+    shipped = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    assert rendered["provider"] == {
+        "type": "local",
+        "head_ip": "10.1.0.1",
+        "worker_ips": ["10.1.0.2", "node-3.lan"],
+    }
+    assert rendered["auth"] == {"ssh_user": "alice", "ssh_private_key": "~/.ssh/t"}
+    assert rendered["max_workers"] == 2
+    for key in set(shipped) - {"provider", "auth", "max_workers"}:
+        assert rendered[key] == shipped[key], key
+    validate_config(prepare_config(rendered))
+    # without --user/--key/-o: cluster.yaml's user and key, on stdout
+    res = run_cli("cluster", "render", "--head", "10.1.0.1", "--worker", "10.1.0.2")
+    assert res.exit_code == 0, res.output
+    assert yaml.safe_load(res.output)["auth"] == shipped["auth"]
+
+    for args, error in [
+        (["--head", "10.1.0.1"], "Missing option '--worker'"),
+        (["--head", "10.1.0.1", "--worker", "10.1.0.1"], "each machine once"),
+        (["--head", "10.1.0.1", "--worker", "a", "--worker", "a"], "each machine once"),
+        (["--head", "10.1.0.1", "--worker", "a b"], "'a b' is not an IP address or host name"),
+        (["--head", "1", "--worker", "2", "--config", tmp_path / "none.yaml"], "cannot read"),
+    ]:
+        res = run_cli("cluster", "render", *map(str, args))
+        assert res.exit_code != 0, args
+        assert error in res.output, res.output
+        assert "Traceback" not in res.output, res.output
 
 
 def run_cli(*args, env=None):

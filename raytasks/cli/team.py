@@ -1,10 +1,12 @@
 """raytasks cluster | submit | jobs | logs | stop | pull | leaderboard, and the
 `raytasks job` group that names them as `ray job` does."""
 
+from pathlib import Path
+
 import click
 
 from raytasks.cli.common import Group, examples, main
-from raytasks.core import config
+from raytasks.core import config, paths
 
 
 @main.group(
@@ -53,6 +55,47 @@ def cluster_env():
     from raytasks.team import cluster as rc
 
     click.echo(rc.shell_env(config.load()))
+
+
+@cluster.command(
+    "render",
+    epilog=examples(
+        "raytasks cluster render --head 10.0.0.10 --worker 10.0.0.11 --worker 10.0.0.12 "
+        "--user alice -o cluster.local.yaml",
+        "ray up cluster.local.yaml --yes --no-config-cache",
+    ),
+)
+@click.option("--head", required=True, help="The head machine's IP address (or host name).")
+@click.option("--worker", "workers", multiple=True, required=True, help="A worker machine.")
+@click.option("--user", default=None, show_default="cluster.yaml's", help="SSH user on them.")
+@click.option("--key", default=None, show_default="cluster.yaml's", help="SSH private key.")
+@click.option(
+    "--config",
+    "template",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    show_default="cluster.yaml",
+    help="The launcher config to fill in.",
+)
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    show_default="stdout",
+    help="Write it here.",
+)
+def cluster_render(head, workers, user, key, template, out):
+    """cluster.yaml with your machines filled in, for `ray up` on several machines (the
+    shipped file keeps its placeholders)."""
+    from raytasks.team import cluster as rc
+
+    text = rc.render(head, list(workers), user, key, template or rc.CLUSTER_YAML)
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        paths.write_text(out, text)
+        click.echo(f"{out}: ray up {out} --yes --no-config-cache")
 
 
 @cluster.command("down", epilog=examples("raytasks cluster down"))

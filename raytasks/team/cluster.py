@@ -8,6 +8,7 @@
     raytasks logs JOB --follow --tail 50  # the last 50 lines, then new ones until it ends
     raytasks pull JOB|EXPERIMENT        # a finished search -> models/ and results/
     raytasks cluster down               # make cluster-down
+    raytasks cluster render --head IP --worker IP -o c.yaml   # several machines: ray up c.yaml
 
 Attribution: a job takes its dev tag and settings from the checkout it was submitted from
 (the uploaded working dir with its config.toml, and the runtime env's variables), never
@@ -393,6 +394,45 @@ def down(cfg: dict) -> tuple[int, list[str]]:
     return len(procs), killed
 
 
+# -- several machines: Ray's cluster launcher (`ray up`) with cluster.yaml ------------------
+
+CLUSTER_YAML = config.ROOT / "cluster.yaml"
+HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9.:-]*")  # an IPv4/IPv6 address or a host name
+
+
+def render(
+    head: str,
+    workers: list[str],
+    user: str | None = None,
+    key: str | None = None,
+    template: Path = CLUSTER_YAML,
+) -> str:
+    """cluster.yaml with the team's machines filled in: provider.head_ip, worker_ips,
+    max_workers (= the workers) and the SSH user / key; everything else as shipped, so the
+    file in git keeps its placeholders and `ray up` gets the real machines."""
+    import yaml
+
+    for host in [head, *workers]:
+        if not HOST.fullmatch(host):
+            raise ClusterError(f"{host!r} is not an IP address or host name")
+    if not workers:
+        raise ClusterError("give at least one --worker")
+    if len(set(workers)) < len(workers) or head in workers:
+        raise ClusterError(f"each machine once: head {head}, workers {', '.join(workers)}")
+    try:
+        cluster = yaml.safe_load(Path(template).read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ClusterError(f"cannot read {template}: {e}") from None
+    cluster["provider"] |= {"head_ip": head, "worker_ips": list(workers)}
+    cluster["max_workers"] = len(workers)
+    if user:
+        cluster["auth"]["ssh_user"] = user
+    if key:
+        cluster["auth"]["ssh_private_key"] = key
+    header = f"# {Path(template).name} with the machines filled in (raytasks cluster render)\n"
+    return header + yaml.safe_dump(cluster, sort_keys=False, width=1000)
+
+
 def client(cfg: dict):
     from ray.job_submission import JobSubmissionClient
 
@@ -428,7 +468,7 @@ def submit(cfg: dict, space: str, args: list[str]) -> str:
         if os.environ.get(var):
             env_vars[var] = os.environ[var]
     entrypoint = " ".join(
-        ["python", "-m", "raytasks.tune", "--space", space, *map(shlex.quote, args)]
+        ["python", "-m", "raytasks.tune.search", "--space", space, *map(shlex.quote, args)]
     )
     jobs.submit_job(
         entrypoint=entrypoint,
