@@ -44,7 +44,7 @@ HGB = {
 ARCH = "boost"  # a search space's `arch` for these trees (the saved model's arch is `trees`)
 # a searchable HistGradientBoosting field: (type, lo, hi)
 HGB_FIELDS = {
-    "max_iter": (int, 10, 2000),
+    "max_iter": (int, 1, 5000),
     "learning_rate": (float, 1e-3, 1.0),
     "max_leaf_nodes": (int, 4, 255),
     "l2_regularization": (float, 0.0, 100.0),

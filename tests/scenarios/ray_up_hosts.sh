@@ -71,6 +71,9 @@ scenario() {
 	mkdir -m 700 /home/root
 	sed -E 's|^(root:[^:]*:0:0:[^:]*:)[^:]*|\1/home/root|' /etc/passwd >"$WORK/passwd"
 	mount --bind "$WORK/passwd" /etc/passwd
+	# a checkout under /tmp (a CI clone) would vanish under each host's own /tmp: keep a
+	# handle on it here, and `private_tmp` binds it back in place on every host
+	mkdir "$WORK/checkout" && mount --bind "$ROOT" "$WORK/checkout"
 
 	prepare
 	network
@@ -213,9 +216,16 @@ dump_logs() {
 
 # -- on a host: sshd, and pid 1 reaping what Ray's daemons leave behind ----------------------
 
+private_tmp() { # a host's own /tmp, with the checkout (and its venv) where it was
+	mount -t tmpfs tmpfs /tmp
+	if [[ $ROOT == /tmp/* ]]; then
+		mkdir -p "$ROOT" && mount --bind "$WORK/checkout" "$ROOT"
+	fi
+}
+
 host() {
 	mount --bind "$WORK/hosts/$1/home" /home/root
-	mount -t tmpfs tmpfs /tmp
+	private_tmp
 	/usr/sbin/sshd -D -e -f "$WORK/sshd_config" -o "ListenAddress=${IP[$1]}" \
 		2>>"$WORK/hosts/$1/sshd.log" &
 	wait $! # bash's wait also reaps the orphans this first process adopts
@@ -225,7 +235,7 @@ host() {
 
 laptop() {
 	mount --bind "$WORK/hosts/laptop/home" /home/root
-	mount -t tmpfs tmpfs /tmp
+	private_tmp
 	export HOME=/home/root PATH="$ROOT/.venv/bin:$PATH" RAY_USAGE_STATS_ENABLED=0
 	unset RAY_ADDRESS RAY_AUTH_TOKEN RAY_AUTH_TOKEN_PATH
 	local head=${IP[head]} w1=${IP[w1]} w2=${IP[w2]}
