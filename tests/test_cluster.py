@@ -299,7 +299,7 @@ def test_team_on_one_head_end_to_end(processed, tmp_path):
         assert "set your dev tag first" in outs["newbie"], outs["newbie"][-2000:]
 
         # each search under <storage>/<its dev>/, none under the head owner's tag
-        assert sorted(p.name for p in storage.iterdir()) == ["alice", "bob"]
+        assert sorted(p.name for p in storage.iterdir()) == ["alice", "bob"], outs["alice"][-3000:]
         for dev in ("alice", "bob"):
             assert len(list((storage / dev / "runs").glob(f"{dev}-cnn1d-*"))) == 1
         results = list((storage / "bob" / "runs").glob("bob-cnn1d-*/*/result.json"))

@@ -468,7 +468,7 @@ def submit(cfg: dict, space: str, args: list[str]) -> str:
         if os.environ.get(var):
             env_vars[var] = os.environ[var]
     entrypoint = " ".join(
-        ["python", "-m", "raytasks.tune.search", "--space", space, *map(shlex.quote, args)]
+        ["python", "-m", "raytasks.tune", "--space", space, *map(shlex.quote, args)]
     )
     jobs.submit_job(
         entrypoint=entrypoint,

@@ -670,3 +670,7 @@ def publish(p: Plan, base: dict, rows, models: list[str]) -> None:
         results = config.where(p.cfg, "results")
         leaderboard.sync(team_rows(p.store), results)
         print(f"team leaderboard: {results / 'leaderboard.csv'} (+ leaderboard.png)", flush=True)
+
+
+if __name__ == "__main__":  # the entry point is the package: a job would do nothing here
+    sys.exit("run a search as `python -m raytasks.tune` (or `raytasks tune`)")
