@@ -247,40 +247,8 @@ def up(cfg: dict, nodes: int = 1, cpus: int | None = None) -> str:
         )
     ensure_token()
     ip = node_ip(cfg["host"])
-    ip_flag = [f"--node-ip-address={ip}"] if ip else []
     gcs = f"{ip or '127.0.0.1'}:{port + 10000}"
-    cpu_flag = [f"--num-cpus={cpus}"] if cpus else []
-    ray = str(Path(sys.executable).parent / "ray")
-    commands = [
-        [
-            ray,
-            "start",
-            "--head",
-            f"--port={port + 10000}",
-            f"--dashboard-host={cfg['host']}",
-            f"--dashboard-port={port}",
-            f"--ray-client-server-port={port + 10001}",
-            f"--temp-dir={temp_dir(port)}",
-            "--include-dashboard=true",
-            "--disable-usage-stats",
-            *ip_flag,
-            *node_ports(port, 1),
-            *cpu_flag,
-        ]
-    ]
-    for n in range(2, nodes + 1):
-        commands.append(
-            [
-                ray,
-                "start",
-                f"--address={gcs}",
-                f"--temp-dir={temp_dir(port, n)}",
-                "--disable-usage-stats",
-                *ip_flag,
-                *node_ports(port, n),
-                *cpu_flag,
-            ]
-        )
+    commands = start_commands(cfg, ip, nodes, cpus)
     env = head_env(cfg)
     record = {
         "port": port,
@@ -309,6 +277,40 @@ def up(cfg: dict, nodes: int = 1, cpus: int | None = None) -> str:
             raise ClusterError(f"`{' '.join(cmd[1:4])} ...` failed:\n{err[-1500:]}")
     wait_for_nodes(gcs, nodes)
     return job_address(cfg)
+
+
+def start_commands(cfg: dict, ip: str | None, nodes: int, cpus: int | None) -> list[list]:
+    """`ray start` for the head (dashboard + job server on host:port), then for each more
+    raylet; every node on ports of its own (node_ports), under this port's temp dir."""
+    port = cfg["port"]
+    extra = ([f"--node-ip-address={ip}"] if ip else []) + ([f"--num-cpus={cpus}"] if cpus else [])
+    ray = str(Path(sys.executable).parent / "ray")
+    head = [
+        ray,
+        "start",
+        "--head",
+        f"--port={port + 10000}",
+        f"--dashboard-host={cfg['host']}",
+        f"--dashboard-port={port}",
+        f"--ray-client-server-port={port + 10001}",
+        f"--temp-dir={temp_dir(port)}",
+        "--include-dashboard=true",
+        "--disable-usage-stats",
+        *node_ports(port, 1),
+    ]
+    gcs = f"{ip or '127.0.0.1'}:{port + 10000}"
+    more = [
+        [
+            ray,
+            "start",
+            f"--address={gcs}",
+            f"--temp-dir={temp_dir(port, n)}",
+            "--disable-usage-stats",
+            *node_ports(port, n),
+        ]
+        for n in range(2, nodes + 1)
+    ]
+    return [[*cmd, *extra] for cmd in [head, *more]]
 
 
 def wait_for_nodes(gcs: str, nodes: int, timeout: float = 60) -> None:
