@@ -44,7 +44,9 @@ train.fit({"arch": "cnn1d", "model": {"channels": [8, 16]}, "data": sys.argv[3],
 
 
 def test_two_workers_on_two_nodes_disjoint_rows_equal_steps(processed, tmp_path):
-    port = 24000 + os.getpid() % 1000
+    # P..P+14199 (dashboard, GCS at P+10000, node ports) below the kernel's ephemeral ports
+    # (32768+): at 24000 + n the GCS port sometimes met a port Ray had just taken at random
+    port = 17000 + os.getpid() % 1000
     env = {
         **os.environ,
         "RAYTASKS_PORT": str(port),
