@@ -81,6 +81,17 @@ BAD = {
         "does not search",
     ),
     "unknown_arch": ('arch = "vgg"\n', ":1:", "unknown architecture"),
+    "shared_space_out_of_range": (
+        'archs = ["gru", "cnn1d"]\n[space]\n'
+        'record_balance = { dist = "uniform", low = 0.0, high = 2.0 }\n',
+        ":3:",
+        "record_balance",
+    ),
+    "shared_space_unknown": (
+        'archs = ["gru", "cnn1d"]\n\n[space]\nhidden = { dist = "choice", values = [1] }\n',
+        ":4:",
+        "unknown or unsearchable",
+    ),
 }
 
 
@@ -132,3 +143,19 @@ def test_live_table_shows_the_settings_most_architectures_search():
     assert min(shared[k] for k in keys) >= max(v for k, v in shared.items() if k not in keys)
     one = load_space("cnn1d").archs["cnn1d"]
     assert table_keys(load_space("cnn1d")) == list(one.space)[:6]  # a single net: file order
+
+
+def test_a_conditional_space_s_own_space_is_searched_for_every_arch():
+    """adaptive.toml searches record_balance for every family: each sampled trial, whatever
+    its arch, carries its own draw (not a fixed value)."""
+    import numpy as np
+
+    space = load_space("adaptive")
+    rng = np.random.default_rng(1)
+    drawn = {}
+    for _ in range(30):
+        s = trial_settings(space, stochastic.sample(to_hyperopt(space), rng=rng))
+        drawn.setdefault(s["arch"], set()).add(s["record_balance"])
+    assert len(drawn) >= 3
+    assert all(0 <= b <= 1 for v in drawn.values() for b in v)
+    assert len(set().union(*drawn.values())) > len(drawn)

@@ -12,6 +12,11 @@ with probability frac(rate) (rates below 1 thin the class). The draw for a row i
 (record, sample, seed, epoch): which rows an epoch holds is fixed by the seed and changes every
 epoch, wherever the row is read (any worker, any block order).
 
+`record_balance` beta in [0, 1] (subject-invariant training) reshares each class among the
+records that hold it, q_rc ~ count_rc^(1 - beta): at 0 one patient's 400 V beats outweigh ten
+patients' 40 each, at 1 every record holding the class weighs the same. The class shares
+stay those of `balance`; a row's rate is then N p_c q_rc / count_rc (`record_rates`).
+
 Read once: a split that fits the object store's budget (`MATERIALIZE_SHARE` of it) is read
 and materialized once (a search shares it between its trials); one that does not is streamed
 from its shards every epoch, in a file order reseeded per epoch, never materialized. Either
@@ -83,6 +88,51 @@ def resample_rates(counts, balance: float) -> np.ndarray:
     rates = np.zeros_like(counts)
     rates[present] = counts.sum() * share[present] / counts[present]
     return rates
+
+
+def record_class_counts(files: list[str]) -> dict[int, list[int]]:
+    """Rows per class of each record (keyed by the record's crc32, the high half of
+    `row_keys`), reading only the record and target columns."""
+    table = pq.ParquetDataset(files).read(columns=["record", "target"])
+    codes = table.column("record").combine_chunks().dictionary_encode()
+    names = codes.dictionary.to_pylist()
+    pairs = codes.indices.to_numpy() * NUM_CLASSES + table.column("target").to_numpy()
+    counts = np.bincount(pairs, minlength=len(names) * NUM_CLASSES).reshape(-1, NUM_CLASSES)
+    return {zlib.crc32(n.encode()): c.tolist() for n, c in zip(names, counts)}
+
+
+def record_rates(record_counts: dict, balance: float, record_balance: float):
+    """(record crc32s, sorted; rates (records, classes)): the class shares of
+    `resample_rates`, and within each class record r's share ~ n_rc^(1 - record_balance),
+    so one record's many beats of a class stop standing for the whole class (0: natural,
+    the same rates as `resample_rates`; 1: every record that has the class, equal)."""
+    if not 0.0 <= record_balance <= 1.0:
+        raise ValueError(f"record_balance must be in [0, 1], got {record_balance}")
+    crcs = np.array(sorted(record_counts), dtype=np.uint64)
+    n = np.array([record_counts[int(c)] for c in crcs], dtype=np.float64).reshape(-1, NUM_CLASSES)
+    class_n = n.sum(axis=0)
+    share = np.where(n > 0, n, 1.0) ** (1.0 - record_balance) * (n > 0)
+    share /= np.maximum(share.sum(axis=0), 1e-300)  # within each class, over records
+    per_class = resample_rates(class_n, balance) * class_n  # N p_c: the class's rows per epoch
+    rates = np.where(n > 0, per_class * share / np.where(n > 0, n, 1.0), 0.0)
+    return crcs, rates
+
+
+def stream_rates(counts, balance: float, record_counts: dict | None, record_balance: float):
+    """What `row_rates` reads: per class, or per record and class with a record balance."""
+    if record_balance and record_counts:
+        return record_rates(record_counts, balance, record_balance)
+    return resample_rates(counts, balance)
+
+
+def row_rates(rates, key: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Each row's resampling rate: by its class (`resample_rates`), or by its record and
+    class (`record_rates`)."""
+    if isinstance(rates, tuple):
+        crcs, table = rates
+        record = np.searchsorted(crcs, key >> np.uint64(32)).clip(0, len(crcs) - 1)
+        return table[record, y]
+    return rates[y]
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
@@ -320,6 +370,8 @@ def epoch_batches(
     balance: float,
     seed: int,
     batch_size: int,
+    record_counts: dict | None = None,
+    record_balance: float = 0.0,
     rr: bool = False,
     template: bool = False,
     rank: int = 0,
@@ -329,7 +381,8 @@ def epoch_batches(
     stats: StreamStats | None = None,
 ):
     """{'x', 'y'} torch batches of one epoch of `source` (a Dataset, or a worker's
-    DataIterator from `get_dataset_shard`), class-balanced by `balance` and shuffled.
+    DataIterator from `get_dataset_shard`), class-balanced by `balance` (and within each
+    class, with `record_counts`, record-balanced by `record_balance`) and shuffled.
 
     Ray Data hands out whole blocks; each is resampled by its rows' hashes, permuted with
     a generator fixed by (seed, epoch, rank), gathered once and cut into batch_size views;
@@ -346,9 +399,8 @@ def epoch_batches(
             last[:] = [block]
             yield block
 
-    blocks = resampled_blocks(
-        source, resample_rates(counts, balance), seed, epoch, rng, (rr, template), prefetch, stats
-    )
+    rates = stream_rates(counts, balance, record_counts, record_balance)
+    blocks = resampled_blocks(source, rates, seed, epoch, rng, (rr, template), prefetch, stats)
     done = 0
     for x, y in rebatch(remember(blocks), batch_size):
         if steps is not None and (done >= steps or len(y) < batch_size):
@@ -419,8 +471,9 @@ def resample_block(
     """A block's rows for this epoch: each repeated by its hash's draw, shuffled, gathered
     once (x: the columns the model reads, `model_columns`)."""
     y = block["y"]
-    u = key_uniforms(block["key"].numpy().view(np.uint64), seed, epoch)
-    rate = rates[y.numpy()]
+    key = block["key"].numpy().view(np.uint64)
+    u = key_uniforms(key, seed, epoch)
+    rate = row_rates(rates, key, y.numpy())
     copies = np.floor(rate).astype(np.int64) + (u < rate - np.floor(rate))
     idx = torch.from_numpy(rng.permutation(np.repeat(np.arange(len(y)), copies)))
     parts = model_columns(block, rr, template)

@@ -53,6 +53,12 @@ class TrainSettings:
     balance: float = setting(
         0.5, "class balance of the stream: 0 natural .. 1 equal classes", limits=(float, 0.0, 1.0)
     )
+    record_balance: float = setting(
+        0.0,
+        "subject-invariant stream: within each class, a record's share ~ its beats^(1 - this): "
+        "0 natural .. 1 every record holding the class equal",
+        limits=(float, 0.0, 1.0),
+    )
     aug_scale: float = setting(
         0.0, "augment: amplitude x U(1-s, 1+s); 0 off", limits=(float, 0.0, 1.0)
     )
@@ -257,6 +263,7 @@ class TrainData:
     valid_files: list
     train_counts: list
     class_weights: list | None
+    record_counts: dict | None = None  # per record (crc32) and class, with a record balance
 
     @property
     def train_rows(self) -> int:
@@ -266,7 +273,7 @@ class TrainData:
 def derive(settings: TrainSettings) -> TrainData:
     """Resolve the data: shard lists, class counts and the loss's class weights."""
     from raytasks.core.config import resolve
-    from raytasks.data.stream import check_rr, class_counts, split_files
+    from raytasks.data.stream import check_rr, class_counts, record_class_counts, split_files
 
     data_dir = resolve(settings.data)
     train_files = split_files(data_dir, "train")
@@ -280,6 +287,7 @@ def derive(settings: TrainSettings) -> TrainData:
         split_files(data_dir, "valid"),
         counts.tolist(),
         stream_weights(counts, settings),
+        record_class_counts(train_files) if settings.record_balance else None,
     )
 
 

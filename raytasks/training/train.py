@@ -253,6 +253,8 @@ def stream_args(s: TrainSettings, data: TrainData) -> dict:
     return {
         "counts": data.train_counts,
         "balance": s.balance,
+        "record_counts": data.record_counts,
+        "record_balance": s.record_balance,
         "seed": s.seed,
         "batch_size": s.batch_size,
         "rr": s.rr,

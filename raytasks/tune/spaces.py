@@ -1,7 +1,8 @@
 """Search spaces: searchspaces/<name>.toml -> Ray Tune distributions / a HyperOpt space.
 
 A space file names one architecture, or several (`archs`, for a conditional space where the
-architecture is itself a choice and each keeps its own sub-space, read from its own file):
+architecture is itself a choice and each keeps its own sub-space, read from its own file;
+its own [fixed] and [space] hold for every arch):
 
     arch = "gru"                       # or: archs = ["gru", "cnn1d", ...]
     [fixed]                            # training settings held constant
@@ -365,6 +366,12 @@ def _check_archs(path: Path, text: str, data: dict, only_archs) -> list[str]:
         )
         if problem:
             raise SpaceError(f"{w.at('fixed', key)}: {problem}")
+    for key, spec in _table(w, data, "space").items():  # searched alike for every arch
+        if key not in TRAIN_SETTINGS or key in NOT_SEARCHABLE or key == "model":
+            raise SpaceError(f"{w.at('space', key)}: unknown or unsearchable training field")
+        _check_spec(w, ("space", key), spec)
+        for arch in archs:
+            _check_values(w, ("space", key), arch, spec_values(spec), False, {})
     if only_archs:
         missing = sorted(set(only_archs) - set(archs))
         if missing:
@@ -383,11 +390,15 @@ def load_space(name_or_path: str, only_archs: list[str] | None = None) -> Space:
         raise SpaceError(f"{path}: not valid TOML ({e})") from None
     if "archs" in data:
         shared_fixed = _table(Where(path, {}), data, "fixed")
+        shared_space = _table(Where(path, {}), data, "space")
         result = {}
         for arch in _check_archs(path, text, data, only_archs):
             sub = load_space(arch)
             a = sub.archs[arch]
             a.fixed = {**shared_fixed, **a.fixed, "model": a.fixed.get("model", {})}
+            a.space = {**a.space, **shared_space}
+            for key in shared_space:  # the shared search wins over a fixed value
+                a.fixed.pop(key, None)
             result[arch] = a
         return Space(path.stem, result)
     if "arch" not in data:

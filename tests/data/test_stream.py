@@ -2,6 +2,7 @@
 reproducibility per seed and epoch, equal steps, RR columns, the materialize/stream choice."""
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
@@ -15,6 +16,8 @@ from raytasks.data.stream import (
     epoch_batches,
     load_split,
     open_split,
+    record_class_counts,
+    record_rates,
     resample_rates,
     row_uniforms,
     split_bytes,
@@ -140,6 +143,49 @@ def test_rates_reject_bad_alpha():
     with pytest.raises(ValueError, match="balance must be in"):
         resample_rates([10, 1, 1, 1, 1], 1.5)
     np.testing.assert_allclose(resample_rates([80, 20, 0, 0, 0], 0.0)[:2], [1, 1])
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.6, 1.0])
+def test_record_balance_reshares_each_class_among_records(ray_cluster, processed, beta):
+    """Class shares stay those of `balance`; within a class each record's share follows
+    count_rc^(1 - beta): 0 the same draws as the class-only stream, 1 records equal."""
+    files = split_files(processed / "intra", "train")  # all three slice records
+    counts, per_record = class_counts(files), record_class_counts(files)
+    frame = read_shards(files)
+    assert sum(map(np.array, per_record.values())).tolist() == counts.tolist()
+    where = {row.tobytes(): r for row, r in zip(load_split(files)[0], frame["record"])}
+    ds = open_split(files, seed=2, **QUIET)
+    kw = {"record_counts": per_record, "record_balance": beta}
+    x, y = take(ds, counts, alpha=0.5, **kw)
+    if beta == 0.0:  # identical rows to the stream without record balance
+        np.testing.assert_array_equal(np.sort(y), np.sort(take(ds, counts, alpha=0.5)[1]))
+    share = np.bincount(y, minlength=5) / len(y)
+    expected = counts**0.5 / (counts**0.5).sum()
+    np.testing.assert_allclose(share[counts > 0], expected[counts > 0], atol=0.02)
+    n_drawn = pd.crosstab(pd.Series([where[r.tobytes()] for r in x]), pd.Series(y))
+    n_have = pd.crosstab(frame["record"], frame["target"])
+    checked = n_have.columns[(n_have > 0).sum() >= 2]  # classes held by several records
+    assert len(checked) >= 2
+    for c in checked:
+        have = n_have[c][n_have[c] > 0]
+        q = have ** (1 - beta) / (have ** (1 - beta)).sum()
+        got = n_drawn[c].reindex(have.index, fill_value=0) / n_drawn[c].sum()
+        assert np.abs(got - q).max() < 0.05 + 3 * np.sqrt(q / n_drawn[c].sum()).max()
+
+
+def test_record_rates_give_the_class_rates_at_zero_and_reject_bad_beta():
+    per_record = {3: [50, 1, 5, 0, 0], 1: [100, 10, 0, 0, 0], 2: [300, 0, 5, 0, 0]}
+    crcs, table = record_rates(per_record, 0.5, 0.0)
+    assert crcs.tolist() == [1, 2, 3]  # sorted, for row_rates' searchsorted
+    n = np.array([per_record[c] for c in (1, 2, 3)])
+    class_rate = resample_rates(n.sum(axis=0), 0.5)
+    np.testing.assert_allclose(table, np.where(n > 0, class_rate, 0.0))
+    _, equal = record_rates(per_record, 0.5, 1.0)
+    # at 1 each record holding S draws the same S rows per epoch: 10 * r = 1 * r'
+    assert np.isclose(10 * equal[0, 1], 1 * equal[2, 1])
+    np.testing.assert_allclose((n * equal).sum(axis=0), (n * table).sum(axis=0))  # class rows
+    with pytest.raises(ValueError, match="record_balance"):
+        record_rates(per_record, 0.5, 1.5)
 
 
 def test_rr_stream_carries_each_beat_s_own_rr_features(ray_cluster, intra, tmp_path):
