@@ -17,6 +17,7 @@ Examples:
   raytasks tune --space cnn1d --samples 4 --max-epochs 3
   raytasks tune --space all --archs gru,cnn1d --samples 20 --export
   raytasks tune --space gru --resume
+  raytasks tune --space adaptive --scheme inter --cv-folds 3 --grace 1 --export
   raytasks submit --space gru -- --samples 20     # the same search as a cluster job
 """
 
@@ -123,6 +124,15 @@ Examples:
     default=None,
     show_default="config.toml / RAYTASKS_STORAGE",
     help="Team storage: a folder or a pyarrow.fs URI.",
+)
+@click.option(
+    "--cv-folds",
+    type=click.IntRange(0),
+    default=0,
+    show_default="0: rank by the valid split",
+    help="Rank trials by leave-records-out CV over the scheme's train + valid records (DS1 "
+    "for inter), K folds, each trained --max-epochs epochs; ASHA steps per fold; --export "
+    "then retrains the best settings on the train split.",
 )
 def tune_cmd(**flags):
     """Search a space with HyperOpt + ASHA on Ray Tune; leaderboard, plots, optional export."""

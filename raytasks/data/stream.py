@@ -119,19 +119,21 @@ def record_rates(record_counts: dict, balance: float, record_balance: float):
 
 
 def stream_rates(counts, balance: float, record_counts: dict | None, record_balance: float):
-    """What `row_rates` reads: per class, or per record and class with a record balance."""
-    if record_balance and record_counts:
+    """What `row_rates` reads: per class, or, given `record_counts`, per record and class
+    (a record balance; or a CV fold, whose held-out records are left out of them)."""
+    if record_counts:
         return record_rates(record_counts, balance, record_balance)
     return resample_rates(counts, balance)
 
 
 def row_rates(rates, key: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Each row's resampling rate: by its class (`resample_rates`), or by its record and
-    class (`record_rates`)."""
+    class (`record_rates`; 0 for a record they leave out: a CV fold's held-out rows)."""
     if isinstance(rates, tuple):
         crcs, table = rates
-        record = np.searchsorted(crcs, key >> np.uint64(32)).clip(0, len(crcs) - 1)
-        return table[record, y]
+        crc = key >> np.uint64(32)
+        record = np.searchsorted(crcs, crc).clip(0, len(crcs) - 1)
+        return np.where(crcs[record] == crc, table[record, y], 0.0)
     return rates[y]
 
 

@@ -41,17 +41,20 @@ TABLE = ["scheme", "arch", "epochs", "F1scoremacro", "Recallmacro", OBJECTIVE, "
 
 def rows_of(grid, dev: str, experiment: str, space, search: dict):
     """One row per trial that reported: its best epoch's metrics and its settings.
-    `search`: the search's scheme, metric and max_epochs."""
+    `search`: the search's scheme, metric and max_epochs (a CV search's: its folds), and
+    for a CV search `cv` (its folds and each fold's epochs)."""
     metric = search["metric"]
     rows = []
     for result in grid:
         df = result.metrics_dataframe
         if df is None or df.empty or metric not in df:
             continue
-        settings = trial_settings(space, result.config)
-        # boosted trees report CV folds: the last report holds every fold, an earlier one
-        # only some of the records (not a better model)
-        best = df.iloc[-1] if space.boost else df.loc[df[metric].idxmax()]
+        # with the epochs and folds of a CV search (its trials' own settings hold neither)
+        settings = trial_settings(space, result.config) | (search.get("cv") or {})
+        # boosted trees and CV trials report CV folds: the last report holds every fold,
+        # an earlier one only some of the records (not a better model)
+        cv = space.boost or search.get("cv")
+        best = df.iloc[-1] if cv else df.loc[df[metric].idxmax()]
         rows.append(
             {
                 "dev": dev,

@@ -98,6 +98,7 @@ class SearchRequest:
     export_only: bool = False
     wandb: bool = True
     storage: str | None = None
+    cv_folds: int = 0  # networks: score trials by leave-records-out CV (0: the valid split)
 
     @property
     def existing(self) -> bool:
@@ -183,6 +184,9 @@ def trial_fn(sampled: dict, space, base: dict, fs=None, datasets=None):
 
         search_trial(settings, report_fold)
         return
+    if base.get("_cv_folds"):  # one CV fold per report (raytasks.training.cv)
+        cv_trial(settings, base["_cv_folds"], datasets["cv"])
+        return
     if base["workers"] > 1:
         from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -206,6 +210,25 @@ def trial_fn(sampled: dict, space, base: dict, fs=None, datasets=None):
 
     label = tracking.run_name(settings.arch, tune.get_context().get_trial_id())
     fit_local(settings, report, checkpoint=tune.get_checkpoint(), label=label, datasets=datasets)
+
+
+def cv_trial(settings, folds: int, dataset) -> None:
+    """A CV trial: a report per fold, the last with a checkpoint holding its CV metrics
+    (the export retrains its settings on the scheme's train split: `export_best`)."""
+    from ray import tune
+
+    from raytasks.training.cv import cross_validate
+
+    def report(metrics, last):
+        if not last:
+            tune.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as d:
+            (Path(d) / "cv.json").write_text(json.dumps(metrics, default=float))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+
+    label = tracking.run_name(settings.arch, tune.get_context().get_trial_id())
+    cross_validate(settings, folds, dataset, report, label)
 
 
 def run_settings(space, sampled: dict, base: dict):
@@ -236,6 +259,7 @@ def plan(req: SearchRequest, store: Storage | None = None) -> Plan:
     if req.grace > req.max_epochs:
         raise SearchError("--grace must not exceed --max-epochs")
     check_boost(req, space)
+    check_cv(req, space)
     data_dir = config.scheme_dir(cfg)
     from raytasks.data.stream import split_files
 
@@ -260,6 +284,25 @@ def check_boost(req: SearchRequest, space: Space) -> None:
         )
     if req.workers > 1:
         raise SearchError("--workers: boosted trees fit in one process; use --workers 1")
+
+
+def check_cv(req: SearchRequest, space: Space) -> None:
+    """--cv-folds: networks trained in the trial's process, at least 2 folds, and ASHA's
+    grace within the folds (a CV trial's iterations are its folds)."""
+    if not req.cv_folds:
+        return
+    if space.boost:
+        raise SearchError("--cv-folds: a boost space sets its CV folds itself (folds = ...)")
+    if req.cv_folds < 2:
+        raise SearchError("--cv-folds: leave-records-out CV needs at least 2 folds")
+    if req.workers > 1:
+        raise SearchError(
+            "--cv-folds: a CV trial trains its folds in its own process; use --workers 1"
+        )
+    if req.grace > req.cv_folds:
+        raise SearchError(
+            f"--grace: a CV trial reports once per fold; at most --cv-folds ({req.cv_folds})"
+        )
 
 
 def latest_experiment(area: DevArea, space_name: str) -> str:
@@ -324,6 +367,7 @@ def search_settings(p: Plan) -> dict:
         "placement": req.placement,
         "gpu": req.gpus_per_trial > 0,
         "gpus_per_worker": req.gpus_per_trial or 1.0,
+        **({"_cv_folds": req.cv_folds} if req.cv_folds else {}),
     }
     if req.existing and area.exists("runs", p.name, "search.json"):
         base = json.loads(area.read_bytes("runs", p.name, "search.json"))
@@ -341,11 +385,15 @@ def trainable(p: Plan, base: dict):
 
     req = p.request
     # the trees read their features in the trial (each trial chooses its own)
-    datasets = (
-        None
-        if p.space.boost
-        else open_datasets(base["data"], seed=base["seed"], template=p.space.may_set("template"))
-    )
+    template = p.space.may_set("template")
+    if p.space.boost:
+        datasets = None
+    elif base.get("_cv_folds"):
+        from raytasks.training.cv import open_cv_dataset
+
+        datasets = {"cv": open_cv_dataset(base["data"], seed=base["seed"], template=template)}
+    else:
+        datasets = open_datasets(base["data"], seed=base["seed"], template=template)
     # with --workers > 1 the trial process only drives its TorchTrainer (Tune refuses 0 CPU)
     resources = (
         {"CPU": 0.05}
@@ -491,7 +539,7 @@ def search(p: Plan, base: dict):
         metric=req.metric,
         mode=MODE,
         time_attr="training_iteration",
-        max_t=req.max_epochs,
+        max_t=base.get("_cv_folds") or req.max_epochs,  # a CV trial's iterations: its folds
         grace_period=req.grace,
         reduction_factor=2,
     )
@@ -550,11 +598,18 @@ def record(p: Plan, grid, base: dict):
         p.dev,
         p.name,
         p.space,
-        {"scheme": Path(base["data"]).name, "metric": metric, "max_epochs": base["epochs"]},
+        {
+            "scheme": Path(base["data"]).name,
+            "metric": metric,
+            "max_epochs": base.get("_cv_folds") or base["epochs"],
+            "cv": {"cv_folds": base["_cv_folds"], "epochs": base["epochs"]}
+            if base.get("_cv_folds")
+            else None,
+        },
     )
     print(
         f"\nexperiment {p.name}: {len(rows)} trial(s) reported; best per architecture "
-        f"by {metric} (valid):",
+        f"by {metric} ({'leave-records-out CV' if base.get('_cv_folds') else 'valid'}):",
         flush=True,
     )
     print(leaderboard.best_table(rows, metric), flush=True)
@@ -571,7 +626,9 @@ def export(p: Plan, grid, base: dict) -> list[Path]:
     local models/ too, where `make run` and `raytasks evaluate` find them); with W&B, the
     overall best as an artifact of its trial's run."""
     with tempfile.TemporaryDirectory() as tmp:
-        written = export_best(grid, p.space, base, saved_metric(p, base), Path(tmp) / p.tag)
+        written = export_best(
+            grid, p.space, base, saved_metric(p, base), Path(tmp) / p.tag, p.store.fs
+        )
         for path, _ in written:
             p.area.put_dir(path, "models", path.name)
             print(f"exported {path.name}: {p.area.models(path.name)}", flush=True)
@@ -600,7 +657,7 @@ def log_best(p: Plan, model_dir: Path, trial_id: str) -> None:
     tracking.log_export(run, trial_id, model_dir, png, wandb_home(p.area))
 
 
-def export_best(grid, space, base: dict, metric: str, out: Path) -> list[tuple[Path, str]]:
+def export_best(grid, space, base: dict, metric: str, out: Path, fs=None) -> list[tuple[Path, str]]:
     """The best checkpoint overall -> out; with several architectures in the space, also
     each architecture's best -> out-<arch>. [(model dir, trial id)], the overall best first."""
     from raytasks.models.saved import export_checkpoint
@@ -613,7 +670,10 @@ def export_best(grid, space, base: dict, metric: str, out: Path) -> list[tuple[P
     written = []
     for path, (value, ckpt, metrics, result) in targets:
         settings = run_settings(space, result.config, base)
-        if space.boost:
+        if base.get("_cv_folds"):  # CV chose the settings: train them on the train split
+            ckpt, metrics = retrain(settings, base, metrics.get("trial_id", ""), fs)
+            export_checkpoint(ckpt, metrics, settings, derive(settings), path, str(result.path))
+        elif space.boost:
             from raytasks.training.boost import export_trial
 
             with ckpt.as_directory() as oof_dir:
@@ -629,6 +689,19 @@ def export_best(grid, space, base: dict, metric: str, out: Path) -> list[tuple[P
         )
         written.append((path, metrics.get("trial_id", "")))
     return written
+
+
+def retrain(settings, base: dict, trial_id: str, fs=None):
+    """A CV trial's settings trained as `raytasks train` trains them (train split, the
+    valid split picking the epoch), beside the search's trials: (best checkpoint, metrics)."""
+    from raytasks.training.train import build_trainer
+
+    print(f"retraining CV trial {trial_id} ({settings.arch}) on the train split", flush=True)
+    where = f"{base['_storage']}/train"
+    result = build_trainer(settings, f"retrain-{trial_id}", where, filesystem=fs).fit()
+    if not result.best_checkpoints:
+        raise SearchError(f"retraining trial {trial_id} reported no checkpoint ({result.error})")
+    return max(result.best_checkpoints, key=lambda cm: cm[1][settings.metric])
 
 
 def best_checkpoints(grid, space, metric: str) -> dict[str, tuple]:
