@@ -110,6 +110,28 @@ def test_refinement_takes_the_first_big_deflection_and_merges_duplicates():
     assert len(refine_peaks(x, np.zeros(0, np.int64), 360.0)) == 0
 
 
+def test_merging_chunks_drops_seam_duplicates_only():
+    """A beat both chunks found at their seam is one beat; two detections 150 ms apart
+    inside a chunk are the detector's call, kept (refined peaks behind a P-wave detection
+    were lost to a blanket 200-ms rule)."""
+    from raytasks.recordings.predict import STATS, merge_chunks
+
+    def chunk(t0, peaks):
+        n = len(peaks)
+        return {
+            "t0": t0,
+            "peaks": np.array(peaks),
+            "beats": np.zeros((n, 187), np.float32),
+            "windows": np.zeros((1, len(STATS)), np.float32),
+        }
+
+    inside = [100, 100 + int(0.15 * 360), 1000]
+    rec = merge_chunks([chunk(60.0, [21_650, 21_700]), chunk(0.0, [*inside, 21_590])])
+    assert rec["peaks"].tolist() == [*inside, 21_590, 21_700]
+    assert len(rec["beats"]) == 5
+    assert merge_chunks([chunk(0.0, [])])["peaks"].tolist() == []
+
+
 def test_matcher_on_hand_made_cases():
     ref = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
     # exact, 0.1 s late, 0.2 s late (too far), a stray between 3 and 4, none near 5

@@ -524,7 +524,12 @@ def merge_chunks(chunks: list[dict]) -> dict:
     beats = np.concatenate(
         [np.asarray(c["beats"], np.float32).reshape(-1, BEAT_LEN) for c in chunks]
     )
-    keep = np.r_[True, np.diff(peaks) >= REFRACTORY_S * FS_RAW] if len(peaks) else []
+    # a chunk's first peaks within REFRACTORY_S of the chunk before's last one are that
+    # beat again; inside a chunk the detector's own refractory rules stand (a blanket
+    # 200-ms rule there dropped real beats behind a P-wave detection once they were refined)
+    chunk = np.repeat(np.arange(len(chunks)), [len(np.ravel(c["peaks"])) for c in chunks])
+    seam = np.r_[False, np.diff(chunk) > 0]
+    keep = ~(seam & (np.diff(peaks, prepend=peaks[:1]) < REFRACTORY_S * FS_RAW))
     return chunks[0] | {"peaks": peaks[keep], "beats": beats[keep], "windows": windows, "t0": 0.0}
 
 
