@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from raytasks.core.metrics import OBJECTIVE
+from raytasks.core.metrics import OBJECTIVE, compute_metrics
 from raytasks.data.stream import epoch_batches, open_split
 from raytasks.training import boost
 from raytasks.training.cv import cross_validate, cv_folds, cv_split, fold_data, open_cv_dataset
@@ -78,11 +78,16 @@ def _boost_folds(y, records, seed):
 def test_a_cv_trial_reports_each_fold_pooling_the_held_out_beats(ray_cluster, processed, settings):
     reports = []
     dataset = open_cv_dataset(processed / "inter", log=lambda _: None)
-    cross_validate(settings, 2, dataset, lambda m, last: reports.append((m, last)))
+    cross_validate(settings, 2, dataset, lambda m, oof: reports.append((m, oof)))
     split = cv_split(processed / "inter", settings)
-    assert [(m["epoch"], last) for m, last in reports] == [(1, False), (2, True)]
+    assert [m["epoch"] for m, _ in reports] == [1, 2]
+    assert reports[0][1] is None, "only the last fold carries the out-of-fold logits"
     assert reports[0][0]["cv_beats"] < len(split.y) == reports[1][0]["cv_beats"]
-    assert 0 <= reports[1][0][OBJECTIVE] <= 1
+    oof = reports[1][1]
+    assert oof.shape == (len(split.y), 5)
+    assert (np.abs(oof).sum(axis=1) > 0).all()  # every beat predicted by a fold
+    cv = compute_metrics(split.y, oof.argmax(axis=1))
+    assert reports[1][0][OBJECTIVE] == pytest.approx(cv[OBJECTIVE])
 
 
 def test_cv_requests_that_cannot_run_are_refused():

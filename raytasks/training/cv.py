@@ -81,8 +81,9 @@ def fold_data(split: CVSplit, held: np.ndarray, s: TrainSettings) -> TrainData:
 
 
 def cross_validate(s: TrainSettings, folds: int, dataset, report, label: str = "cv") -> None:
-    """Train and score each fold; report(metrics, last) after each, the metrics over every
-    beat held out so far ('epoch': the folds done), `last` true after the final fold.
+    """Train and score each fold; report(metrics, oof) after each, the metrics over every
+    beat held out so far ('epoch': the folds done); after the final fold `oof` is every
+    beat's out-of-fold logits (rows as `raytasks boost` reads them), else None.
     `dataset`: the CV records' Ray Data stream (`open_cv_dataset`), shared by the folds."""
     from raytasks.core.config import resolve
 
@@ -93,7 +94,7 @@ def cross_validate(s: TrainSettings, folds: int, dataset, report, label: str = "
         oof[held] = fold_logits(s, split, held, dataset, f"{label} fold {k}/{folds}", k)
         done[held] = True
         metrics = compute_metrics(split.y[done], oof[done].argmax(axis=1))
-        report({"epoch": k, "cv_beats": int(done.sum()), **metrics}, k == folds)
+        report({"epoch": k, "cv_beats": int(done.sum()), **metrics}, oof if k == folds else None)
 
 
 def fold_logits(s: TrainSettings, split: CVSplit, held, dataset, label: str, k: int):

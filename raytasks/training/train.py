@@ -214,9 +214,8 @@ def train_loop(
 
     batches(epoch) yields {'x', 'y'} torch batches on `device`; valid() gives the valid
     split as (x, y) arrays (called on rank 0 only); report(metrics, state_dir or None) is
-    called once per epoch on every rank (rank 0 validates and attaches the state).
-    Returns the model as the last epoch left it.
-    """
+    called once per epoch on every rank (rank 0 validates and attaches the state). Returns
+    the model as the last epoch left it."""
     torch.manual_seed(s.seed + rank)
     torch.set_num_threads(s.threads or max(1, round(s.cpus_per_worker)))
     model, opt, sched, start = restore(s, data, world, device, checkpoint)

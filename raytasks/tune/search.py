@@ -40,6 +40,8 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from raytasks.core import config
 from raytasks.core.constants import utc_iso, utc_stamp
 from raytasks.core.errors import RaytasksError
@@ -213,17 +215,18 @@ def trial_fn(sampled: dict, space, base: dict, fs=None, datasets=None):
 
 
 def cv_trial(settings, folds: int, dataset) -> None:
-    """A CV trial: a report per fold, the last with a checkpoint holding its CV metrics
-    (the export retrains its settings on the scheme's train split: `export_best`)."""
+    """A CV trial: a report per fold, the last with a checkpoint holding its CV metrics and
+    out-of-fold logits (the export retrains its settings on the train split: `export_best`)."""
     from ray import tune
 
     from raytasks.training.cv import cross_validate
 
-    def report(metrics, last):
-        if not last:
+    def report(metrics, oof):
+        if oof is None:
             tune.report(metrics)
             return
-        with tempfile.TemporaryDirectory() as d:
+        with tempfile.TemporaryDirectory() as d:  # what a blend with the trees would read
+            np.save(Path(d) / "oof.npy", oof)
             (Path(d) / "cv.json").write_text(json.dumps(metrics, default=float))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
