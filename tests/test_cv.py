@@ -104,6 +104,15 @@ def test_cv_requests_that_cannot_run_are_refused():
         check_cv(SearchRequest("boost", cv_folds=3, grace=1), load_space("boost"))
 
 
+def test_more_folds_than_records_is_refused_before_ray_starts(tune_env):
+    """The slice's inter train + valid hold 2 records (208, 118): 3 folds cannot be."""
+    from raytasks.tune.search import plan
+
+    plan(SearchRequest("cnn1d", cv_folds=2, grace=1, scheme="inter"))
+    with pytest.raises(SearchError, match="hold 2 record"):
+        plan(SearchRequest("cnn1d", cv_folds=3, grace=1, scheme="inter"))
+
+
 def test_a_tiny_cv_search_ranks_by_cv_and_exports_its_best_retrained(
     ray_cluster, tune_env, tmp_path
 ):

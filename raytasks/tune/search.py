@@ -267,6 +267,8 @@ def plan(req: SearchRequest, store: Storage | None = None) -> Plan:
     from raytasks.data.stream import split_files
 
     split_files(data_dir, "train")
+    if req.cv_folds:
+        check_cv_records(data_dir, req.cv_folds)
     store = store or Storage.from_setting(cfg["storage"])
     name = experiment_name(store.dev(dev), space.name, req.experiment, req.existing)
     return Plan(req, space, cfg, dev, store, name, data_dir)
@@ -305,6 +307,21 @@ def check_cv(req: SearchRequest, space: Space) -> None:
     if req.grace > req.cv_folds:
         raise SearchError(
             f"--grace: a CV trial reports once per fold; at most --cv-folds ({req.cv_folds})"
+        )
+
+
+def check_cv_records(data_dir: Path, folds: int) -> None:
+    """K folds of whole records need at least K records in the scheme's train + valid."""
+    import pyarrow.parquet as pq
+
+    from raytasks.training.cv import cv_files
+
+    records = pq.ParquetDataset(cv_files(data_dir)).read(columns=["record"]).column("record")
+    have = len(records.unique())
+    if have < folds:
+        raise SearchError(
+            f"--cv-folds {folds}: {data_dir.name}'s train + valid splits hold {have} "
+            f"record(s); leave-records-out CV needs at least as many records as folds"
         )
 
 
