@@ -108,7 +108,8 @@ def test_more_folds_than_records_is_refused_before_ray_starts(tune_env):
     """The slice's inter train + valid hold 2 records (208, 118): 3 folds cannot be."""
     from raytasks.tune.search import plan
 
-    plan(SearchRequest("cnn1d", cv_folds=2, grace=1, scheme="inter"))
+    # --grace counts folds, --max-epochs epochs per fold: grace 2 > 1 epoch is fine
+    plan(SearchRequest("cnn1d", cv_folds=2, grace=2, max_epochs=1, scheme="inter"))
     with pytest.raises(SearchError, match="hold 2 record"):
         plan(SearchRequest("cnn1d", cv_folds=3, grace=1, scheme="inter"))
 

@@ -105,6 +105,12 @@ def test_refinement_takes_the_first_big_deflection_and_merges_duplicates():
     x[1200] = 1.0
     got = refine_peaks(x, np.array([515, 1190, 1195, 1210]), 360.0)
     assert np.abs(got - np.array([500, 1200])).max() <= 1  # first peak >= 0.6 x the top
+    # near the edges the window holds only the signal (no repeated end sample to snap to);
+    # on a flat stretch a detection stays where it is
+    edge = np.zeros(2000)
+    edge[10], edge[1990] = 1.0, 1.0
+    assert refine_peaks(edge, np.array([5, 1996]), 360.0).tolist() == [10, 1990]
+    assert refine_peaks(np.zeros(2000), np.array([700]), 360.0).tolist() == [700]
     only_top = refine_peaks(x, np.array([515]), 360.0, frac=1.0)
     assert abs(only_top[0] - 520) <= 1
     assert len(refine_peaks(x, np.zeros(0, np.int64), 360.0)) == 0

@@ -227,7 +227,8 @@ def refine_peaks(
     magnitude within +-half_s, the first local peak reaching frac x the window's top (a wide
     V beat's first big deflection, not wherever XQRS's filter peaked: 46% of matched V beats
     sat > 25 ms from the mark, and the classifier was trained on beats cut at the mark).
-    Detections that land on one sample become one."""
+    Detections that land on one sample become one; on a flat stretch a detection stays.
+    Signals under 64 samples are returned as given."""
     from scipy.signal import butter, sosfiltfilt
 
     peaks = np.asarray(peaks, dtype=np.int64)
@@ -236,15 +237,19 @@ def refine_peaks(
     sos = butter(2, FIDUCIAL_BAND, btype="band", fs=fs, output="sos")
     mag = np.abs(sosfiltfilt(sos, np.asarray(x, dtype=np.float64)))
     half = round(half_s * fs)
-    idx = np.clip(peaks[:, None] + np.arange(-half, half + 1), 0, len(x) - 1)
-    seg = mag[idx]
+    where = peaks[:, None] + np.arange(-half, half + 1)
+    inside = (where >= 0) & (where < len(x))  # a window over the signal's edge: no padding
+    idx = np.clip(where, 0, len(x) - 1)
+    seg = np.where(inside, mag[idx], -1.0)
     rows = np.arange(len(peaks))
     top = seg.argmax(axis=1)
     ok = np.zeros_like(seg, dtype=bool)
     ok[:, 1:-1] = (seg[:, 1:-1] >= seg[:, :-2]) & (seg[:, 1:-1] >= seg[:, 2:])
     ok &= seg >= frac * seg[rows, top][:, None]
     ok[rows, top] = True  # the top itself always qualifies (also at a window's edge)
-    return np.unique(idx[rows, ok.argmax(axis=1)])
+    moved = idx[rows, ok.argmax(axis=1)]
+    flat = seg[rows, top] <= 0  # nothing to go by (a flat line): stay
+    return np.unique(np.where(flat, peaks, moved))
 
 
 FILL_RATIO = 1.2
@@ -524,9 +529,10 @@ def merge_chunks(chunks: list[dict]) -> dict:
     beats = np.concatenate(
         [np.asarray(c["beats"], np.float32).reshape(-1, BEAT_LEN) for c in chunks]
     )
-    # a chunk's first peaks within REFRACTORY_S of the chunk before's last one are that
-    # beat again; inside a chunk the detector's own refractory rules stand (a blanket
-    # 200-ms rule there dropped real beats behind a P-wave detection once they were refined)
+    # a chunk's first peak within REFRACTORY_S of the chunk before's last one is that beat
+    # again (chunks hold [t0, t1), so only one can be); inside a chunk the detector's own
+    # refractory rules stand (a blanket 200-ms rule there dropped real beats behind a
+    # P-wave detection once they were refined)
     chunk = np.repeat(np.arange(len(chunks)), [len(np.ravel(c["peaks"])) for c in chunks])
     seam = np.r_[False, np.diff(chunk) > 0]
     keep = ~(seam & (np.diff(peaks, prepend=peaks[:1]) < REFRACTORY_S * FS_RAW))

@@ -205,8 +205,9 @@ def best_table(rows: pd.DataFrame, metric: str) -> str:
         return "no trial reported a result"
     cols = ["trial_id"] + TABLE + ([metric] if metric not in TABLE else [])
     full = rows[~cut(rows)]
-    if set(rows["arch"]) == {"boost"} and not full.empty:
-        rows = full  # a boost trial's early rows score some records only, not a better model
+    cv = set(rows["arch"]) == {"boost"} or rows["config"].str.contains('"cv_folds"').all()
+    if cv and not full.empty:
+        rows = full  # a CV trial's early rows score some records only, not a better model
     return best_per_arch(rows, metric)[cols].to_string(
         index=False, float_format=lambda v: f"{v:.4f}"
     )

@@ -259,7 +259,7 @@ def plan(req: SearchRequest, store: Storage | None = None) -> Plan:
             f"--metric: unknown metric {req.metric!r}; one of "
             f"{', '.join(METRIC_NAMES + RECALL_NAMES)}"
         )
-    if req.grace > req.max_epochs:
+    if req.grace > req.max_epochs and not req.cv_folds:  # a CV trial's steps: its folds
         raise SearchError("--grace must not exceed --max-epochs")
     check_boost(req, space)
     check_cv(req, space)
@@ -687,11 +687,14 @@ def export_best(grid, space, base: dict, metric: str, out: Path, fs=None) -> lis
     targets = [(out, max(best.values(), key=lambda b: b[0]))]
     if len(space.archs) > 1:
         targets += [(out.with_name(f"{out.name}-{arch}"), b) for arch, b in sorted(best.items())]
-    written = []
+    written, retrained = [], {}
     for path, (value, ckpt, metrics, result) in targets:
         settings = run_settings(space, result.config, base)
+        trial_id = metrics.get("trial_id", "")
         if base.get("_cv_folds"):  # CV chose the settings: train them on the train split
-            ckpt, metrics = retrain(settings, base, metrics.get("trial_id", ""), fs)
+            if trial_id not in retrained:  # the overall best is also its arch's best
+                retrained[trial_id] = retrain(settings, base, trial_id, fs)
+            ckpt, metrics = retrained[trial_id]
             export_checkpoint(ckpt, metrics, settings, derive(settings), path, str(result.path))
         elif space.boost:
             from raytasks.training.boost import export_trial
@@ -702,12 +705,8 @@ def export_best(grid, space, base: dict, metric: str, out: Path, fs=None) -> lis
             export_checkpoint(
                 ckpt, metrics, settings, derive(settings), path, source=str(result.path)
             )
-        print(
-            f"{path.name}: {settings.arch} trial {metrics.get('trial_id', '')} "
-            f"({metric} {value:.4f})",
-            flush=True,
-        )
-        written.append((path, metrics.get("trial_id", "")))
+        print(f"{path.name}: {settings.arch} trial {trial_id} ({metric} {value:.4f})", flush=True)
+        written.append((path, trial_id))
     return written
 
 
