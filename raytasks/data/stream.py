@@ -383,9 +383,7 @@ def epoch_batches(
     stats: StreamStats | None = None,
 ):
     """{'x', 'y'} torch batches of one epoch of `source` (a Dataset, or a worker's
-    DataIterator from `get_dataset_shard`), class-balanced by `balance` (and within each
-    class, with `record_counts`, record-balanced by `record_balance`) and shuffled.
-
+    DataIterator), resampled by `stream_rates` (class and record balance) and shuffled.
     Ray Data hands out whole blocks; each is resampled by its rows' hashes, permuted with
     a generator fixed by (seed, epoch, rank), gathered once and cut into batch_size views;
     rows left at a block's end open the next batch. With `steps` exactly that many batches

@@ -210,8 +210,7 @@ def train_loop(
     worker_nodes: int = 1,
     device: torch.device = CPU,
 ):
-    """Train s.epochs epochs, resuming after the checkpoint's epoch if one is given.
-
+    """Train s.epochs epochs, resuming after the checkpoint's epoch if one is given:
     batches(epoch) yields {'x', 'y'} torch batches on `device`; valid() gives the valid
     split as (x, y) arrays (called on rank 0 only); report(metrics, state_dir or None) is
     called once per epoch on every rank (rank 0 validates and attaches the state). Returns
