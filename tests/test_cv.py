@@ -1,6 +1,6 @@
 """Leave-records-out CV of a network as the Tune objective (`raytasks tune --cv-folds`): the
 folds are boost's, a fold never trains on its own records, each report pools the beats held
-out so far, and a tiny real search ranks by CV and exports its best settings retrained."""
+out so far, and a tiny real search records its CV row and exports its settings retrained."""
 
 import json
 import zlib
@@ -114,7 +114,7 @@ def test_more_folds_than_records_is_refused_before_ray_starts(tune_env):
         plan(SearchRequest("cnn1d", cv_folds=3, grace=1, scheme="inter"))
 
 
-def test_a_tiny_cv_search_ranks_by_cv_and_exports_its_best_retrained(
+def test_a_tiny_cv_search_records_its_cv_and_exports_the_settings_retrained(
     ray_cluster, tune_env, tmp_path
 ):
     from raytasks.tune.search import run
@@ -126,7 +126,7 @@ def test_a_tiny_cv_search_ranks_by_cv_and_exports_its_best_retrained(
     )
     req = SearchRequest(
         str(space),
-        samples=2,
+        samples=1,
         max_epochs=1,
         grace=1,
         scheme="inter",
@@ -138,12 +138,12 @@ def test_a_tiny_cv_search_ranks_by_cv_and_exports_its_best_retrained(
     outcome = run(req)
     assert not outcome.grid.errors
     board = pd.read_csv(tune_env / "results" / "leaderboard.csv")
-    assert len(board) == 2
+    assert len(board) == 1
     assert (board["max_epochs"] == 2).all()  # a CV trial's iterations are its folds
     configs = [json.loads(c) for c in board["config"]]
     assert all(c["cv_folds"] == 2 and c["epochs"] == 1 for c in configs)
-    full = board[board["epochs"] == 2]
-    assert len(full) >= 1
+    full = board[board["epochs"] == 2]  # both folds ran
+    assert len(full) == 1
     info = json.loads((tune_env / "models" / "alice-tinycv" / "model.json").read_text())
     best = json.loads(full.loc[full[OBJECTIVE].idxmax(), "config"])
     assert info["train"]["lr"] == pytest.approx(best["lr"])
