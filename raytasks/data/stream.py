@@ -407,11 +407,16 @@ def epoch_batches(
             break
         yield to_device(x, y, device, stats)
         done += 1
-    while steps is not None and done < steps and last:  # a short share: top it up
+    if steps is not None:
+        yield from top_up(last, steps - done, batch_size, rng, device, stats)
+
+
+def top_up(last: list, missing: int, batch_size: int, rng, device, stats: StreamStats):
+    """A short DDP share's missing batches, rows drawn again from its last block."""
+    for _ in range(missing if last else 0):
         x, y = last[0]
         pick = torch.from_numpy(rng.integers(0, len(y), batch_size))
         yield to_device(x[pick], y[pick], device, stats)
-        done += 1
 
 
 def resampled_blocks(source, rates, seed: int, epoch: int, rng, reads, prefetch, stats):

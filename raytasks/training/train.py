@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import ray
 import torch
 import torch.nn.functional as F
@@ -237,15 +238,18 @@ def train_loop(
         if rank != 0:
             report(metrics, None)
             continue
-        logits = predict_logits(model, valid_x, device=device)
-        metrics.update(compute_metrics(valid_y, logits.argmax(axis=1)))
-        metrics["valid_loss"] = F.cross_entropy(
-            torch.from_numpy(logits), torch.as_tensor(valid_y).long()
-        ).item()
+        metrics.update(valid_metrics(model, valid_x, valid_y, device))
         with tempfile.TemporaryDirectory() as d:
             save_state(Path(d), model, opt, sched, epoch, metrics, start)
             report(metrics, d)
     return model
+
+
+def valid_metrics(model, x: np.ndarray, y: np.ndarray, device: torch.device) -> dict:
+    """Every metric of the model on the valid split, and its cross-entropy (valid_loss)."""
+    logits = predict_logits(model, x, device=device)
+    loss = F.cross_entropy(torch.from_numpy(logits), torch.as_tensor(y).long()).item()
+    return {**compute_metrics(y, logits.argmax(axis=1)), "valid_loss": loss}
 
 
 def stream_args(s: TrainSettings, data: TrainData) -> dict:
