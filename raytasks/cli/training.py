@@ -258,14 +258,27 @@ def calibrate_cmd(models, target_recall):
         )
 
 
-@main.command("ensemble", epilog=examples("raytasks ensemble cnn1d-intra resnet1d-intra --tag duo"))
+@main.command(
+    "ensemble",
+    epilog=examples(
+        "raytasks ensemble cnn1d-intra resnet1d-intra --tag duo",
+        "raytasks ensemble resnet1d-inter-adaptive-cv boost-inter --weights 0.75,0.25 "
+        "--tag blend-inter",
+    ),
+)
 @click.argument("members", nargs=-1, required=True)
 @click.option("--tag", required=True, help="Write the ensemble to models/<TAG>/.")
-def ensemble_cmd(members, tag):
+@click.option(
+    "--weights",
+    default=None,
+    help="Each member's weight in the average, in order, e.g. 0.75,0.25.  [default: equal]",
+)
+def ensemble_cmd(members, tag, weights):
     """Average MEMBERS (model tags in models/, or model dirs) into one model.
 
-    The members' class probabilities are averaged; the ensemble's recall-first offsets and
-    valid metrics are fitted on the valid split of the members' (common) scheme.
+    The members' class probabilities are averaged (weighted with --weights); the ensemble's
+    recall-first offsets and valid metrics are fitted on the valid split of the members'
+    (common) scheme. Members may read different inputs (networks, `raytasks boost` trees).
     """
     from raytasks.models.ensemble import build_ensemble
 
@@ -277,9 +290,19 @@ def ensemble_cmd(members, tag):
         raise click.BadParameter(
             "the ensemble cannot replace one of its members", param_hint="--tag"
         )
-    info = build_ensemble(dirs, out, config.where(cfg, "processed"))
+    info = build_ensemble(dirs, out, config.where(cfg, "processed"), parse_weights(weights))
     m = info["valid_metrics"]
     click.echo(
         f"{out}: {len(dirs)} members, valid macro F1 {m['F1scoremacro']:.4f}, "
         f"macro recall {m['Recallmacro']:.4f}"
     )
+
+
+def parse_weights(text: str | None) -> list[float] | None:
+    """--weights 0.75,0.25 -> [0.75, 0.25]; a bad list is a usage error."""
+    if text is None:
+        return None
+    try:
+        return [float(w) for w in text.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"not a comma-separated list of numbers: {text!r}") from None

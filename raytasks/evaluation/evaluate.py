@@ -39,11 +39,9 @@ from raytasks.core.metrics import (
 )
 from raytasks.core.paths import staged_dir, staged_files
 from raytasks.data import (
-    BEAT_LEN,
     CLASS_NAMES,
     CLASS_SHORT,
     NUM_CLASSES,
-    RR_FEATURES,
     DataError,
     scheme_path,
 )
@@ -136,25 +134,20 @@ class Skip(DataError):
 
 def model_inputs(model, info: dict, x: np.ndarray, context, data_desc: str) -> np.ndarray:
     """What the model reads, from x (and context); Skip with the reason when the data lacks it."""
+    from raytasks.nets.ensemble import feature_blocks
+
     lacks = data_desc or "the data"
     if x.shape[1] < model.input_width:
         what = "RR-interval features" + (" and the beats' records" if info.get("template") else "")
         raise Skip(
             f"reads {what}, which {lacks} lacks (hackathon/Kaggle files carry the beat only)"
         )
-    if info.get("record_features"):
-        if context is None:
-            raise Skip(
-                f"compares each beat with the rest of its recording (record, sample), "
-                f"which {lacks} does not identify"
-            )
-        from raytasks.data.features import record_features
-
-        # x may go on with deviations (for template models): the trees read beat + RR
-        return record_features(
-            x[:, : BEAT_LEN + len(RR_FEATURES)], context, info["record_features"]
+    if feature_blocks(model) and context is None:
+        raise Skip(
+            f"compares each beat with the rest of its recording (record, sample), "
+            f"which {lacks} does not identify"
         )
-    return x[:, : model.input_width]
+    return saved.model_inputs(model, x, context)
 
 
 def evaluate_model(

@@ -43,6 +43,7 @@ INFO_FIELDS = {
     "model": "the architecture's config fields",
     "record_features": "(trees) the record-feature groups it reads (raytasks.data.features)",
     "members": "(ensemble) the member tags under members/",
+    "weights": "(ensemble) each member's weight in the probability average (absent: equal)",
     "train": "the training settings it ran with",
     "valid_metrics": "metrics on the valid split at export",
     "valid_is": "(trees) what valid_metrics were measured on, when not the valid split",
@@ -120,29 +121,48 @@ def with_offsets(info: dict, offsets, fit: dict) -> dict:
 
 
 def ensemble_info(
-    tag: str, member_dirs: list[Path], infos: list[dict], scheme: str, valid_metrics: dict, offsets
+    tag: str,
+    member_dirs: list[Path],
+    infos: list[dict],
+    scheme: str,
+    valid_metrics: dict,
+    offsets,
+    weights: list[float] | None = None,
 ) -> dict:
-    """An ensemble's model.json: its members (copied under members/), their common data
-    build, the ensemble's valid metrics and offsets fitted on that scheme's valid split."""
+    """An ensemble's model.json: its members (copied under members/) and weights, their
+    common data build, the ensemble's valid metrics and offsets fitted on that scheme's
+    valid split (in-sample, and said so, when a member was trained on it)."""
     from raytasks.core.metrics import OBJECTIVE
 
     tags = [Path(d).name for d in member_dirs]
-    return stamp(
-        {
-            "tag": tag,
-            "arch": "ensemble",
-            "members": tags,
-            "model": {},
-            "train": {"members": {t: i["arch"] for t, i in zip(tags, infos)}},
-            "data": infos[0].get("data", {}),
-            "epoch": None,
-            "params": sum(i.get("params", 0) for i in infos),
-            "valid_metrics": valid_metrics,
-            "offsets": [float(o) for o in offsets],
-            "offsets_fit": {"on": "valid", "scheme": scheme, "objective": OBJECTIVE},
-            "source": "ensemble of " + ", ".join(str(d) for d in member_dirs),
-        }
-    )
+    seen = [t for t, i in zip(tags, infos) if "valid" in (i.get("data") or {}).get("splits", [])]
+    info = {
+        "tag": tag,
+        "arch": "ensemble",
+        "members": tags,
+        "model": {},
+        "train": {"members": {t: i["arch"] for t, i in zip(tags, infos)}},
+        "data": infos[0].get("data", {}),
+        "epoch": None,
+        "params": sum(i.get("params", 0) for i in infos),
+        "valid_metrics": valid_metrics,
+        "offsets": [float(o) for o in offsets],
+        "offsets_fit": {"on": "valid", "scheme": scheme, "objective": OBJECTIVE},
+        "source": "ensemble of " + ", ".join(str(d) for d in member_dirs),
+    }
+    if weights is not None:
+        info["weights"] = [float(w) for w in weights]
+    if seen:  # the valid figures flatter it: predict's default model skips it
+        info["valid_is"] = VALID_IN_SAMPLE + ", ".join(seen)
+    return stamp(info)
+
+
+VALID_IN_SAMPLE = "the valid split, in-sample for members trained on it: "
+
+
+def valid_in_sample(info: dict) -> bool:
+    """Whether a model's valid_metrics were measured on beats it was trained on."""
+    return str(info.get("valid_is", "")).startswith(VALID_IN_SAMPLE)
 
 
 def trees_info(
@@ -219,7 +239,8 @@ def load_model(model_dir: Path) -> tuple[torch.nn.Module, dict]:
         model: torch.nn.Module
         if info["arch"] == "ensemble":
             model = Ensemble(
-                [load_model(model_dir / "members" / tag)[0] for tag in info["members"]]
+                [load_model(model_dir / "members" / tag)[0] for tag in info["members"]],
+                info.get("weights"),
             )
         else:
             model = _load_network(model_dir, info)
@@ -249,7 +270,29 @@ def _load_network(model_dir: Path, info: dict) -> torch.nn.Module:
     # the columns of x it reads (an attribute nn.Module itself does not declare)
     width = input_width(info.get("rr", False), info.get("template", False))
     model.input_width = width  # type: ignore[assignment]
+    # the trees read features of the whole record (model_inputs), not a prefix of x
+    model.record_features = info.get("record_features")  # type: ignore[assignment]
     return model
+
+
+def model_inputs(model: torch.nn.Module, x: np.ndarray, context=None) -> np.ndarray:
+    """What a loaded model reads, from x (beat, then RR features, then deviations: each
+    network reads a prefix) and context (each row's `record` and `sample`: needed only by
+    a model that reads record features, raytasks.data.features; DataError without it)."""
+    from raytasks.nets.ensemble import Ensemble, feature_blocks
+
+    blocks = feature_blocks(model)
+    if not blocks:
+        return x[:, : model.input_width]
+    if context is None:
+        raise DataError("record features need each beat's record and sample")
+    from raytasks.data.features import record_features
+
+    beat_rr = x[:, : BEAT_LEN + len(RR_FEATURES)]
+    features = [record_features(beat_rr, context, params) for params in blocks]
+    if not isinstance(model, Ensemble):
+        return features[0]
+    return np.concatenate([x[:, : model.input_width], *features], axis=1)
 
 
 def predict_logits(
@@ -269,12 +312,17 @@ def predict_logits(
 
 
 def valid_split(processed: Path, scheme: str, model: torch.nn.Module):
-    """(x, y) of a scheme's valid split, with the RR columns when the model reads them."""
+    """(inputs, y) of a scheme's valid split: what the model reads (model_inputs)."""
+    import pyarrow.parquet as pq
+
     from raytasks.data.stream import load_split, split_files
 
     files = split_files(scheme_path(processed, scheme), "valid")
     width = int(getattr(model, "input_width", BEAT_LEN))
-    return load_split(files, rr=width > BEAT_LEN, template=width > BEAT_LEN + len(RR_FEATURES))
+    x, y = load_split(files, rr=width > BEAT_LEN, template=width > BEAT_LEN + len(RR_FEATURES))
+    # same files, same order as load_split: row i of context is beat i of x
+    context = pq.ParquetDataset(files).read(columns=["record", "sample"]).to_pandas()
+    return model_inputs(model, x, context), y
 
 
 # ---------------------------------------------------------------- a trained checkpoint

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from raytasks.core.paths import staged_dir, staged_file
-from raytasks.data import BEAT_LEN, CLASS_SHORT, FS_RAW, NUM_CLASSES, RR_FEATURES, DataError
+from raytasks.data import BEAT_LEN, CLASS_SHORT, FS_RAW, NUM_CLASSES, DataError
 from raytasks.data.beats import WINDOW_S, extract_beats, rr_features
 from raytasks.data.features import with_deviations
 from raytasks.models import saved
@@ -356,9 +356,8 @@ class Classifier:
         self.offsets = saved.offsets_of(info).astype(np.float32)
 
     def __call__(self, row: dict) -> dict:
-        parts = [row["beats"], row["rr"]] + ([row["dev"]] if "dev" in row else [])
-        x = np.concatenate(parts, axis=1)[:, : self.model.input_width]
-        logits = saved.predict_logits(self.model, np.ascontiguousarray(x, dtype=np.float32))
+        x = np.ascontiguousarray(row["x"], dtype=np.float32)  # what the model reads
+        logits = saved.predict_logits(self.model, x)
         return {"name": row["name"], "t0": row["t0"], "logits": logits.astype(np.float32)}
 
 
@@ -375,6 +374,8 @@ def default_model(models_dir: Path, rr: bool = True) -> Path:
         except (OSError, ValueError):
             continue
         f2 = info.get("valid_metrics", {}).get("F2scoremacro", -1.0)
+        if saved.valid_in_sample(info):  # its valid figures flatter it
+            continue
         if (rr or not saved.reads_rr(info)) and f2 > best_f2:
             best, best_f2 = f.parent, f2
     if best is None:
@@ -545,19 +546,18 @@ def run_classification(
     """Pass 2 on Ray Data: logits per recording, in pieces of at most rows_per_task beats."""
     import ray
 
-    template = saved.read_info(model_dir).get("template", False)
+    model, _ = saved.load_model(model_dir)  # what it reads: a prefix of x, record features
     pieces = []
     for rec in recs:
         x = np.concatenate([rec["beats"], rr_features(rec["peaks"])], axis=1)
-        if template:  # the recording's own template, from all its beats (no labels)
+        if model.input_width > x.shape[1]:  # the recording's own template (no labels)
             x = with_deviations(x, np.full(len(x), rec["name"]), rec["peaks"])
-        for k in range(0, len(rec["peaks"]), rows_per_task):
-            part = x[k : k + rows_per_task]
-            piece = {"name": rec["name"], "t0": float(k), "beats": part[:, :BEAT_LEN]}
-            piece["rr"] = part[:, BEAT_LEN : BEAT_LEN + len(RR_FEATURES)]
-            if template:
-                piece["dev"] = part[:, BEAT_LEN + len(RR_FEATURES) :]
-            pieces.append(piece)
+        context = pd.DataFrame({"record": rec["name"], "sample": rec["peaks"]})
+        x = saved.model_inputs(model, x, context)  # whole recordings: features of all beats
+        pieces += [
+            {"name": rec["name"], "t0": float(k), "x": x[k : k + rows_per_task]}
+            for k in range(0, len(x), rows_per_task)
+        ]
     ds = ray.data.from_items(pieces, override_num_blocks=max(1, len(pieces)))
     out = ds.map(
         Classifier,
@@ -599,11 +599,6 @@ def predict(
     from raytasks.core.ray_connect import init_ray
 
     _, info = saved.load_model(model_dir)  # a bad model fails here, before any work
-    if info.get("record_features"):  # raytasks.data.features: needs whole-record features
-        raise DataError(
-            f"{Path(model_dir).name} classifies from per-record features "
-            f"(raytasks boost); `predict` feeds single beats: use another model"
-        )
     offsets = saved.offsets_of(info).astype(np.float32)
     jobs = plan(paths, fs_csv, chunk_s, mode)
     if not jobs:
