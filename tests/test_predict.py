@@ -16,6 +16,8 @@ from raytasks.recordings.predict import (
     check_signal,
     detect_chunk,
     detect_peaks,
+    fast_local_peaks,
+    local_peaks,
     longest_run,
     probe,
     read_span,
@@ -76,6 +78,25 @@ def test_detector_finds_the_annotated_beats_of_the_first_minutes(mitdb, name):
     assert len(di) / len(peaks) >= 0.97
     # R-peak positions, not QRS onsets: the training beats start at the annotated R-peak
     assert np.median(np.abs(peaks[di] - ref[ri])) <= 2
+
+
+def test_local_peaks_are_wfdbs_and_xqrs_finds_the_same_beats_with_them(mitdb):
+    from wfdb.processing import qrs, xqrs_detect
+    from wfdb.processing.peaks import find_local_peaks
+
+    x = mlii(mitdb, "203", minutes=2)  # quantised: plateaus of equal samples
+    cases = [x, np.round(x, 1), np.r_[5.0, np.zeros(50), 5.0], np.r_[1.0, 1.0, 0.0, 2.0, 2.0]]
+    for sig in cases:
+        for radius in [r for r in (1, 3, 26, 72) if r < len(sig) - 1]:  # wfdb's needs that
+            want = find_local_peaks(sig, radius)
+            got = local_peaks(sig, radius)
+            np.testing.assert_array_equal(got, want)
+            assert got.dtype == want.dtype
+    assert len(local_peaks(np.ones(100), 5)) == 0
+    with fast_local_peaks():
+        fast = xqrs_detect(x, 360, verbose=False)
+    assert qrs.find_local_peaks is find_local_peaks  # put back
+    np.testing.assert_array_equal(fast, xqrs_detect(x, 360, verbose=False))
 
 
 def test_refinement_moves_208_s_v_beats_to_their_annotated_fiducial(mitdb):

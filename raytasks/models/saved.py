@@ -296,9 +296,11 @@ def model_inputs(model: torch.nn.Module, x: np.ndarray, context=None) -> np.ndar
 
 
 def predict_logits(
-    model: torch.nn.Module, x: np.ndarray, batch: int = 4096, device: torch.device | None = None
+    model: torch.nn.Module, x: np.ndarray, batch: int = 256, device: torch.device | None = None
 ) -> np.ndarray:
-    """Logits of x (rows: beat, then the RR features the model reads), on device (CPU)."""
+    """Logits of x (what the model reads: model_inputs), on device (CPU), `batch` rows at a
+    time: 256 runs the shipped networks ~2x faster on a CPU core than 4096 (their
+    activations stay in cache), with the same logits to the bit."""
     import torch
 
     model.eval()
