@@ -3,6 +3,10 @@ the `raytasks score` matcher) and seconds per 30-minute record, side by side in 
 
     MITDB_DIR=../shared/data/mitdb .venv/bin/python bench/detectors.py 100 105 208 232
     .venv/bin/python bench/detectors.py --all --detectors sleepecg,xqrs,raytasks  # 48 records
+    .venv/bin/python bench/detectors.py --all --detectors raytasks,raytasks-wfdb-loop
+
+`raytasks-wfdb-loop` is the shipped detector with wfdb's own find_local_peaks, as it ran
+before `predict.local_peaks`: the same beats, its time side by side.
 
 `raytasks` is predict's detector (XQRS with sleepecg filling its gaps). neurokit2 is measured
 only where installed: it is not a project dependency (it requires pandas < 3). Scored over
@@ -53,11 +57,22 @@ def predict_peaks(x, fs):
     return detect_peaks(x, fs)
 
 
+def predict_peaks_wfdb_loop(x, fs):
+    """The shipped detector with wfdb's own find_local_peaks (a Python loop): the same
+    peaks, for the time it took before predict.local_peaks."""
+    import contextlib
+    from unittest import mock
+
+    with mock.patch("raytasks.recordings.predict.fast_local_peaks", contextlib.nullcontext):
+        return predict_peaks(x, fs)
+
+
 DETECTORS = {
     "sleepecg": sleepecg_peaks,
     "xqrs": xqrs_peaks,
     "neurokit2": neurokit_peaks,
     "raytasks": predict_peaks,
+    "raytasks-wfdb-loop": predict_peaks_wfdb_loop,
 }
 
 
@@ -86,14 +101,14 @@ def main():
             t = totals.setdefault(det, np.zeros(4))
             t += (tp, fn, fp, sec)
             print(
-                f"{name} {det:<10} Se {100 * tp / (tp + fn):6.2f}  +P "
+                f"{name} {det:<18} Se {100 * tp / (tp + fn):6.2f}  +P "
                 f"{100 * tp / max(tp + fp, 1):6.2f}  missed {fn:4d} extra {fp:4d}  "
                 f"median offset {off / fs * 1e3:+.0f} ms  {sec:5.2f} s",
                 flush=True,
             )
     for det, (tp, fn, fp, sec) in totals.items():
         print(
-            f"TOTAL {det:<10} {len(names)} records: Se {100 * tp / (tp + fn):.2f}  +P "
+            f"TOTAL {det:<18} {len(names)} records: Se {100 * tp / (tp + fn):.2f}  +P "
             f"{100 * tp / (tp + fp):.2f}  missed {fn:.0f} extra {fp:.0f}  "
             f"{sec / len(names):.2f} s/record"
         )

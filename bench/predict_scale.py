@@ -7,6 +7,10 @@ With --day, one long two-channel recording made by concatenating records (48 x 3
     flock /tmp/raytasks-cpu.lock unshare -n sh -c 'ip link set lo up; \
         .venv/bin/python bench/predict_scale.py --records 8'
     ... bench/predict_scale.py --day 24      # the issue's 24-hour recording (goal: <= 60 s)
+    .venv/bin/python bench/predict_scale.py --batches   # classification: 256 vs 4096 beats a batch
+
+--batches times the model alone on one core on 20,000 built beats (the intra test split),
+in batches of 256 (predict_logits' default) and of 4,096 (its default before), side by side.
 """
 
 import argparse
@@ -69,11 +73,36 @@ def day(src: Path, names: list[str], model: Path, hours: float) -> None:
     )
 
 
+def batches(model_dir: Path, processed: Path, rows: int = 20000) -> None:
+    """Beats/s of the model on one core, 256 vs 4096 beats a batch, and whether they agree."""
+    import numpy as np
+    import torch
+
+    from raytasks.data.stream import load_split, split_files
+    from raytasks.models import saved
+
+    torch.set_num_threads(1)
+    model, _ = saved.load_model(model_dir)
+    x, _ = load_split(split_files(processed / "intra", "test"), rr=True, template=False)
+    x = saved.model_inputs(model, x[:rows])
+    rate, logits = {}, {}
+    for size in (256, 4096, 256):  # 256 again: the first pass warms up
+        t0 = time.perf_counter()
+        logits[size] = saved.predict_logits(model, x, batch=size)
+        rate[size] = len(x) / (time.perf_counter() - t0)
+    print(
+        f"{model_dir.name}, {len(x)} beats, 1 core: batches of 256 {rate[256]:,.0f} beats/s, "
+        f"of 4096 {rate[4096]:,.0f} beats/s: x{rate[256] / rate[4096]:.2f}; "
+        f"same logits: {np.array_equal(logits[256], logits[4096])}"
+    )
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=8, help="how many records")
     ap.add_argument("--model", default=None, help="model dir (default: predict's default)")
     ap.add_argument("--day", type=float, default=None, help="HOURS: one concatenated recording")
+    ap.add_argument("--batches", action="store_true", help="classification alone: batch sizes")
     args = ap.parse_args()
     import ray
 
@@ -81,6 +110,9 @@ def main():
     src = resolve_records(cfg["records"], config.where(cfg, "raw_download"))
     paths = [src / f"{n}.hea" for n in list_records(src)[: args.records]]
     model = Path(args.model) if args.model else default_model(config.where(cfg, "models"))
+    if args.batches:
+        batches(model, config.where(cfg, "processed"))
+        return
     ray.init(num_cpus=2, log_to_driver=False, configure_logging=False)
     if args.day:
         day(src, list_records(src), model, args.day)
