@@ -72,9 +72,33 @@ def test_rows_rank_within_a_scheme_and_keep_cut_trials_apart(tmp_path):
         ("intra", "cnn1d"),
     ]
     title = lb.title(lb.with_scheme(merged).assign(cut=lb.cut(merged)), "F2scoremacro", "valid")
-    assert title.startswith("leaderboard by F2scoremacro on ?/inter/intra valid")
+    assert title.startswith("leaderboard by F2scoremacro on ?, inter, intra (valid unless cv")
     assert "5 trials (1 cut early), 3 searches, devs alice, bob" in title
     assert (tmp_path / "leaderboard.png").stat().st_size > 10_000
+
+
+def test_cv_scored_rows_rank_apart_from_valid_rows(tmp_path):
+    """A trial scored by leave-records-out CV (--cv-folds, boosted trees) is not ranked
+    against one scored on the valid split, even where its figure is higher."""
+    space = load_space("all")
+    cv = lb.rows_of(
+        [result("cnn1d", [0.9], "c1"), result("gru", [0.2], "c2")],
+        "carol",
+        "carol-adaptive-1",
+        space,
+        {"scheme": "inter", "metric": "F2scoremacro", "max_epochs": 1}
+        | {"cv": {"cv_folds": 3, "epochs": 6}},
+    )
+    merged = lb.sync(pd.concat([board(tmp_path), cv]), tmp_path)
+    groups = lb.with_scheme(merged).set_index("trial_id")["group"]
+    assert groups["c1"] == "inter cv"
+    assert groups["b1"] == "inter"
+    lines = lb.board_table(merged, top=5).splitlines()[2:]
+    rows = [(line.split()[2] + (" cv" if line.split()[3] == "cv" else "")) for line in lines]
+    # the bigger group first; the CV rows (0.9 among them) after the valid-split inter row
+    assert rows == ["intra", "intra", "intra", "inter cv", "inter cv", "inter", "?"]
+    best = lb.best_per_arch(merged, "F2scoremacro")
+    assert set(best[best["arch"] == "gru"]["group"]) == {"intra", "inter", "inter cv", "?"}
 
 
 def test_record_uses_the_saved_search_not_the_resume_flags(capsys):

@@ -3,8 +3,10 @@
 A row holds a trial's best epoch (by its search's metric) with every metric, the search's
 data scheme and max epochs (a trial with fewer epochs was cut by ASHA) and its settings as
 JSON. Rankings use the search's own metric (the objective, macro F2, unless the search chose
-another) and stay within a scheme: intra and inter figures are not comparable. Rows written
-before the scheme column have scheme "?".
+another) and stay within a group: a scheme, and how the trial was scored, on the valid split
+or by leave-records-out CV (boosted trees, `tune --cv-folds`; group "inter cv"). Intra and
+inter figures are not comparable, nor a valid split's three records and CV over DS1. Rows
+written before the scheme column have scheme "?".
 """
 
 import fcntl
@@ -107,24 +109,30 @@ def sync(rows: pd.DataFrame, results: Path) -> pd.DataFrame:
 
 
 def with_scheme(board: pd.DataFrame) -> pd.DataFrame:
-    """Rows from before the scheme column: scheme "?" (ranked apart, never mixed in)."""
+    """Rows from before the scheme column: scheme "?" (ranked apart, never mixed in); and
+    each row's ranking `group`: its scheme, + " cv" when CV scored it (not the valid split)."""
     scheme = board["scheme"] if "scheme" in board else pd.Series(index=board.index, dtype=object)
-    return board.assign(scheme=scheme.fillna("?").astype(str))
+    scheme = scheme.fillna("?").astype(str)
+    config = board["config"].fillna("").astype(str) if "config" in board else ""
+    cv = (board["arch"] == "boost") | pd.Series(config, index=board.index).str.contains(
+        '"cv_folds"'
+    )
+    return board.assign(scheme=scheme, group=scheme + np.where(cv, " cv", ""))
 
 
 def ranked(board: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """By scheme (the one with most rows first, "?" last), then best first within it."""
-    size = board["scheme"].map(board["scheme"].value_counts())
+    """By group (the one with most rows first, "?" last), then best first within it."""
+    size = board["group"].map(board["group"].value_counts())
     keys = board.assign(_old=board["scheme"] == "?", _n=-size)
     return keys.sort_values(
-        ["_old", "_n", "scheme", metric], ascending=[True, True, True, False]
+        ["_old", "_n", "group", metric], ascending=[True, True, True, False]
     ).drop(columns=["_old", "_n"])
 
 
 def best_per_arch(board: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """The best row of each architecture within each scheme, ranked within the scheme."""
+    """The best row of each architecture within each group, ranked within the group."""
     board = with_scheme(board)
-    return ranked(board.loc[board.groupby(["scheme", "arch"])[metric].idxmax()], metric)
+    return ranked(board.loc[board.groupby(["group", "arch"])[metric].idxmax()], metric)
 
 
 def plot(path: Path, out: Path, split: str = "valid") -> None:
@@ -148,7 +156,7 @@ def plot(path: Path, out: Path, split: str = "valid") -> None:
         ]
     )
     bars = ranked(bars, metric)
-    many = bars["scheme"].nunique() > 1  # name each bar's scheme only when they differ
+    many = bars["group"].nunique() > 1  # name each bar's group only when they differ
     plot_best(ax1, bars, metric, split, many)
     plot_recall(ax2, bars[~bars["cut"]] if (~bars["cut"]).any() else bars, split, many)
     fig.suptitle(title(board, metric, split))
@@ -160,7 +168,7 @@ def plot(path: Path, out: Path, split: str = "valid") -> None:
 def plot_best(ax, bars: pd.DataFrame, metric: str, split: str, many: bool) -> None:
     """Each bar's best trial by the metric, gray when ASHA cut it early."""
     labels = [
-        f"{r.arch}{f' {r.scheme}' if many else ''} ({r.dev}){' cut' if r.cut else ''}"
+        f"{r.arch}{f' {r.group}' if many else ''} ({r.dev}){' cut' if r.cut else ''}"
         for r in bars.itertuples()
     ]
     ax.barh(labels, bars[metric], color=["tab:gray" if c else "tab:blue" for c in bars["cut"]])
@@ -180,7 +188,7 @@ def plot_recall(ax, full: pd.DataFrame, split: str, many: bool) -> None:
             np.arange(NUM_CLASSES) + i * width,
             [getattr(r, f"TP_{c}") for c in range(NUM_CLASSES)],
             width,
-            label=f"{r.arch}{f' {r.scheme}' if many else ''} ({r.dev})",
+            label=f"{r.arch}{f' {r.group}' if many else ''} ({r.dev})",
         )
     ax.set_xticks(np.arange(NUM_CLASSES) + 0.4 - width / 2, CLASS_SHORT)
     ax.set_ylim(0, 1.3)  # headroom: the legend sits above the bars, hiding none
@@ -190,10 +198,10 @@ def plot_recall(ax, full: pd.DataFrame, split: str, many: bool) -> None:
 
 def title(board: pd.DataFrame, metric: str, split: str) -> str:
     searches, devs = board["experiment"].nunique(), sorted(board["dev"].astype(str).unique())
-    schemes = sorted(with_scheme(board)["scheme"].unique())
+    groups = sorted(with_scheme(board)["group"].unique())
     return (
-        f"leaderboard by {metric} on {'/'.join(schemes)} {split} "
-        f"(ranked within a scheme): {len(board)} trials "
+        f"leaderboard by {metric} on {', '.join(groups)} ({split} unless cv; "
+        f"ranked within each): {len(board)} trials "
         f"({int(board['cut'].sum())} cut early), {searches} "
         f"search{'es' * (searches != 1)}, dev{'s' * (len(devs) != 1)} {', '.join(devs)}"
     )
@@ -219,8 +227,7 @@ def board_table(board: pd.DataFrame, top: int) -> str:
     metric = ranking_metric(board)
     board = with_scheme(board)
     best = ranked(board.assign(cut=np.where(cut(board), "cut", "")), metric)
-    best = best.groupby("scheme", sort=False).head(top)
-    cols = ["dev", "experiment"] + TABLE + ([metric] if metric not in TABLE else []) + ["cut"]
-    return f"ranked by {metric} within each scheme (top {top} of each)\n" + best[cols].to_string(
-        index=False, float_format=lambda v: f"{v:.4f}"
-    )
+    best = best.groupby("group", sort=False).head(top)
+    cols = ["dev", "experiment", "group"] + TABLE[1:] + ([metric] if metric not in TABLE else [])
+    header = f"ranked by {metric} within each scheme, valid split or CV (top {top} of each)\n"
+    return header + best[[*cols, "cut"]].to_string(index=False, float_format=lambda v: f"{v:.4f}")
