@@ -8,9 +8,11 @@ the `raytasks score` matcher) and seconds per 30-minute record, side by side in 
 `raytasks-wfdb-loop` is the shipped detector with wfdb's own find_local_peaks, as it ran
 before `predict.local_peaks`: the same beats, its time side by side.
 
-`raytasks` is predict's detector (XQRS with sleepecg filling its gaps). neurokit2 is measured
-only where installed: it is not a project dependency (it requires pandas < 3). Scored over
-whole records, ventricular flutter left out (as EC57 and `raytasks score` do).
+`raytasks` is predict's detector (XQRS with sleepecg filling its gaps, and XQRS on the
+record's second lead filling them too); `raytasks-1lead` the same on MLII alone.
+neurokit2 is measured only where installed: it is not a project dependency (it requires
+pandas < 3). Scored over whole records, ventricular flutter left out (as EC57 and
+`raytasks score` do).
 """
 
 import argparse
@@ -24,47 +26,52 @@ from raytasks.data.mitdb import list_records, resolve_records
 from raytasks.recordings.score import match_beats, outside, read_annotations
 
 
-def read_lead(records: Path, name: str) -> tuple[np.ndarray, float]:
+def read_lead(records: Path, name: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """MLII (else the first channel), the other channel, the rate."""
     import wfdb
 
     rec = wfdb.rdrecord(str(records / name))
     lead = rec.sig_name.index("MLII") if "MLII" in rec.sig_name else 0
-    return rec.p_signal[:, lead], float(rec.fs)
+    return rec.p_signal[:, lead], rec.p_signal[:, 1 - lead], float(rec.fs)
 
 
-def sleepecg_peaks(x, fs):
+def sleepecg_peaks(x, fs, x2):
     import sleepecg
 
     return sleepecg.detect_heartbeats(x, fs)
 
 
-def xqrs_peaks(x, fs):
+def xqrs_peaks(x, fs, x2):
     from wfdb import processing
 
     return processing.xqrs_detect(x, fs, verbose=False)
 
 
-def neurokit_peaks(x, fs):
+def neurokit_peaks(x, fs, x2):
     import neurokit2 as nk
 
     _, info = nk.ecg_peaks(nk.ecg_clean(x, sampling_rate=fs), sampling_rate=fs)
     return info["ECG_R_Peaks"]
 
 
-def predict_peaks(x, fs):
+def predict_peaks(x, fs, x2):
     from raytasks.recordings.predict import detect_peaks
 
-    return detect_peaks(x, fs)
+    return detect_peaks(x, fs, second=x2)
 
 
-def predict_peaks_wfdb_loop(x, fs):
+def predict_peaks_one_lead(x, fs, x2):
+    return predict_peaks(x, fs, None)
+
+
+def predict_peaks_wfdb_loop(x, fs, x2):
     """The shipped detector with wfdb's own find_local_peaks (a Python loop): the same
     peaks, for the time it took before predict.local_peaks."""
     import contextlib
     from unittest import mock
 
     with mock.patch("raytasks.recordings.predict.fast_local_peaks", contextlib.nullcontext):
-        return predict_peaks(x, fs)
+        return predict_peaks(x, fs, x2)
 
 
 DETECTORS = {
@@ -72,6 +79,7 @@ DETECTORS = {
     "xqrs": xqrs_peaks,
     "neurokit2": neurokit_peaks,
     "raytasks": predict_peaks,
+    "raytasks-1lead": predict_peaks_one_lead,
     "raytasks-wfdb-loop": predict_peaks_wfdb_loop,
 }
 
@@ -80,19 +88,19 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("records", nargs="*", default=["100", "105", "208", "232"])
     ap.add_argument("--all", action="store_true", help="every record of the directory")
-    ap.add_argument("--detectors", default="sleepecg,xqrs,raytasks")
+    ap.add_argument("--detectors", default="sleepecg,xqrs,raytasks-1lead,raytasks")
     args = ap.parse_args()
     cfg = config.load()
     records = resolve_records(cfg["records"], config.where(cfg, "raw_download"))
     names = list_records(records) if args.all else args.records
     totals = {}
     for name in names:
-        x, fs = read_lead(records, name)
+        x, x2, fs = read_lead(records, name)
         ref, _, flutter = read_annotations(records, name, spans=True)
         ref = ref[outside(ref, flutter)]  # EC57 leaves ventricular flutter out (record 207)
         for det in args.detectors.split(","):
             t0 = time.perf_counter()
-            peaks = np.sort(np.asarray(DETECTORS[det](x, fs), dtype=np.int64))
+            peaks = np.sort(np.asarray(DETECTORS[det](x, fs, x2), dtype=np.int64))
             peaks = peaks[outside(peaks, flutter)]
             sec = time.perf_counter() - t0
             ri, di = match_beats(ref / fs, peaks / fs, 0.150)

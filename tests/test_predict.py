@@ -22,6 +22,7 @@ from raytasks.recordings.predict import (
     probe,
     read_span,
     refine_peaks,
+    second_lead,
 )
 from raytasks.recordings.score import match_beats, read_annotations, score_record
 from tests.atr import read_atr
@@ -97,6 +98,45 @@ def test_local_peaks_are_wfdbs_and_xqrs_finds_the_same_beats_with_them(mitdb):
         fast = xqrs_detect(x, 360, verbose=False)
     assert qrs.find_local_peaks is find_local_peaks  # put back
     np.testing.assert_array_equal(fast, xqrs_detect(x, 360, verbose=False))
+
+
+def test_second_lead_finds_208s_missed_v_beats_and_little_else(mitdb):
+    """XQRS passes over many of 208's premature ventricular beats on MLII; V1 shows them."""
+    import wfdb
+
+    rec = wfdb.rdrecord(str(mitdb / "208"), sampto=10 * 60 * 360)
+    ref, classes = read_atr_slice(mitdb, "208", 10)
+    found = {}
+    for leads, second in (("one", None), ("two", rec.p_signal[:, 1])):
+        peaks = detect_peaks(rec.p_signal[:, 0], 360, second=second)
+        ri, di = match_beats(ref / 360, peaks / 360, 0.150)
+        found[leads] = (set(ri), len(peaks) - len(di))
+    (one, extra_one), (two, extra_two) = found["one"], found["two"]
+    missed_one, missed_two = len(ref) - len(one), len(ref) - len(two)
+    assert missed_one > 60
+    assert missed_two < missed_one / 2
+    assert extra_two <= extra_one + 3
+    assert one <= two  # the first lead's beats all stay
+    recovered = classes[sorted(two - one)]
+    assert (recovered == 2).mean() > 0.8  # V beats
+    # a flat second lead changes nothing
+    flat = detect_peaks(rec.p_signal[:, 0], 360, second=np.zeros(len(rec.p_signal)))
+    np.testing.assert_array_equal(flat, detect_peaks(rec.p_signal[:, 0], 360))
+
+
+def read_atr_slice(mitdb: Path, name: str, minutes: float):
+    ref, classes = read_annotations(mitdb, name)
+    keep = ref < minutes * 60 * 360
+    return ref[keep], np.asarray(classes)[keep]
+
+
+def test_second_lead_is_an_ecg_lead_or_none():
+    assert second_lead(["MLII", "V1"], 0) == 1
+    assert second_lead(["V5", "V2"], 0) == 1
+    assert second_lead(["ECG I", "ECG II"], 1) == 0
+    assert second_lead(["ECG"], 0) is None
+    # a sleep study's EDF: EEG, breathing and SpO2 are no second lead
+    assert second_lead(["EEG C3-A2", "ECG", "Resp chest", "SpO2", "EMG chin"], 1) is None
 
 
 def test_refinement_moves_208_s_v_beats_to_their_annotated_fiducial(mitdb):

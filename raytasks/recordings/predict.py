@@ -71,6 +71,40 @@ def pick_lead(labels: list[str]) -> int:
     return 0
 
 
+ECG_LEADS = {
+    "I",
+    "II",
+    "III",
+    "AVR",
+    "AVL",
+    "AVF",
+    "MLI",
+    "MLII",
+    "MLIII",
+    "V",
+    "V1",
+    "V2",
+    "V3",
+    "V4",
+    "V5",
+    "V6",
+    "D3",
+    "CM5",
+    "CC5",
+    "ML5",
+}
+
+
+def second_lead(labels: list[str], lead: int) -> int | None:
+    """Another channel that names an ECG lead (its beats fill the chosen lead's gaps:
+    detect_peaks), or None: an EDF of a sleep study also holds EEG, breathing, SpO2."""
+    for i, label in enumerate(labels):
+        name = label.upper().replace("ECG", "").strip(" -_")
+        if i != lead and (name in ECG_LEADS or (name == "" and "ECG" in label.upper())):
+            return i
+    return None
+
+
 def probe(path: Path, fs_csv: float | None) -> dict:
     """Sampling rate and length (samples; None when unknown before reading) of a recording."""
     kind = path.suffix.lower()
@@ -81,16 +115,24 @@ def probe(path: Path, fs_csv: float | None) -> dict:
             h = wfdb.rdheader(str(path.with_suffix("")))
             if not path.with_suffix(".dat").exists() and not h.file_name:
                 raise DataError(f"{path.with_suffix('.dat')}: missing")
-            return {"fs": float(h.fs), "n": h.sig_len, "lead": pick_lead(h.sig_name or [])}
+            lead = pick_lead(h.sig_name or [])
+            lead2 = second_lead(h.sig_name or [], lead)
+            return {"fs": float(h.fs), "n": h.sig_len, "lead": lead, "lead2": lead2}
         if kind == ".edf":
             import pyedflib
 
             with pyedflib.EdfReader(str(path)) as f:
                 lead = pick_lead(f.getSignalLabels())
+                lead2 = second_lead(f.getSignalLabels(), lead)
+                same = lead2 is not None and (
+                    f.getSampleFrequency(lead2) == f.getSampleFrequency(lead)
+                    and f.getNSamples()[lead2] == f.getNSamples()[lead]
+                )
                 return {
                     "fs": float(f.getSampleFrequency(lead)),
                     "n": int(f.getNSamples()[lead]),
                     "lead": lead,
+                    "lead2": lead2 if same else None,
                 }
         if fs_csv is None:
             raise DataError(f"{path}: a CSV holds no sampling rate; give it with --fs")
@@ -101,8 +143,11 @@ def probe(path: Path, fs_csv: float | None) -> dict:
         raise DataError(f"{path}: unreadable ({type(e).__name__}: {str(e)[:100]})") from None
 
 
-def read_span(path: Path, info: dict, t0: float, t1: float | None) -> np.ndarray:
-    """Samples [t0, t1) seconds of the recording's chosen lead, at its own rate (float64)."""
+def read_span(
+    path: Path, info: dict, t0: float, t1: float | None, lead: str = "lead"
+) -> np.ndarray:
+    """Samples [t0, t1) seconds of the recording's chosen lead (or of info[lead]: "lead2",
+    the second), at its own rate (float64)."""
     fs, kind = info["fs"], path.suffix.lower()
     a = round(t0 * fs)
     b = info["n"] if t1 is None or info["n"] is None else min(info["n"], round(t1 * fs))
@@ -111,14 +156,14 @@ def read_span(path: Path, info: dict, t0: float, t1: float | None) -> np.ndarray
             import wfdb
 
             rec = wfdb.rdrecord(
-                str(path.with_suffix("")), sampfrom=a, sampto=b, channels=[info["lead"]]
+                str(path.with_suffix("")), sampfrom=a, sampto=b, channels=[info[lead]]
             )
             x = rec.p_signal[:, 0]
         elif kind == ".edf":
             import pyedflib
 
             with pyedflib.EdfReader(str(path)) as f:
-                x = f.readSignal(info["lead"], start=a, n=b - a)
+                x = f.readSignal(info[lead], start=a, n=b - a)
         else:
             x = read_csv_samples(path)[a : None if t1 is None else round(t1 * fs)]
     except DataError:
@@ -185,29 +230,73 @@ def check_signal(path: Path, x: np.ndarray, fs: float) -> None:
 # ---------------------------------------------------------------- detection and beats
 
 
-def detect_peaks(x: np.ndarray, fs: float, refine: bool = True) -> np.ndarray:
-    """R-peak sample indices: wfdb's XQRS, its missed beats filled in by sleepecg's detector,
-    each moved to the annotators' fiducial (`refine_peaks`; not with refine=False).
+def detect_peaks(
+    x: np.ndarray, fs: float, refine: bool = True, second: np.ndarray | None = None
+) -> np.ndarray:
+    """R-peak sample indices: wfdb's XQRS, its missed beats filled in by sleepecg's detector
+    and, given a second lead, by XQRS on it (`add_second_lead`), each moved to the
+    annotators' fiducial (`refine_peaks`; not with refine=False).
 
-    Measured on the 48 MIT-BIH records (bench/detectors.py; README): XQRS alone misses
-    premature ventricular beats (QRS Se 99.21%, +P 99.65%), sleepecg alone more so and adds
-    more false beats (99.12%, 99.19%); sleepecg's beats that fall inside an XQRS gap longer
-    than FILL_RATIO x the local RR reach 99.42% / 99.59% for 1% more time (ventricular
-    flutter stretches excluded, as EC57 does).
+    Measured on the 48 MIT-BIH records (bench/detectors.py; docs/recordings.md): XQRS alone
+    misses premature ventricular beats (QRS Se 99.21%, +P 99.65%), sleepecg alone more so
+    and adds more false beats (99.12%, 99.19%); sleepecg's beats that fall inside an XQRS gap
+    longer than FILL_RATIO x the local RR reach 99.42% / 99.59% (ventricular flutter
+    stretches excluded, as EC57 does); the second lead's, bench/second_lead.py.
     """
     import sleepecg
 
     extra = np.asarray(sleepecg.detect_heartbeats(x, fs), dtype=np.int64)
-    try:
-        from wfdb import processing
-
-        with fast_local_peaks():
-            main = np.asarray(processing.xqrs_detect(x, fs, verbose=False), dtype=np.int64)
-    except Exception:  # XQRS cannot learn on some short or odd signals: sleepecg alone
-        peaks = np.sort(extra)
-    else:
-        peaks = fill_gaps(np.sort(main), np.sort(extra), fs)
+    main = xqrs(x, fs)
+    peaks = np.sort(extra) if main is None else fill_gaps(main, np.sort(extra), fs)
+    if second is not None and len(peaks) >= 3:
+        peaks = add_second_lead(peaks, second, fs)
     return refine_peaks(x, peaks, fs) if refine else peaks
+
+
+def xqrs(x: np.ndarray, fs: float) -> np.ndarray | None:
+    """wfdb's XQRS beats (sorted); None where it cannot learn (some short or odd signals)."""
+    from wfdb import processing
+
+    try:
+        with fast_local_peaks():
+            return np.sort(np.asarray(processing.xqrs_detect(x, fs, verbose=False), np.int64))
+    except Exception:
+        return None
+
+
+# a second lead's beats that fill the first's gaps: gap and size chosen by leave-records-out
+# CV on the 48 MIT-BIH records (bench/second_lead.py)
+SECOND_RATIO = 1.4
+SECOND_SIZE = 0.9
+
+
+def add_second_lead(
+    peaks: np.ndarray, x2: np.ndarray, fs: float, ratio=SECOND_RATIO, size=SECOND_SIZE
+) -> np.ndarray:
+    """peaks plus the beats XQRS finds on a second lead that split a gap of peaks (fill_gaps'
+    rule, at `ratio`) and are at least `size` x as large there as the first lead's beats
+    are: premature ventricular beats XQRS misses on MLII stand out on V1, T waves and noise
+    do not."""
+    if len(x2) < 64 or len(peaks) == 0 or peaks[-1] >= len(x2):  # too short, or not aligned
+        return peaks
+    other = xqrs(x2, fs)
+    if other is None or len(other) == 0:
+        return peaks
+    new = np.setdiff1d(fill_gaps(peaks, other, fs, ratio), peaks)
+    if len(new) == 0:
+        return peaks
+    band = qrs_size(x2, fs)
+    return np.sort(np.r_[peaks, new[band[new] >= size * np.median(band[peaks])]])
+
+
+def qrs_size(x: np.ndarray, fs: float) -> np.ndarray:
+    """Per sample, the largest 1-40 Hz band magnitude within +-50 ms: a beat's size."""
+    from scipy.ndimage import maximum_filter1d
+    from scipy.signal import butter, sosfiltfilt
+
+    sos = butter(2, FIDUCIAL_BAND, btype="band", fs=fs, output="sos")
+    mag = np.abs(sosfiltfilt(sos, np.asarray(x, dtype=np.float64)))
+    return maximum_filter1d(mag, size=round(0.1 * fs) + 1)
 
 
 @contextmanager
@@ -292,8 +381,10 @@ FILL_RATIO = 1.2
 PRE_MAX = 1.1  # a missed beat comes no later than the next normal one would (not in a pause)
 
 
-def fill_gaps(main: np.ndarray, extra: np.ndarray, fs: float) -> np.ndarray:
-    """main plus the beats of extra that split a gap of main longer than FILL_RATIO x the
+def fill_gaps(
+    main: np.ndarray, extra: np.ndarray, fs: float, ratio: float = FILL_RATIO
+) -> np.ndarray:
+    """main plus the beats of extra that split a gap of main longer than `ratio` x the
     median of the 9 RR intervals around it (a missed beat), at least 200 ms from both ends
     and less than PRE_MAX x that median after the previous beat."""
     from scipy.ndimage import median_filter
@@ -309,7 +400,7 @@ def fill_gaps(main: np.ndarray, extra: np.ndarray, fs: float) -> np.ndarray:
     pre = cand - main[k - 1]
     add = cand[
         (near > REFRACTORY_S * fs)
-        & (rr[k - 1] > FILL_RATIO * local[k - 1])
+        & (rr[k - 1] > ratio * local[k - 1])
         & (pre < PRE_MAX * local[k - 1])
     ]
     return np.sort(np.r_[main, add])
@@ -348,6 +439,20 @@ def chunk_signal(row: dict) -> tuple[np.ndarray, int, int, int]:
     return x, start, round(t0 * FS_RAW), b
 
 
+def chunk_second(row: dict, n: int) -> np.ndarray | None:
+    """The chunk's second lead at 360 Hz, as long as the first (None: none, or unusable)."""
+    path, info, t0, t1 = Path(row["path"]), row["info"], row["t0"], row["t1"]
+    if info.get("lead2") is None:
+        return None
+    lo, hi = max(0.0, t0 - MARGIN_S), None if t1 is None else t1 + MARGIN_S
+    try:
+        x2 = to_360(read_span(path, info, lo, hi, lead="lead2"), info["fs"])
+    except DataError:  # the first lead decides whether the recording is readable
+        return None
+    flat = len(x2) == 0 or np.ptp(x2) == 0 or not np.isfinite(x2).all()
+    return None if flat or len(x2) != n else x2
+
+
 def reference_peaks(row: dict) -> np.ndarray:
     """The .atr beat positions at 360 Hz (--peaks atr: classification without detection)."""
     from raytasks.recordings.score import read_annotations
@@ -367,7 +472,7 @@ def detect_chunk(row: dict) -> dict:
         if row.get("mode") == "atr":
             peaks = reference_peaks(row) - start
         else:
-            peaks = detect_peaks(x, FS_RAW)
+            peaks = detect_peaks(x, FS_RAW, second=chunk_second(row, len(x)))
         peaks = peaks[(peaks + start >= a) & (peaks + start < b) & (peaks >= 0) & (peaks < len(x))]
         beats = extract_beats(x, peaks) if len(peaks) else np.zeros((0, BEAT_LEN), np.float32)
         windows = window_stats(x, a - start, b - start)  # signal quality, judged on the driver

@@ -116,8 +116,8 @@ def fold_logits(s: TrainSettings, split: CVSplit, held, dataset, label: str, k: 
         world=1,
         checkpoint=None,
         batches=batches,
-        valid=lambda: (split.x[held], split.y[held]),
-        report=lambda *_: None,
+        valid=None,
+        report=None,  # scored once, below: no epoch is validated or checkpointed
         device=device,
     )
     return predict_logits(model, split.x[held], device=device)

@@ -211,11 +211,10 @@ def train_loop(
     worker_nodes: int = 1,
     device: torch.device = CPU,
 ):
-    """Train s.epochs epochs, resuming after the checkpoint's epoch if one is given:
-    batches(epoch) yields {'x', 'y'} torch batches on `device`; valid() gives the valid
-    split as (x, y) arrays (called on rank 0 only); report(metrics, state_dir or None) is
-    called once per epoch on every rank (rank 0 validates and attaches the state). Returns
-    the model as the last epoch left it."""
+    """Train s.epochs epochs (after the checkpoint's, if given); batches(epoch) yields
+    {'x', 'y'} on `device`; valid() -> the valid (x, y) arrays, on rank 0; report(metrics,
+    state_dir or None) once per epoch per rank, rank 0 validating and attaching the state
+    (None: no validation, no state: a CV fold scores itself). Returns the last model."""
     torch.manual_seed(s.seed + rank)
     torch.set_num_threads(s.threads or max(1, round(s.cpus_per_worker)))
     model, opt, sched, start = restore(s, data, world, device, checkpoint)
@@ -225,16 +224,13 @@ def train_loop(
 
         net = ray.train.torch.prepare_model(model)  # DDP (gloo on CPU, nccl on GPU)
     step = make_step(s, data, net, opt, sched, device, rank)
-    valid_x, valid_y = valid() if rank == 0 else (None, None)
+    valid_x, valid_y = valid() if rank == 0 and report else (None, None)
     for epoch in range(start, s.epochs):
         net.train()
-        metrics = {
-            "epoch": epoch,
-            "start_epoch": start,
-            "worker_nodes": worker_nodes,
-            **run_epoch(step, batches(epoch)),
-            "lr": sched.get_last_lr()[0],
-        }
+        metrics = {"epoch": epoch, "start_epoch": start, "worker_nodes": worker_nodes}
+        metrics |= {**run_epoch(step, batches(epoch)), "lr": sched.get_last_lr()[0]}
+        if report is None:
+            continue
         if rank != 0:
             report(metrics, None)
             continue
