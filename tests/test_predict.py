@@ -62,10 +62,14 @@ def write_slice(
 
 
 def mlii(src: Path, name: str, minutes: float = MINUTES) -> np.ndarray:
+    return wfdb_lead(src, name, "MLII", minutes)
+
+
+def wfdb_lead(src: Path, name: str, lead: str, minutes: float = MINUTES) -> np.ndarray:
     import wfdb
 
     rec = wfdb.rdrecord(str(src / name), sampto=int(minutes * 60 * 360))
-    return rec.p_signal[:, rec.sig_name.index("MLII")]
+    return rec.p_signal[:, rec.sig_name.index(lead)]
 
 
 @pytest.mark.parametrize("name", ["118", "232"])
@@ -330,10 +334,14 @@ def test_edf_and_csv_round_trips(ray_cluster, slice_dir, tmp_path):
     x = mlii(slice_dir, "232")
     edf = tmp_path / "files" / "232e.edf"
     edf.parent.mkdir()
-    head = pyedflib.highlevel.make_signal_header(
-        "ECG MLII", dimension="mV", sample_frequency=360, physical_min=-5, physical_max=5
-    )
-    pyedflib.highlevel.write_edf(str(edf), [np.ascontiguousarray(x)], [head])
+    heads = [
+        pyedflib.highlevel.make_signal_header(
+            label, dimension="mV", sample_frequency=360, physical_min=-5, physical_max=5
+        )
+        for label in ("ECG MLII", "ECG V1")
+    ]
+    v1 = wfdb_lead(slice_dir, "232", "V1")
+    pyedflib.highlevel.write_edf(str(edf), [np.ascontiguousarray(x), v1], heads)
     csv = tmp_path / "files" / "232c.csv"
     x250 = resample_poly(x, 25, 36)
     pd.DataFrame({"time": np.arange(len(x250)) / 250, "MLII": x250}).to_csv(csv, index=False)
@@ -350,6 +358,12 @@ def test_edf_and_csv_round_trips(ray_cluster, slice_dir, tmp_path):
         same = ref["class"].to_numpy()[ri] == got["class"].to_numpy()[di]
         assert same.mean() > 0.97
     assert pd.read_csv(tmp_path / "out" / "232c" / "beats.csv")["sample"].max() < len(x250)
+    # the lead classified, and the second lead whose beats fill its gaps (none in a CSV)
+    leads = {}
+    for name in ("232", "232e", "232c"):
+        summary = json.loads((tmp_path / "out" / name / "summary.json").read_text())
+        leads[name] = (summary["lead"], summary["second_lead"])
+    assert leads == {"232": ("MLII", "V1"), "232e": ("ECG MLII", "ECG V1"), "232c": ("MLII", "")}
 
 
 def test_bad_recordings_are_named_and_skipped(ray_cluster, slice_dir, tmp_path):

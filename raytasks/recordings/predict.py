@@ -106,41 +106,53 @@ def second_lead(labels: list[str], lead: int) -> int | None:
 
 
 def probe(path: Path, fs_csv: float | None) -> dict:
-    """Sampling rate and length (samples; None when unknown before reading) of a recording."""
+    """Sampling rate, length (samples; None when unknown before reading), the lead read and
+    a second ECG lead (or None), and both their names, of a recording."""
     kind = path.suffix.lower()
     try:
         if kind == ".hea":
-            import wfdb
-
-            h = wfdb.rdheader(str(path.with_suffix("")))
-            if not path.with_suffix(".dat").exists() and not h.file_name:
-                raise DataError(f"{path.with_suffix('.dat')}: missing")
-            lead = pick_lead(h.sig_name or [])
-            lead2 = second_lead(h.sig_name or [], lead)
-            return {"fs": float(h.fs), "n": h.sig_len, "lead": lead, "lead2": lead2}
+            return probe_wfdb(path)
         if kind == ".edf":
-            import pyedflib
-
-            with pyedflib.EdfReader(str(path)) as f:
-                lead = pick_lead(f.getSignalLabels())
-                lead2 = second_lead(f.getSignalLabels(), lead)
-                same = lead2 is not None and (
-                    f.getSampleFrequency(lead2) == f.getSampleFrequency(lead)
-                    and f.getNSamples()[lead2] == f.getNSamples()[lead]
-                )
-                return {
-                    "fs": float(f.getSampleFrequency(lead)),
-                    "n": int(f.getNSamples()[lead]),
-                    "lead": lead,
-                    "lead2": lead2 if same else None,
-                }
+            return probe_edf(path)
         if fs_csv is None:
             raise DataError(f"{path}: a CSV holds no sampling rate; give it with --fs")
-        return {"fs": float(fs_csv), "n": None, "lead": None}
+        with open(path, errors="replace") as f:  # a header names the column (read_csv_samples)
+            head = [v.strip() for v in f.readline().split(",")]
+        named = not all(is_number(v) for v in head)
+        name = head[pick_lead(head)] if named else ""
+        return {"fs": float(fs_csv), "n": None, "lead": None, "names": [name, ""]}
     except DataError:
         raise
     except Exception as e:
         raise DataError(f"{path}: unreadable ({type(e).__name__}: {str(e)[:100]})") from None
+
+
+def probe_wfdb(path: Path) -> dict:
+    import wfdb
+
+    h = wfdb.rdheader(str(path.with_suffix("")))
+    if not path.with_suffix(".dat").exists() and not h.file_name:
+        raise DataError(f"{path.with_suffix('.dat')}: missing")
+    names = h.sig_name or [""]
+    lead = pick_lead(names)
+    lead2 = second_lead(names, lead)
+    return {"fs": float(h.fs), "n": h.sig_len, "lead": lead, "lead2": lead2} | {
+        "names": [names[lead], "" if lead2 is None else names[lead2]]
+    }
+
+
+def probe_edf(path: Path) -> dict:
+    import pyedflib
+
+    with pyedflib.EdfReader(str(path)) as f:
+        labels, rates, lengths = f.getSignalLabels(), f.getSampleFrequencies(), f.getNSamples()
+    lead = pick_lead(labels)
+    lead2 = second_lead(labels, lead)
+    if lead2 is not None and (rates[lead2], lengths[lead2]) != (rates[lead], lengths[lead]):
+        lead2 = None  # a second lead is read sample for sample beside the first
+    return {"fs": float(rates[lead]), "n": int(lengths[lead]), "lead": lead, "lead2": lead2} | {
+        "names": [labels[lead], "" if lead2 is None else labels[lead2]]
+    }
 
 
 def read_span(
@@ -472,7 +484,9 @@ def detect_chunk(row: dict) -> dict:
         if row.get("mode") == "atr":
             peaks = reference_peaks(row) - start
         else:
-            peaks = detect_peaks(x, FS_RAW, second=chunk_second(row, len(x)))
+            second = chunk_second(row, len(x))
+            row = row | {"second_used": second is not None}
+            peaks = detect_peaks(x, FS_RAW, second=second)
         peaks = peaks[(peaks + start >= a) & (peaks + start < b) & (peaks >= 0) & (peaks < len(x))]
         beats = extract_beats(x, peaks) if len(peaks) else np.zeros((0, BEAT_LEN), np.float32)
         windows = window_stats(x, a - start, b - start)  # signal quality, judged on the driver
@@ -660,6 +674,12 @@ def detected_row(job: dict) -> dict:
     return {"job": json.dumps(job)} | {k: res[k] for k in PASS1}
 
 
+def leads(rec: dict) -> dict:
+    """The lead classified, and the second lead whose beats filled its gaps ("" if none)."""
+    names = rec["info"].get("names") or ["", ""]
+    return {"lead": names[0], "second_lead": names[1] if rec["second"] else ""}
+
+
 def merge_chunks(chunks: list[dict]) -> dict:
     """One recording's chunks in order: peaks and beats joined, seam duplicates dropped;
     the windows' quality stats joined (chunks hold whole 10-s windows, so they tile)."""
@@ -678,7 +698,15 @@ def merge_chunks(chunks: list[dict]) -> dict:
     chunk = np.repeat(np.arange(len(chunks)), [len(np.ravel(c["peaks"])) for c in chunks])
     seam = np.r_[False, np.diff(chunk) > 0]
     keep = ~(seam & (np.diff(peaks, prepend=peaks[:1]) < REFRACTORY_S * FS_RAW))
-    return chunks[0] | {"peaks": peaks[keep], "beats": beats[keep], "windows": windows, "t0": 0.0}
+    second = any(c.get("second_used", False) for c in chunks)
+    return (
+        chunks[0]
+        | {"peaks": peaks[keep], "beats": beats[keep], "windows": windows}
+        | {
+            "t0": 0.0,
+            "second": second,
+        }
+    )
 
 
 def run_classification(
@@ -774,6 +802,7 @@ def write_outputs(recs, logits, offsets, out: Path, model_dir: Path) -> pd.DataF
         summary = summarise(rec["name"], Path(rec["path"]), beats, seconds)
         summary |= assess(rec["windows"], rec["peaks"], seconds)
         summary["model"] = Path(model_dir).name
+        summary |= leads(rec)
         write_recording(out, rec, beats, summary)
         rows.append(summary)
         print(

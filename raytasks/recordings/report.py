@@ -56,6 +56,8 @@ GROUPS = {
         "file": "file",
         "duration_s": "duration (s)",
         "model": "model",
+        "lead": "lead classified",
+        "second_lead": "second lead, for detection",
     },
 }
 
