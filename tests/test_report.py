@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from raytasks.data import FS_RAW
-from raytasks.data.beats import rr_features
 from raytasks.models import saved
 from raytasks.recordings.predict import (
     Classifier,
@@ -22,6 +21,7 @@ from raytasks.recordings.predict import (
     merge_chunks,
     plan_chunks,
     probe,
+    recording_inputs,
     write_outputs,
 )
 from raytasks.recordings.quality import (
@@ -127,8 +127,8 @@ def predict_here(path: Path, out: Path, fs: float | None = None) -> dict:
     name, info = path.stem, probe(path, fs)
     chunks = [detect_chunk(row | {"mode": "detect"}) for row in plan_chunks(name, path, info, 60)]
     rec = merge_chunks(chunks)
-    row = {"name": name, "t0": 0.0, "beats": rec["beats"], "rr": rr_features(rec["peaks"])}
-    logits = Classifier(str(MODEL))(row)["logits"]
+    x = recording_inputs(saved.load_model(MODEL)[0], rec)
+    logits = Classifier(str(MODEL))({"name": name, "t0": 0.0, "x": x})["logits"]
     offsets = saved.offsets_of(saved.read_info(MODEL)).astype(np.float32)
     write_outputs([rec], {name: logits}, offsets, out, MODEL)
     return json.loads((out / name / "summary.json").read_text())

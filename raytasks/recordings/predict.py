@@ -478,7 +478,8 @@ def reference_peaks(row: dict) -> np.ndarray:
 
 def detect_chunk(row: dict) -> dict:
     """Pass 1 (one Ray task per chunk): R-peaks in the chunk, their training-exact beats and
-    the quality stats of its 10-s windows."""
+    the quality stats of its 10-s windows; whether a second lead's beats filled gaps."""
+    row = row | {"second_used": False}
     try:
         x, start, a, b = chunk_signal(row)
         if row.get("mode") == "atr":
@@ -666,7 +667,7 @@ def run_detection(jobs: list[dict], workers: int) -> list[dict]:
     return [json.loads(r["job"]) | {k: r[k] for k in PASS1} for r in out]
 
 
-PASS1 = ("peaks", "beats", "windows", "error")  # what a pass-1 task sends the driver
+PASS1 = ("peaks", "beats", "windows", "second_used", "error")  # what pass 1 sends the driver
 
 
 def detected_row(job: dict) -> dict:
@@ -718,11 +719,7 @@ def run_classification(
     model, _ = saved.load_model(model_dir)  # what it reads: a prefix of x, record features
     pieces = []
     for rec in recs:
-        x = np.concatenate([rec["beats"], rr_features(rec["peaks"])], axis=1)
-        if model.input_width > x.shape[1]:  # the recording's own template (no labels)
-            x = with_deviations(x, np.full(len(x), rec["name"]), rec["peaks"])
-        context = pd.DataFrame({"record": rec["name"], "sample": rec["peaks"]})
-        x = saved.model_inputs(model, x, context)  # whole recordings: features of all beats
+        x = recording_inputs(model, rec)
         pieces += [
             {"name": rec["name"], "t0": float(k), "x": x[k : k + rows_per_task]}
             for k in range(0, len(x), rows_per_task)
@@ -738,6 +735,17 @@ def run_classification(
     for r in sorted(out, key=lambda r: (r["name"], r["t0"])):
         logits.setdefault(r["name"], []).append(np.asarray(r["logits"]).reshape(-1, NUM_CLASSES))
     return {name: np.concatenate(parts) for name, parts in logits.items()}
+
+
+def recording_inputs(model, rec: dict) -> np.ndarray:
+    """What the model reads for every beat of a whole (merged) recording: beat, RR features,
+    and, as the model needs them, the deviation from the recording's own template and the
+    trees' record features, all from the recording itself, without labels."""
+    x = np.concatenate([rec["beats"], rr_features(rec["peaks"])], axis=1)
+    if model.input_width > x.shape[1]:
+        x = with_deviations(x, np.full(len(x), rec["name"]), rec["peaks"])
+    context = pd.DataFrame({"record": rec["name"], "sample": rec["peaks"]})
+    return saved.model_inputs(model, x, context)
 
 
 def plan(paths: list[Path], fs_csv: float | None, chunk_s: float, mode: str) -> list[dict]:
