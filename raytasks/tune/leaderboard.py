@@ -177,7 +177,7 @@ def plot_best(ax, bars: pd.DataFrame, metric: str, split: str, many: bool) -> No
         ax.text(value, y, f" {value:.3f} ({r.epochs} ep)", va="center", fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, 1.15)
-    ax.set_xlabel(f"best {metric} ({split}); gray: cut early by ASHA")
+    ax.set_xlabel(f"best {metric} ({split}; a cv group: CV); gray: cut early by ASHA")
 
 
 def plot_recall(ax, full: pd.DataFrame, split: str, many: bool) -> None:
@@ -192,7 +192,7 @@ def plot_recall(ax, full: pd.DataFrame, split: str, many: bool) -> None:
         )
     ax.set_xticks(np.arange(NUM_CLASSES) + 0.4 - width / 2, CLASS_SHORT)
     ax.set_ylim(0, 1.3)  # headroom: the legend sits above the bars, hiding none
-    ax.set_ylabel(f"recall of that trial ({split})")
+    ax.set_ylabel(f"recall of that trial ({split}; a cv group: CV)")
     ax.legend(fontsize=8, ncol=4, loc="upper left")
 
 
