@@ -139,6 +139,7 @@ def test_second_lead_is_an_ecg_lead_or_none():
     assert second_lead(["V5", "V2"], 0) == 1
     assert second_lead(["ECG I", "ECG II"], 1) == 0
     assert second_lead(["ECG"], 0) is None
+    assert second_lead(["ECG1", "ECG2"], 0) == 1  # a Holter's channels
     # a sleep study's EDF: EEG, breathing and SpO2 are no second lead
     assert second_lead(["EEG C3-A2", "ECG", "Resp chest", "SpO2", "EMG chin"], 1) is None
 

@@ -5,6 +5,7 @@ import json
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from raytasks.data import DataError
@@ -27,10 +28,12 @@ def test_every_shipped_model_loads_whatever_its_version():
         assert set(raw) <= set(saved.INFO_FIELDS), d  # every field it carries is known
         model, _ = saved.load_model(d)
         assert saved.scheme_of(info) in ("intra", "inter")
-        x = np.random.default_rng(0).random((3, model.input_width), dtype=np.float32)
-        if info.get("record_features"):
-            continue  # trees read record features, not raw rows (test_records covers them)
-        assert saved.predict_logits(model, x).shape == (3, 5)
+        x = np.random.default_rng(0).random((20, model.input_width), dtype=np.float32)
+        # trees (alone or in an ensemble) read features of the rows' whole record
+        context = pd.DataFrame({"record": "r", "sample": np.arange(20) * 300})
+        logits = saved.predict_logits(model, saved.model_inputs(model, x, context))
+        assert logits.shape == (20, 5)
+        assert np.isfinite(logits).all()
     assert versions == {1, saved.SCHEMA}, versions  # both kinds are exercised
 
 

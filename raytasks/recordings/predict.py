@@ -100,7 +100,8 @@ def second_lead(labels: list[str], lead: int) -> int | None:
     detect_peaks), or None: an EDF of a sleep study also holds EEG, breathing, SpO2."""
     for i, label in enumerate(labels):
         name = label.upper().replace("ECG", "").strip(" -_")
-        if i != lead and (name in ECG_LEADS or (name == "" and "ECG" in label.upper())):
+        ecg = "ECG" in label.upper() and (name == "" or name.isdigit())  # "ECG", "ECG2"
+        if i != lead and (name in ECG_LEADS or ecg):
             return i
     return None
 
