@@ -3,10 +3,10 @@ the `raytasks score` matcher) and seconds per 30-minute record, side by side in 
 
     MITDB_DIR=../shared/data/mitdb .venv/bin/python bench/detectors.py 100 105 208 232
     .venv/bin/python bench/detectors.py --all --detectors sleepecg,xqrs,raytasks  # 48 records
-    .venv/bin/python bench/detectors.py --all --detectors raytasks,raytasks-wfdb-loop
+    .venv/bin/python bench/detectors.py --all --detectors raytasks-1lead,raytasks-wfdb-loop
 
-`raytasks-wfdb-loop` is the shipped detector with wfdb's own find_local_peaks, as it ran
-before `predict.local_peaks`: the same beats, its time side by side.
+`raytasks-wfdb-loop` is the one-lead detector with wfdb's own find_local_peaks, as it ran
+before `predict.local_peaks`: the same beats as `raytasks-1lead`, its time side by side.
 
 `raytasks` is predict's detector (XQRS with sleepecg filling its gaps, and XQRS on the
 record's second lead filling them too); `raytasks-1lead` the same on MLII alone.
@@ -65,13 +65,13 @@ def predict_peaks_one_lead(x, fs, x2):
 
 
 def predict_peaks_wfdb_loop(x, fs, x2):
-    """The shipped detector with wfdb's own find_local_peaks (a Python loop): the same
+    """The one-lead detector with wfdb's own find_local_peaks (a Python loop): the same
     peaks, for the time it took before predict.local_peaks."""
     import contextlib
     from unittest import mock
 
     with mock.patch("raytasks.recordings.predict.fast_local_peaks", contextlib.nullcontext):
-        return predict_peaks(x, fs, x2)
+        return predict_peaks_one_lead(x, fs, x2)
 
 
 DETECTORS = {
