@@ -62,6 +62,33 @@ def snapshot(root: Path) -> dict:
     }
 
 
+def train_tiny(cfg: dict, out_dir: Path) -> Path:
+    """Train cfg in this process (train.fit_local, Ray Data) and export its last epoch to
+    out_dir, as `raytasks train` would."""
+    from ray.train import Checkpoint
+
+    from raytasks.training import train
+
+    # beside the models' folder, not in it (a test may copy that folder whole)
+    keep, reports = out_dir.parent.with_name(f"{out_dir.parent.name}-ckpt-{out_dir.name}"), []
+
+    def report(metrics, state_dir):
+        reports.append(metrics)
+        shutil.rmtree(keep, ignore_errors=True)
+        shutil.copytree(state_dir, keep)
+
+    train.fit_local(dict(cfg), report)
+    return train.export(Checkpoint.from_directory(keep), reports[-1], cfg, out_dir)
+
+
+def use_models(monkeypatch, models: Path, processed: Path, results: Path) -> None:
+    """Point the CLI at these models, shards and results (and at no default scheme)."""
+    monkeypatch.setenv("RAYTASKS_MODELS", str(models))
+    monkeypatch.setenv("RAYTASKS_PROCESSED", str(processed))
+    monkeypatch.setenv("RAYTASKS_RESULTS", str(results))
+    monkeypatch.delenv("RAYTASKS_SCHEME", raising=False)
+
+
 @pytest.fixture(scope="session")
 def mitdb() -> Path:
     if not (MITDB / "100.hea").exists():

@@ -18,7 +18,8 @@ from raytasks.data.features import GROUPS, record_features
 from raytasks.data.stream import load_split, split_files
 from raytasks.models import saved
 from raytasks.recordings.predict import default_model
-from raytasks.training import boost, train
+from raytasks.training import boost
+from tests.conftest import train_tiny, use_models
 from tests.test_predict import write_slice
 
 TREES = {"step": 3, "groups": list(GROUPS)}
@@ -27,16 +28,7 @@ TREES = {"step": 3, "groups": list(GROUPS)}
 @pytest.fixture(scope="module")
 def members(ray_cluster, processed, tmp_path_factory):
     """models/net (a 1-epoch template cnn1d) and models/trees (8 boosting rounds), inter."""
-    from ray.train import Checkpoint
-
     root = tmp_path_factory.mktemp("blend_models")
-    keep, reports = root.parent / "ckpt-net", []
-
-    def report(metrics, state_dir):
-        reports.append(metrics)
-        shutil.rmtree(keep, ignore_errors=True)
-        shutil.copytree(state_dir, keep)
-
     cfg = {
         "arch": "cnn1d",
         "model": {"channels": [8, 16]},
@@ -46,8 +38,7 @@ def members(ray_cluster, processed, tmp_path_factory):
         "rr": True,
         "template": True,
     }
-    train.fit_local(dict(cfg), report)
-    train.export(Checkpoint.from_directory(keep), reports[-1], cfg, root / "net")
+    train_tiny(cfg, root / "net")
     x, y, ctx = boost.load(processed, "inter", ("train", "valid"))
     settings = boost.HGB | {"max_iter": 8, "max_leaf_nodes": 7}
     est = boost.fit(record_features(x, ctx, TREES), y, settings)
@@ -59,10 +50,7 @@ def members(ray_cluster, processed, tmp_path_factory):
 def env(monkeypatch, processed, members, tmp_path):
     models = tmp_path / "models"
     shutil.copytree(members, models)
-    monkeypatch.setenv("RAYTASKS_MODELS", str(models))
-    monkeypatch.setenv("RAYTASKS_PROCESSED", str(processed))
-    monkeypatch.setenv("RAYTASKS_RESULTS", str(tmp_path / "results"))
-    monkeypatch.delenv("RAYTASKS_SCHEME", raising=False)
+    use_models(monkeypatch, models, processed, tmp_path / "results")
     return models
 
 

@@ -13,24 +13,14 @@ from raytasks.cli import main
 from raytasks.core.metrics import compute_metrics, fbeta_macro
 from raytasks.data.stream import load_split, split_files
 from raytasks.models import saved
-from raytasks.training import train
+from tests.conftest import train_tiny, use_models
 
 
 @pytest.fixture(scope="module")
 def members(ray_cluster, processed, tmp_path_factory):
     """Two tiny cnn1d models (different seeds and widths), exported like `raytasks train`."""
-    from ray.train import Checkpoint
-
     root = tmp_path_factory.mktemp("ens_models")
     for tag, seed, channels in (("a", 0, [8, 16]), ("b", 1, [16, 16])):
-        keep = root.parent / f"ckpt-{tag}"
-        reports = []
-
-        def report(metrics, state_dir, keep=keep, reports=reports):
-            reports.append(metrics)
-            shutil.rmtree(keep, ignore_errors=True)
-            shutil.copytree(state_dir, keep)
-
         cfg = {
             "arch": "cnn1d",
             "model": {"channels": channels},
@@ -39,8 +29,7 @@ def members(ray_cluster, processed, tmp_path_factory):
             "epochs": 1,
             "batch_size": 128,
         }
-        train.fit_local(dict(cfg), report)
-        train.export(Checkpoint.from_directory(keep), reports[-1], cfg, root / tag)
+        train_tiny(cfg, root / tag)
     return root
 
 
@@ -48,10 +37,7 @@ def members(ray_cluster, processed, tmp_path_factory):
 def env(monkeypatch, processed, members, tmp_path):
     models = tmp_path / "models"
     shutil.copytree(members, models)
-    monkeypatch.setenv("RAYTASKS_MODELS", str(models))
-    monkeypatch.setenv("RAYTASKS_PROCESSED", str(processed))
-    monkeypatch.setenv("RAYTASKS_RESULTS", str(tmp_path / "results"))
-    monkeypatch.delenv("RAYTASKS_SCHEME", raising=False)
+    use_models(monkeypatch, models, processed, tmp_path / "results")
     return models
 
 

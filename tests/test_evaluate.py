@@ -16,8 +16,7 @@ from raytasks.core.metrics import fbeta_macro, fit_offsets
 from raytasks.data import FEATURES
 from raytasks.data.stream import load_split, split_files
 from raytasks.models import saved
-from raytasks.training import train
-from tests.conftest import read_shards
+from tests.conftest import read_shards, train_tiny, use_models
 
 COLUMNS = [
     "modeltag",
@@ -38,17 +37,7 @@ COLUMNS = [
 @pytest.fixture(scope="module")
 def models_dir(ray_cluster, processed, tmp_path_factory):
     """One tiny cnn1d trained for 2 epochs in-process, exported like `raytasks train`."""
-    from ray.train import Checkpoint
-
     root = tmp_path_factory.mktemp("models")
-    keep = root.parent / "ckpt"
-    reports = []
-
-    def report(metrics, state_dir):
-        reports.append(metrics)
-        shutil.rmtree(keep, ignore_errors=True)
-        shutil.copytree(state_dir, keep)
-
     cfg = {
         "arch": "cnn1d",
         "model": {"channels": [8, 16]},
@@ -57,17 +46,13 @@ def models_dir(ray_cluster, processed, tmp_path_factory):
         "batch_size": 128,
         "balance": 0.5,
     }
-    train.fit_local(dict(cfg), report)
-    train.export(Checkpoint.from_directory(keep), reports[-1], cfg, root / "tiny-intra")
+    train_tiny(cfg, root / "tiny-intra")
     return root
 
 
 @pytest.fixture
 def env(monkeypatch, processed, models_dir, tmp_path):
-    monkeypatch.setenv("RAYTASKS_MODELS", str(models_dir))
-    monkeypatch.setenv("RAYTASKS_PROCESSED", str(processed))
-    monkeypatch.setenv("RAYTASKS_RESULTS", str(tmp_path / "results"))
-    monkeypatch.delenv("RAYTASKS_SCHEME", raising=False)
+    use_models(monkeypatch, models_dir, processed, tmp_path / "results")
     return tmp_path / "results"
 
 
