@@ -4,12 +4,14 @@ the `raytasks score` matcher) and seconds per 30-minute record, side by side in 
     MITDB_DIR=../shared/data/mitdb .venv/bin/python bench/detectors.py 100 105 208 232
     .venv/bin/python bench/detectors.py --all --detectors sleepecg,xqrs,raytasks  # 48 records
     .venv/bin/python bench/detectors.py --all --detectors raytasks-1lead,raytasks-wfdb-loop
+    .venv/bin/python bench/detectors.py --all --detectors raytasks,raytasks-keep-lone
 
 `raytasks-wfdb-loop` is the one-lead detector with wfdb's own find_local_peaks, as it ran
 before `predict.local_peaks`: the same beats as `raytasks-1lead`, its time side by side.
 
-`raytasks` is predict's detector (XQRS with sleepecg filling its gaps, and XQRS on the
-record's second lead filling them too); `raytasks-1lead` the same on MLII alone.
+`raytasks` is predict's detector (XQRS with sleepecg filling its gaps, XQRS on the record's
+second lead filling them too, and the beats the second lead does not confirm dropped);
+`raytasks-keep-lone` the same keeping those; `raytasks-1lead` the same on MLII alone.
 neurokit2 is measured only where installed: it is not a project dependency (it requires
 pandas < 3). Scored over whole records, ventricular flutter left out (as EC57 and
 `raytasks score` do).
@@ -74,6 +76,14 @@ def predict_peaks_wfdb_loop(x, fs, x2):
         return predict_peaks_one_lead(x, fs, x2)
 
 
+def predict_peaks_keep_lone(x, fs, x2):
+    """Two leads as `raytasks`, without dropping the beats the second lead does not confirm
+    (`predict.drop_lone_beats`): the detector before it."""
+    from raytasks.recordings.predict import add_second_lead, detect_peaks, refine_peaks
+
+    return refine_peaks(x, add_second_lead(detect_peaks(x, fs, refine=False), x2, fs), fs)
+
+
 DETECTORS = {
     "sleepecg": sleepecg_peaks,
     "xqrs": xqrs_peaks,
@@ -81,6 +91,7 @@ DETECTORS = {
     "raytasks": predict_peaks,
     "raytasks-1lead": predict_peaks_one_lead,
     "raytasks-wfdb-loop": predict_peaks_wfdb_loop,
+    "raytasks-keep-lone": predict_peaks_keep_lone,
 }
 
 

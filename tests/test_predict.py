@@ -13,9 +13,11 @@ from click.testing import CliRunner
 from raytasks.cli import main
 from raytasks.data.beats import record_beats
 from raytasks.recordings.predict import (
+    add_second_lead,
     check_signal,
     detect_chunk,
     detect_peaks,
+    drop_lone_beats,
     fast_local_peaks,
     local_peaks,
     longest_run,
@@ -23,6 +25,7 @@ from raytasks.recordings.predict import (
     read_span,
     refine_peaks,
     second_lead,
+    second_lead_beats,
 )
 from raytasks.recordings.score import match_beats, read_annotations, score_record
 from tests.atr import read_atr
@@ -126,6 +129,27 @@ def test_second_lead_finds_208s_missed_v_beats_and_little_else(mitdb):
     # a flat second lead changes nothing
     flat = detect_peaks(rec.p_signal[:, 0], 360, second=np.zeros(len(rec.p_signal)))
     np.testing.assert_array_equal(flat, detect_peaks(rec.p_signal[:, 0], 360))
+
+
+def test_lone_beats_record_108s_extra_beats_go_real_beats_stay(mitdb):
+    """108's tall P and T waves and noise make extra beats on MLII; V1 has no beat there."""
+    import wfdb
+
+    rec = wfdb.rdrecord(str(mitdb / "108"), sampto=10 * 60 * 360)
+    x, x2 = rec.p_signal[:, 0], rec.p_signal[:, 1]
+    ref, _ = read_atr_slice(mitdb, "108", 10)
+    other = second_lead_beats(x2, 360)
+    kept = refine_peaks(x, add_second_lead(detect_peaks(x, 360, refine=False), x2, 360), 360)
+    final = drop_lone_beats(kept, x, x2, other, 360)
+    (ri_kept, di_kept), (ri, di) = (match_beats(ref / 360, p / 360, 0.150) for p in (kept, final))
+    extra_kept, extra = len(kept) - len(di_kept), len(final) - len(di)
+    assert extra_kept > 60
+    assert extra < 0.2 * extra_kept
+    assert set(ri_kept) <= set(ri)  # every real beat found stays
+    np.testing.assert_array_equal(detect_peaks(x, 360, second=x2), final)
+    # a second lead that beats nowhere near (off, or a different rhythm) drops nothing
+    far = np.array([len(x) + 10 * 360])
+    np.testing.assert_array_equal(drop_lone_beats(kept, x, x2, far, 360), kept)
 
 
 def read_atr_slice(mitdb: Path, name: str, minutes: float):
@@ -355,7 +379,8 @@ def test_edf_and_csv_round_trips(ray_cluster, slice_dir, tmp_path):
     for name in ("232e", "232c"):
         got = pd.read_csv(tmp_path / "out" / name / "beats.csv")
         ri, di = match_beats(ref["time_s"].to_numpy(), got["time_s"].to_numpy(), 0.02)
-        assert len(ri) >= 0.99 * max(len(ref), len(got))
+        # the CSV has one lead: it keeps the few lone beats (T waves) V1 lets WFDB and EDF drop
+        assert len(ri) >= 0.99 * (len(ref) if name == "232c" else max(len(ref), len(got)))
         same = ref["class"].to_numpy()[ri] == got["class"].to_numpy()[di]
         assert same.mean() > 0.97
     assert pd.read_csv(tmp_path / "out" / "232c" / "beats.csv")["sample"].max() < len(x250)

@@ -248,7 +248,8 @@ def detect_peaks(
 ) -> np.ndarray:
     """R-peak sample indices: wfdb's XQRS, its missed beats filled in by sleepecg's detector
     and, given a second lead, by XQRS on it (`add_second_lead`), each moved to the
-    annotators' fiducial (`refine_peaks`; not with refine=False).
+    annotators' fiducial (`refine_peaks`; not with refine=False); given a second lead, the
+    beats it does not confirm are dropped (`drop_lone_beats`).
 
     Measured on the 48 MIT-BIH records (bench/detectors.py; docs/recordings.md): XQRS alone
     misses premature ventricular beats (QRS Se 99.21%, +P 99.65%), sleepecg alone more so
@@ -261,9 +262,12 @@ def detect_peaks(
     extra = np.asarray(sleepecg.detect_heartbeats(x, fs), dtype=np.int64)
     main = xqrs(x, fs)
     peaks = np.sort(extra) if main is None else fill_gaps(main, np.sort(extra), fs)
-    if second is not None and len(peaks) >= 3:
-        peaks = add_second_lead(peaks, second, fs)
-    return refine_peaks(x, peaks, fs) if refine else peaks
+    if second is None or len(peaks) < 3:
+        return refine_peaks(x, peaks, fs) if refine else peaks
+    other = second_lead_beats(second, fs)
+    peaks = add_second_lead(peaks, second, fs, other=other)
+    peaks = refine_peaks(x, peaks, fs) if refine else peaks
+    return drop_lone_beats(peaks, x, second, other, fs)
 
 
 def xqrs(x: np.ndarray, fs: float) -> np.ndarray | None:
@@ -285,19 +289,20 @@ SECOND_WINDOW_S = 600.0
 
 
 def add_second_lead(
-    peaks: np.ndarray, x2: np.ndarray, fs: float, ratio=SECOND_RATIO, size=SECOND_SIZE
+    peaks: np.ndarray,
+    x2: np.ndarray,
+    fs: float,
+    ratio=SECOND_RATIO,
+    size=SECOND_SIZE,
+    other: np.ndarray | None = None,
 ) -> np.ndarray:
-    """peaks plus the beats XQRS finds on a second lead that split a gap of peaks (fill_gaps'
-    rule, at `ratio`) and are at least `size` x as large there as the first lead's beats
-    are: premature ventricular beats XQRS misses on MLII stand out on V1, T waves and noise
-    do not."""
+    """peaks plus the beats XQRS finds on a second lead (`other`, else `second_lead_beats`)
+    that split a gap of peaks (fill_gaps' rule, at `ratio`) and are at least `size` x as
+    large there as the first lead's beats are: premature ventricular beats XQRS misses on
+    MLII stand out on V1, T waves and noise do not."""
     if len(x2) < 64 or len(peaks) == 0 or peaks[-1] >= len(x2):  # too short, or not aligned
         return peaks
-    # XQRS's backsearch turns quadratic over a long stretch it finds no beat in (8 s for an
-    # hour of a lead that changes at a record's seam): the second lead, 10 min at a time
-    n = round(SECOND_WINDOW_S * fs)
-    found = [(xqrs(x2[i : i + n], fs), i) for i in range(0, len(x2), n)]
-    other = np.concatenate([np.zeros(0, np.int64)] + [b + i for b, i in found if b is not None])
+    other = second_lead_beats(x2, fs) if other is None else other
     if len(other) == 0:
         return peaks
     new = np.setdiff1d(fill_gaps(peaks, other, fs, ratio), peaks)
@@ -305,6 +310,50 @@ def add_second_lead(
         return peaks
     band = qrs_size(x2, fs)
     return np.sort(np.r_[peaks, new[band[new] >= size * np.median(band[peaks])]])
+
+
+def second_lead_beats(x2: np.ndarray, fs: float) -> np.ndarray:
+    """XQRS's beats on a second lead, sorted. XQRS's backsearch turns quadratic over a long
+    stretch it finds no beat in (8 s for an hour of a lead that changes at a record's seam):
+    the lead is searched 10 min at a time."""
+    if len(x2) < 64:
+        return np.zeros(0, np.int64)
+    n = round(SECOND_WINDOW_S * fs)
+    found = [(xqrs(x2[i : i + n], fs), i) for i in range(0, len(x2), n)]
+    return np.concatenate([np.zeros(0, np.int64)] + [b + i for b, i in found if b is not None])
+
+
+# a beat the second lead does not confirm, chosen by leave-records-out CV on the 48 MIT-BIH
+# records (bench/second_lead.py --lone): no second-lead beat within LONE_NEAR_S though one
+# within LONE_FAR_S (the lead is beating there), and small on both leads
+LONE_NEAR_S = 0.08
+LONE_FAR_S = 0.6
+LONE_SIZE2 = 0.5
+LONE_SIZE1 = 0.7
+
+
+def lone_features(peaks, x, x2, other, fs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per peak: seconds to the nearest beat of `other`, and its size (`qrs_size`) on the
+    first and on the second lead over that lead's median at the peaks."""
+    j = np.searchsorted(other, peaks)
+    before, after = other[np.clip(j - 1, 0, None)], other[np.clip(j, None, len(other) - 1)]
+    dist = np.minimum(np.abs(peaks - before), np.abs(after - peaks)) / fs
+    s1, s2 = qrs_size(x, fs)[peaks], qrs_size(x2, fs)[peaks]
+    return dist, s1 / max(np.median(s1), 1e-12), s2 / max(np.median(s2), 1e-12)
+
+
+def drop_lone_beats(
+    peaks, x, x2, other, fs, near=LONE_NEAR_S, far=LONE_FAR_S, size2=LONE_SIZE2, size1=LONE_SIZE1
+) -> np.ndarray:
+    """peaks less the lone ones: a real beat shows on both leads at once, while a tall T or
+    P wave or a burst of noise on the first lead (most of record 108's extra beats) has no
+    second-lead beat at its time, though the second lead beats nearby, and is small on
+    both. Beats where the second lead finds nothing within `far` stay (it may be off)."""
+    if len(peaks) < 3 or len(other) == 0 or peaks[-1] >= len(x2):
+        return peaks
+    dist, s1, s2 = lone_features(peaks, x, x2, other, fs)
+    lone = (dist > near) & (dist < far) & (s2 < size2) & (s1 < size1)
+    return peaks[~lone]
 
 
 def qrs_size(x: np.ndarray, fs: float) -> np.ndarray:
