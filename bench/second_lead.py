@@ -4,6 +4,7 @@ Se / +P out of fold (150 ms matching, ventricular flutter left out).
 
     MITDB_DIR=../shared/data/mitdb .venv/bin/python bench/second_lead.py          # gaps
     MITDB_DIR=../shared/data/mitdb .venv/bin/python bench/second_lead.py --lone   # lone beats
+    MITDB_DIR=../shared/data/mitdb .venv/bin/python bench/second_lead.py --both   # on both
 
 Most beats the one-lead detector misses are premature ventricular beats (records 208, 203,
 106, 210, 221) that XQRS passes over on MLII and finds on V1. An option adds the second
@@ -15,6 +16,10 @@ option with the best Se + +P on the other 36 records and scores its own 12 with 
 beat with no second-lead beat within `near` s though one within `far` s, and under `size2`
 / `size1` x the median beat on the second / first lead (most extra beats are record 108's
 tall P and T waves and noise, which V1 does not show).
+
+--both does the same for `predict.add_beats_on_both`, on the shipped peaks with lone beats
+dropped: add a second-lead beat at least `apart` s from every peak and at least `size2` /
+`size1` x the median beat on the second / first lead.
 """
 
 import itertools
@@ -26,8 +31,10 @@ import numpy as np
 from raytasks.core import config
 from raytasks.data.mitdb import list_records, resolve_records
 from raytasks.recordings.predict import (
+    add_beats_on_both,
     add_second_lead,
     detect_peaks,
+    drop_lone_beats,
     lone_features,
     refine_peaks,
     second_lead_beats,
@@ -73,11 +80,31 @@ def se_p(c: np.ndarray) -> tuple[float, float]:
     return 100 * tp / (tp + fn), 100 * tp / (tp + fp)
 
 
+BOTH = list(itertools.product((0.2, 0.3, 0.4), (0.2, 0.3, 0.5, 0.7), (0.25, 0.3, 0.35, 0.4, 0.45)))
+BOTH_OPTIONS = ["add none", *(f"size1 {a} size2 {b} apart {c}" for a, b, c in BOTH)]
+
+
+def both_candidates(x: np.ndarray, x2: np.ndarray) -> dict:
+    """Each on-both option's peaks, from the shipped peaks before `add_beats_on_both`."""
+    base, other = detect_peaks(x, FS, refine=False), second_lead_beats(x2, FS)
+    peaks = refine_peaks(x, add_second_lead(base, x2, FS, other=other), FS)
+    peaks = drop_lone_beats(peaks, x, x2, other, FS)
+    out = [peaks] + [add_beats_on_both(peaks, x, x2, other, FS, a, b, c) for a, b, c in BOTH]
+    return dict(zip(BOTH_OPTIONS, out))
+
+
+MODES = {
+    "": (OPTIONS, candidates),
+    "--lone": (LONE_OPTIONS, lone_candidates),
+    "--both": (BOTH_OPTIONS, both_candidates),
+}
+
+
 def main():
     import wfdb
 
-    lone = "--lone" in sys.argv[1:]
-    options, make = (LONE_OPTIONS, lone_candidates) if lone else (OPTIONS, candidates)
+    mode = sys.argv[1] if len(sys.argv) > 1 else ""
+    options, make = MODES[mode]
     cfg = config.load()
     src = resolve_records(cfg["records"], config.where(cfg, "raw_download"))
     names = list_records(src)
@@ -92,7 +119,7 @@ def main():
         table[name] = {k: counts(ref, p[outside(p, flutter)]) for k, p in peaks.items()}
     print(f"{len(names)} records in {time.perf_counter() - t0:.0f} s")
     ranked = sorted(options, key=lambda k: -sum(se_p(sum(table[n][k] for n in names))))
-    for k in options if not lone else [options[0], *ranked[:8]]:
+    for k in options if not mode else [options[0], *ranked[:8]]:
         total = sum(table[n][k] for n in names)
         se, p = se_p(total)
         print(f"all records, {k:<20} Se {se:.2f}  +P {p:.2f}  missed {total[1]} extra {total[2]}")

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from raytasks.cli import main
 from raytasks.data.beats import record_beats
 from raytasks.recordings.predict import (
+    add_beats_on_both,
     add_second_lead,
     check_signal,
     detect_chunk,
@@ -146,10 +147,35 @@ def test_lone_beats_record_108s_extra_beats_go_real_beats_stay(mitdb):
     assert extra_kept > 60
     assert extra < 0.2 * extra_kept
     assert set(ri_kept) <= set(ri)  # every real beat found stays
-    np.testing.assert_array_equal(detect_peaks(x, 360, second=x2), final)
+    np.testing.assert_array_equal(
+        detect_peaks(x, 360, second=x2), add_beats_on_both(final, x, x2, other, 360)
+    )
     # a second lead that beats nowhere near (off, or a different rhythm) drops nothing
     far = np.array([len(x) + 10 * 360])
     np.testing.assert_array_equal(drop_lone_beats(kept, x, x2, far, 360), kept)
+
+
+def test_beats_on_both_leads_recover_208s_v_beats_between_missed_ones(mitdb):
+    """Runs of V beats XQRS misses on MLII leave no gap a gap rule sees; V1 shows them."""
+    import wfdb
+
+    rec = wfdb.rdrecord(str(mitdb / "208"), sampto=10 * 60 * 360)
+    x, x2 = rec.p_signal[:, 0], rec.p_signal[:, 1]
+    ref, classes = read_atr_slice(mitdb, "208", 10)
+    other = second_lead_beats(x2, 360)
+    kept = refine_peaks(x, add_second_lead(detect_peaks(x, 360, refine=False), x2, 360), 360)
+    kept = drop_lone_beats(kept, x, x2, other, 360)
+    final = add_beats_on_both(kept, x, x2, other, 360)
+    (ri_kept, di_kept), (ri, di) = (match_beats(ref / 360, p / 360, 0.150) for p in (kept, final))
+    missed_kept, missed = len(ref) - len(ri_kept), len(ref) - len(ri)
+    assert missed_kept > 30
+    assert missed < missed_kept / 2
+    assert len(final) - len(di) <= len(kept) - len(di_kept) + 2  # extra beats
+    assert set(ri_kept) <= set(ri)
+    assert (classes[sorted(set(ri) - set(ri_kept))] == 2).mean() > 0.9  # V beats
+    assert set(kept) <= set(final)
+    # every added beat keeps apart from its neighbours
+    assert np.diff(final).min() >= 0.2 * 360
 
 
 def read_atr_slice(mitdb: Path, name: str, minutes: float):
