@@ -96,6 +96,24 @@ def test_stream_reproducible_per_seed_and_changes_per_epoch(ray_cluster, intra):
     assert len(a0[1]) != len(other[1]) or not np.array_equal(a0[0], other[0])
 
 
+@pytest.mark.parametrize("mode", ["materialize", "stream"])
+def test_one_seed_the_same_batches_whatever_order_blocks_finish_in(
+    ray_cluster, intra, mode, monkeypatch
+):
+    """Batches are cut from blocks in the order they arrive: Ray Data must hand them out in
+    plan order (4 prefetch threads finish in any order), else two runs of one seed differ.
+    Small blocks, many of them: without plan order this fails nearly every run."""
+    monkeypatch.setattr(stream_mod, "BLOCK_ROWS", 256)
+    files, counts = intra
+    runs = [
+        take(open_split(files, seed=5, mode=mode, **QUIET), counts, 0, seed=5, prefetch=4)
+        for _ in range(3)
+    ]
+    for x, y in runs[1:]:
+        np.testing.assert_array_equal(y, runs[0][1])
+        np.testing.assert_array_equal(x, runs[0][0])
+
+
 def test_steps_fix_the_batch_count_both_ways(ray_cluster, intra):
     """DDP ranks take `steps` batches: fewer than the share holds (the rest dropped) or more
     (topped up from the share's own rows), every batch full."""
