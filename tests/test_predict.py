@@ -134,13 +134,7 @@ def test_second_lead_finds_208s_missed_v_beats_and_little_else(mitdb):
 
 def test_lone_beats_record_108s_extra_beats_go_real_beats_stay(mitdb):
     """108's tall P and T waves and noise make extra beats on MLII; V1 has no beat there."""
-    import wfdb
-
-    rec = wfdb.rdrecord(str(mitdb / "108"), sampto=10 * 60 * 360)
-    x, x2 = rec.p_signal[:, 0], rec.p_signal[:, 1]
-    ref, _ = read_atr_slice(mitdb, "108", 10)
-    other = second_lead_beats(x2, 360)
-    kept = refine_peaks(x, add_second_lead(detect_peaks(x, 360, refine=False), x2, 360), 360)
+    x, x2, ref, _, other, kept = gaps_filled(mitdb, "108")
     final = drop_lone_beats(kept, x, x2, other, 360)
     (ri_kept, di_kept), (ri, di) = (match_beats(ref / 360, p / 360, 0.150) for p in (kept, final))
     extra_kept, extra = len(kept) - len(di_kept), len(final) - len(di)
@@ -157,13 +151,7 @@ def test_lone_beats_record_108s_extra_beats_go_real_beats_stay(mitdb):
 
 def test_beats_on_both_leads_recover_208s_v_beats_between_missed_ones(mitdb):
     """Runs of V beats XQRS misses on MLII leave no gap a gap rule sees; V1 shows them."""
-    import wfdb
-
-    rec = wfdb.rdrecord(str(mitdb / "208"), sampto=10 * 60 * 360)
-    x, x2 = rec.p_signal[:, 0], rec.p_signal[:, 1]
-    ref, classes = read_atr_slice(mitdb, "208", 10)
-    other = second_lead_beats(x2, 360)
-    kept = refine_peaks(x, add_second_lead(detect_peaks(x, 360, refine=False), x2, 360), 360)
+    x, x2, ref, classes, other, kept = gaps_filled(mitdb, "208")
     kept = drop_lone_beats(kept, x, x2, other, 360)
     final = add_beats_on_both(kept, x, x2, other, 360)
     (ri_kept, di_kept), (ri, di) = (match_beats(ref / 360, p / 360, 0.150) for p in (kept, final))
@@ -176,6 +164,19 @@ def test_beats_on_both_leads_recover_208s_v_beats_between_missed_ones(mitdb):
     assert set(kept) <= set(final)
     # every added beat keeps apart from its neighbours
     assert np.diff(final).min() >= 0.2 * 360
+
+
+def gaps_filled(mitdb: Path, name: str, minutes: float = 10):
+    """A record's first minutes: both leads, the reference beats and classes, the second
+    lead's XQRS beats, and the refined peaks with its beats filling the first lead's gaps
+    (what detect_peaks has before it drops lone beats)."""
+    import wfdb
+
+    rec = wfdb.rdrecord(str(mitdb / name), sampto=round(minutes * 60 * 360))
+    x, x2 = rec.p_signal[:, 0], rec.p_signal[:, 1]
+    ref, classes = read_atr_slice(mitdb, name, minutes)
+    peaks = add_second_lead(detect_peaks(x, 360, refine=False), x2, 360)
+    return x, x2, ref, classes, second_lead_beats(x2, 360), refine_peaks(x, peaks, 360)
 
 
 def read_atr_slice(mitdb: Path, name: str, minutes: float):
