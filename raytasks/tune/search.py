@@ -140,8 +140,10 @@ class SearchOutcome:
     exported: list[Path]
 
 
-def conditional_hyperopt(space, metric: str, samples: int, seed: int):
-    """HyperOptSearch over the native conditional space, points_to_evaluate first.
+def conditional_hyperopt(space, metric: str, samples: int, seed: int, random_start=None):
+    """HyperOptSearch over the native conditional space, points_to_evaluate first; TPE
+    after `random_start` random draws (default a quarter of the samples; `samples`: random
+    search over the same space, as bench/search_efficiency.py compares).
 
     HyperOpt records a point only under the labels it sets (its architecture's); TPE then
     fails looking up the other architectures' labels. Those are filled with empty entries,
@@ -164,7 +166,7 @@ def conditional_hyperopt(space, metric: str, samples: int, seed: int):
         metric=metric,
         mode=MODE,
         points_to_evaluate=hyperopt_points(space) or None,
-        n_initial_points=max(2, samples // 4),
+        n_initial_points=random_start or max(2, samples // 4),
         random_state_seed=seed,
     )
 
