@@ -100,6 +100,40 @@ def test_tiny_search_asha_hyperopt_leaderboard_wandb_export(ray_cluster, tune_en
     assert again["valid_metrics"] == info["valid_metrics"]
     assert again["train"]["epochs"] == 3  # the search's own setting, not this call's flag
 
+    # --retrain-epochs: each exported best's settings trained anew for that many epochs
+    monkeypatch.setenv("RAYTASKS_MODELS", str(tune_env / "models-retrained"))
+    retrained = run(
+        SearchRequest(
+            "all", archs=["gru", "cnn1d"], wandb=False, export_only=True, retrain_epochs=2
+        ),
+        store=store,
+    ).exported
+    for path in retrained:
+        new, old = (
+            json.loads((d / "model.json").read_text()) for d in (path, model_dir.parent / path.name)
+        )
+        assert new["train"]["epochs"] == 2
+        assert {k: new["train"][k] for k in ("lr", "batch_size")} == {
+            k: old["train"][k] for k in ("lr", "batch_size")
+        }
+        assert ", retrained: " in new["source"]
+        assert "retrain-" in new["source"].split("retrained: ")[1]
+        assert new["epoch"] in (0, 1)
+
+
+def test_retrain_requests_that_cannot_run_are_refused():
+    from raytasks.tune.search import SearchError, SearchRequest, check_retrain
+    from raytasks.tune.spaces import load_space
+
+    check_retrain(SearchRequest("cnn1d", export=True, retrain_epochs=5), load_space("cnn1d"))
+    for req, space, needle in (
+        (SearchRequest("cnn1d", retrain_epochs=5), "cnn1d", "--export"),
+        (SearchRequest("boost", export=True, retrain_epochs=5), "boost", "no epochs"),
+        (SearchRequest("cnn1d", export=True, retrain_epochs=5, workers=2), "cnn1d", "--workers"),
+    ):
+        with pytest.raises(SearchError, match=needle):
+            check_retrain(req, load_space(space))
+
 
 def trial_states(exp_dir: Path) -> dict:
     states = sorted(exp_dir.glob("experiment_state-*.json"))

@@ -18,6 +18,7 @@ Examples:
   raytasks tune --space all --archs gru,cnn1d --samples 20 --export
   raytasks tune --space gru --resume
   raytasks tune --space adaptive --scheme inter --cv-folds 3 --grace 1 --export
+  raytasks tune --space cnn1d --samples 40 --grace 1 --export --retrain-epochs 20
   raytasks submit --space gru -- --samples 20     # the same search as a cluster job
 """
 
@@ -133,6 +134,14 @@ Examples:
     help="Rank trials by leave-records-out CV over the scheme's train + valid records (DS1 "
     "for inter), K folds, each trained --max-epochs epochs; ASHA steps per fold; --export "
     "then retrains the best settings on the train split.",
+)
+@click.option(
+    "--retrain-epochs",
+    type=click.IntRange(0),
+    default=0,
+    show_default="0: export the trial's own checkpoint",
+    help="With --export/--export-only: train each exported best's settings for N epochs on "
+    "the train split (the valid split picks the epoch): short search trials to convergence.",
 )
 def tune_cmd(**flags):
     """Search a space with HyperOpt + ASHA on Ray Tune; leaderboard, plots, optional export."""

@@ -37,7 +37,7 @@ import logging
 import os
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +101,7 @@ class SearchRequest:
     wandb: bool = True
     storage: str | None = None
     cv_folds: int = 0  # networks: score trials by leave-records-out CV (0: the valid split)
+    retrain_epochs: int = 0  # export: train each best's settings this long (0: its checkpoint)
 
     @property
     def existing(self) -> bool:
@@ -265,6 +266,7 @@ def plan(req: SearchRequest, store: Storage | None = None) -> Plan:
         raise SearchError("--grace must not exceed --max-epochs")
     check_boost(req, space)
     check_cv(req, space)
+    check_retrain(req, space)
     data_dir = config.scheme_dir(cfg)
     from raytasks.data.stream import split_files
 
@@ -310,6 +312,18 @@ def check_cv(req: SearchRequest, space: Space) -> None:
         raise SearchError(
             f"--grace: a CV trial reports once per fold; at most --cv-folds ({req.cv_folds})"
         )
+
+
+def check_retrain(req: SearchRequest, space: Space) -> None:
+    """--retrain-epochs trains the exported networks' settings anew: it needs an export."""
+    if not req.retrain_epochs:
+        return
+    if not (req.export or req.export_only):
+        raise SearchError("--retrain-epochs: it retrains what is exported; add --export")
+    if space.boost:
+        raise SearchError("--retrain-epochs: boosted trees have no epochs; leave it out")
+    if req.workers > 1:
+        raise SearchError("--retrain-epochs: the export retrains in one process; --workers 1")
 
 
 def check_cv_records(data_dir: Path, folds: int) -> None:
@@ -395,7 +409,8 @@ def search_settings(p: Plan) -> dict:
         base = json.loads(area.read_bytes("runs", p.name, "search.json"))
     elif not req.existing:
         area.write_bytes(json.dumps(base, indent=2).encode(), "runs", p.name, "search.json")
-    return {**base, "_storage": area.runs(p.name)}
+    # how long the export retrains is this call's choice, not the search's (not saved)
+    return {**base, "_storage": area.runs(p.name), "_retrain_epochs": req.retrain_epochs}
 
 
 def trainable(p: Plan, base: dict):
@@ -690,14 +705,19 @@ def export_best(grid, space, base: dict, metric: str, out: Path, fs=None) -> lis
     if len(space.archs) > 1:
         targets += [(out.with_name(f"{out.name}-{arch}"), b) for arch, b in sorted(best.items())]
     written, retrained = [], {}
+    epochs = base.get("_retrain_epochs")
     for path, (value, ckpt, metrics, result) in targets:
         settings = run_settings(space, result.config, base)
         trial_id = metrics.get("trial_id", "")
-        if base.get("_cv_folds"):  # CV chose the settings: train them on the train split
+        # CV chose the settings, or a short trial's are to be trained to convergence:
+        # train them on the train split, the valid split picking the epoch
+        if base.get("_cv_folds") or epochs:
+            settings = replace(settings, epochs=epochs) if epochs else settings
             if trial_id not in retrained:  # the overall best is also its arch's best
                 retrained[trial_id] = retrain(settings, base, trial_id, fs)
             ckpt, metrics = retrained[trial_id]
-            export_checkpoint(ckpt, metrics, settings, derive(settings), path, str(result.path))
+            source = f"{result.path}, retrained: {ckpt.path}"
+            export_checkpoint(ckpt, metrics, settings, derive(settings), path, source)
         elif space.boost:
             from raytasks.training.boost import export_trial
 
@@ -713,11 +733,15 @@ def export_best(grid, space, base: dict, metric: str, out: Path, fs=None) -> lis
 
 
 def retrain(settings, base: dict, trial_id: str, fs=None):
-    """A CV trial's settings trained as `raytasks train` trains them (train split, the
-    valid split picking the epoch), beside the search's trials: (best checkpoint, metrics)."""
+    """A trial's settings trained as `raytasks train` trains them (train split, the valid
+    split picking the epoch), beside the search's trials: (best checkpoint, metrics)."""
     from raytasks.training.train import build_trainer
 
-    print(f"retraining CV trial {trial_id} ({settings.arch}) on the train split", flush=True)
+    print(
+        f"retraining trial {trial_id} ({settings.arch}) on the train split for "
+        f"{settings.epochs} epochs",
+        flush=True,
+    )
     where = f"{base['_storage']}/train"
     result = build_trainer(settings, f"retrain-{trial_id}", where, filesystem=fs).fit()
     if not result.best_checkpoints:
