@@ -100,6 +100,16 @@ def test_tiny_search_asha_hyperopt_leaderboard_wandb_export(ray_cluster, tune_en
     assert again["valid_metrics"] == info["valid_metrics"]
     assert again["train"]["epochs"] == 3  # the search's own setting, not this call's flag
 
+    # --archs on an export: that architecture's best only, as the overall export
+    monkeypatch.setenv("RAYTASKS_MODELS", str(tune_env / "models-cnn1d"))
+    only = run(
+        SearchRequest("all", archs=["cnn1d"], wandb=False, export_only=True), store=store
+    ).exported
+    assert [p.name for p in only] == ["alice-all"]
+    cnn1d = json.loads((only[0] / "model.json").read_text())
+    assert cnn1d["arch"] == "cnn1d"
+    assert cnn1d["valid_metrics"] == per_arch["cnn1d"]["valid_metrics"]
+
     # --retrain-epochs: each exported best's settings trained anew for that many epochs
     monkeypatch.setenv("RAYTASKS_MODELS", str(tune_env / "models-retrained"))
     retrained = run(

@@ -34,7 +34,12 @@ Examples:
     help="searchspaces/<SPACE>.toml (gru, lstm, cnn1d, cnn2d, resnet1d, transformer, "
     "inception1d, all) or a path to a .toml.",
 )
-@click.option("--archs", default=None, help="Restrict a conditional space: e.g. gru,cnn1d.")
+@click.option(
+    "--archs",
+    default=None,
+    help="Restrict a conditional space: e.g. gru,cnn1d (with --export-only: export only "
+    "those architectures' best).",
+)
 @click.option("--samples", type=click.IntRange(1), default=8, help="Trials to run.")
 @click.option(
     "--max-epochs", type=click.IntRange(1), default=8, help="Epochs of a trial ASHA lets finish."

@@ -266,10 +266,15 @@ def detect_peaks(
     if second is None or len(peaks) < 3:
         return refine_peaks(x, peaks, fs) if refine else peaks
     other = second_lead_beats(second, fs)
-    peaks = add_second_lead(peaks, second, fs, other=other)
-    peaks = refine_peaks(x, peaks, fs) if refine else peaks
-    peaks = drop_lone_beats(peaks, x, second, other, fs)
-    return add_beats_on_both(peaks, x, second, other, fs, refine=refine)
+    if len(second) < 64 or peaks[-1] >= len(second):  # too short, or not aligned
+        return refine_peaks(x, peaks, fs) if refine else peaks
+    # each lead band-passed once: the four steps below all read it (was 7 filters, now 2)
+    mag, mag2 = band_magnitude(x, fs), band_magnitude(second, fs)
+    sizes = (qrs_size(x, fs, mag), qrs_size(second, fs, mag2))
+    peaks = add_second_lead(peaks, second, fs, other=other, size2=sizes[1])
+    peaks = refine_peaks(x, peaks, fs, mag=mag) if refine else peaks
+    peaks = drop_lone_beats(peaks, x, second, other, fs, sizes=sizes)
+    return add_beats_on_both(peaks, x, second, other, fs, refine=refine, sizes=sizes, mag=mag)
 
 
 def xqrs(x: np.ndarray, fs: float) -> np.ndarray | None:
@@ -297,11 +302,13 @@ def add_second_lead(
     ratio=SECOND_RATIO,
     size=SECOND_SIZE,
     other: np.ndarray | None = None,
+    size2: np.ndarray | None = None,
 ) -> np.ndarray:
     """peaks plus the beats XQRS finds on a second lead (`other`, else `second_lead_beats`)
     that split a gap of peaks (fill_gaps' rule, at `ratio`) and are at least `size` x as
     large there as the first lead's beats are: premature ventricular beats XQRS misses on
-    MLII stand out on V1, T waves and noise do not."""
+    MLII stand out on V1, T waves and noise do not. `size2`: the second lead's `qrs_size`,
+    if already computed."""
     if len(x2) < 64 or len(peaks) == 0 or peaks[-1] >= len(x2):  # too short, or not aligned
         return peaks
     other = second_lead_beats(x2, fs) if other is None else other
@@ -310,7 +317,7 @@ def add_second_lead(
     new = np.setdiff1d(fill_gaps(peaks, other, fs, ratio), peaks)
     if len(new) == 0:
         return peaks
-    band = qrs_size(x2, fs)
+    band = qrs_size(x2, fs) if size2 is None else size2
     return np.sort(np.r_[peaks, new[band[new] >= size * np.median(band[peaks])]])
 
 
@@ -334,18 +341,29 @@ LONE_SIZE2 = 0.5
 LONE_SIZE1 = 0.7
 
 
-def lone_features(peaks, x, x2, other, fs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per peak: seconds to the nearest beat of `other`, and its size (`qrs_size`) on the
-    first and on the second lead over that lead's median at the peaks."""
+def lone_features(peaks, x, x2, other, fs, sizes=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per peak: seconds to the nearest beat of `other`, and its size (`qrs_size`, or
+    `sizes` = both leads' if already computed) on the first and on the second lead over
+    that lead's median at the peaks."""
     j = np.searchsorted(other, peaks)
     before, after = other[np.clip(j - 1, 0, None)], other[np.clip(j, None, len(other) - 1)]
     dist = np.minimum(np.abs(peaks - before), np.abs(after - peaks)) / fs
-    s1, s2 = qrs_size(x, fs)[peaks], qrs_size(x2, fs)[peaks]
+    sizes = sizes or (qrs_size(x, fs), qrs_size(x2, fs))
+    s1, s2 = sizes[0][peaks], sizes[1][peaks]
     return dist, s1 / max(np.median(s1), 1e-12), s2 / max(np.median(s2), 1e-12)
 
 
 def drop_lone_beats(
-    peaks, x, x2, other, fs, near=LONE_NEAR_S, far=LONE_FAR_S, size2=LONE_SIZE2, size1=LONE_SIZE1
+    peaks,
+    x,
+    x2,
+    other,
+    fs,
+    near=LONE_NEAR_S,
+    far=LONE_FAR_S,
+    size2=LONE_SIZE2,
+    size1=LONE_SIZE1,
+    sizes=None,
 ) -> np.ndarray:
     """peaks less the lone ones: a real beat shows on both leads at once, while a tall T or
     P wave or a burst of noise on the first lead (most of record 108's extra beats) has no
@@ -353,18 +371,25 @@ def drop_lone_beats(
     both. Beats where the second lead finds nothing within `far` stay (it may be off)."""
     if len(peaks) < 3 or len(other) == 0 or peaks[-1] >= len(x2):
         return peaks
-    dist, s1, s2 = lone_features(peaks, x, x2, other, fs)
+    dist, s1, s2 = lone_features(peaks, x, x2, other, fs, sizes)
     lone = (dist > near) & (dist < far) & (s2 < size2) & (s1 < size1)
     return peaks[~lone]
 
 
-def qrs_size(x: np.ndarray, fs: float) -> np.ndarray:
-    """Per sample, the largest 1-40 Hz band magnitude within +-50 ms: a beat's size."""
-    from scipy.ndimage import maximum_filter1d
+def band_magnitude(x: np.ndarray, fs: float) -> np.ndarray:
+    """|x| band-passed to FIDUCIAL_BAND (zero phase): what the fiducial and sizes read."""
     from scipy.signal import butter, sosfiltfilt
 
     sos = butter(2, FIDUCIAL_BAND, btype="band", fs=fs, output="sos")
-    mag = np.abs(sosfiltfilt(sos, np.asarray(x, dtype=np.float64)))
+    return np.abs(sosfiltfilt(sos, np.asarray(x, dtype=np.float64)))
+
+
+def qrs_size(x: np.ndarray, fs: float, mag: np.ndarray | None = None) -> np.ndarray:
+    """Per sample, the largest 1-40 Hz band magnitude within +-50 ms: a beat's size
+    (`mag`: x's `band_magnitude`, if already computed)."""
+    from scipy.ndimage import maximum_filter1d
+
+    mag = band_magnitude(x, fs) if mag is None else mag
     return maximum_filter1d(mag, size=round(0.1 * fs) + 1)
 
 
@@ -376,25 +401,36 @@ BOTH_APART_S = 0.4
 
 
 def add_beats_on_both(
-    peaks, x, x2, other, fs, size1=BOTH_SIZE1, size2=BOTH_SIZE2, apart=BOTH_APART_S, refine=True
+    peaks,
+    x,
+    x2,
+    other,
+    fs,
+    size1=BOTH_SIZE1,
+    size2=BOTH_SIZE2,
+    apart=BOTH_APART_S,
+    refine=True,
+    sizes=None,
+    mag=None,
 ) -> np.ndarray:
     """peaks plus the beats of `other` (XQRS on the second lead) at least `apart` s from
     every peak and at least size2 / size1 x the median beat on the second / first lead
     there, moved to the fiducial: V beats XQRS passes over on MLII (203, 207, 208) and S
     runs (201) that no gap rule catches, because their neighbours are missed too. A T wave
-    on the second lead is small on the first, where its QRS is not."""
+    on the second lead is small on the first, where its QRS is not. `sizes` (both leads'
+    `qrs_size`) and `mag` (the first's `band_magnitude`): if already computed."""
     if len(peaks) < 3 or len(other) == 0 or peaks[-1] >= len(x2):
         return peaks
     j = np.searchsorted(peaks, other)
     prev = np.where(j > 0, other - peaks[np.clip(j - 1, 0, None)], len(x))
     after = np.where(j < len(peaks), peaks[np.clip(j, None, len(peaks) - 1)] - other, len(x))
-    s1, s2 = qrs_size(x, fs), qrs_size(x2, fs)
+    s1, s2 = sizes or (qrs_size(x, fs), qrs_size(x2, fs))
     new = other[
         (np.minimum(prev, after) > apart * fs)
         & (s1[other] >= size1 * np.median(s1[peaks]))
         & (s2[other] >= size2 * np.median(s2[peaks]))
     ]
-    return np.unique(np.r_[peaks, refine_peaks(x, new, fs) if refine else new])
+    return np.unique(np.r_[peaks, refine_peaks(x, new, fs, mag=mag) if refine else new])
 
 
 @contextmanager
@@ -445,20 +481,19 @@ def refine_peaks(
     fs: float,
     half_s: float = FIDUCIAL_HALF_S,
     frac: float = FIDUCIAL_FRAC,
+    mag: np.ndarray | None = None,
 ) -> np.ndarray:
     """Each detection moved to the fiducial the annotators mark: in the band-passed signal's
     magnitude within +-half_s, the first local peak reaching frac x the window's top (a wide
     V beat's first big deflection, not wherever XQRS's filter peaked: 46% of matched V beats
     sat > 25 ms from the mark, and the classifier was trained on beats cut at the mark).
     Detections that land on one sample become one; on a flat stretch a detection stays.
-    Signals under 64 samples are returned as given."""
-    from scipy.signal import butter, sosfiltfilt
-
+    Signals under 64 samples are returned as given. `mag`: x's `band_magnitude`, if
+    already computed."""
     peaks = np.asarray(peaks, dtype=np.int64)
     if len(peaks) == 0 or len(x) < 64:
         return peaks
-    sos = butter(2, FIDUCIAL_BAND, btype="band", fs=fs, output="sos")
-    mag = np.abs(sosfiltfilt(sos, np.asarray(x, dtype=np.float64)))
+    mag = band_magnitude(x, fs) if mag is None else mag
     half = round(half_s * fs)
     where = peaks[:, None] + np.arange(-half, half + 1)
     inside = (where >= 0) & (where < len(x))  # a window over the signal's edge: no padding
