@@ -753,9 +753,10 @@ def best_checkpoints(grid, space, metric: str) -> dict[str, tuple]:
     """arch -> (metric value, checkpoint, metrics, result) of its best checkpoint."""
     best: dict[str, tuple] = {}
     for result in grid:
+        if result.error or not result.best_checkpoints:
+            continue
         arch = result.config.get("trial", result.config).get("arch")
-        # --archs on an export keeps to those architectures' trials
-        if result.error or not result.best_checkpoints or arch not in space.archs:
+        if arch not in space.archs:  # --archs on an export keeps to those architectures'
             continue
         ckpt, metrics = max(result.best_checkpoints, key=lambda cm: cm[1].get(metric, -1))
         if metric in metrics and (arch not in best or metrics[metric] > best[arch][0]):
