@@ -145,8 +145,8 @@ def plot(rows: list[dict], path: str, title: str) -> None:
 @click.option("--space", default="cnn1d", help="A single-architecture space.")
 @click.option("--scheme", default=None, help="Built scheme to search on (default: the setting).")
 @click.option("--budget", default=32, help="Trial-epochs each search may spend.")
-@click.option("--max-epochs", default=4)
-@click.option("--seed", default=0)
+@click.option("--max-epochs", default=4, help="Epochs a trial may run (ASHA max_t).")
+@click.option("--seed", default=0, help="Searcher and training seed (one for both searches).")
 @click.option("--plot", "plot_path", default=None, help="Write the best-so-far curves here.")
 def main(space, scheme, budget, max_epochs, seed, plot_path):
     import ray  # after raytasks, which sets Ray's auth/usage environment
@@ -174,6 +174,15 @@ def main(space, scheme, budget, max_epochs, seed, plot_path):
         f"space {space}, budget {budget} trial-epochs, up to {max_epochs} epochs, "
         f"seed {seed}, data {data}"
     )
+    report(rows)
+    if plot_path:
+        title = f"{space} on {Path(data).name}, {budget} trial-epochs each, "
+        plot(rows, plot_path, title + f"≤ {max_epochs} epochs per trial")
+        print(f"  curves: {plot_path}")
+
+
+def report(rows: list[dict]) -> None:
+    """The two searches side by side, the difference, and each one's best configuration."""
     print(
         f"  {'search':<22}{'best ' + OBJECTIVE:>20}{'best full':>11}{'trials':>8}"
         f"{'full':>6}{'trial-epochs':>14}{'minutes':>9}"
@@ -191,14 +200,6 @@ def main(space, scheme, budget, max_epochs, seed, plot_path):
     )
     for r in rows:
         print(f"  best {r['kind']}: {json.dumps(r['config'], default=str)}")
-    if plot_path:
-        plot(
-            rows,
-            plot_path,
-            f"{space} on {Path(data).name}, {budget} trial-epochs each, "
-            f"≤ {max_epochs} epochs per trial",
-        )
-        print(f"  curves: {plot_path}")
 
 
 if __name__ == "__main__":
