@@ -83,13 +83,13 @@ def test_predict_default_model_is_the_best_valid_f2(tmp_path):
     from raytasks.recordings.predict import default_model
 
     shipped(tmp_path, "resnet1d-intra", 0.5)
-    shipped(tmp_path, "resnet1d-intra-rr", 0.7)
-    assert default_model(tmp_path).name == "resnet1d-intra-rr"
+    shipped(tmp_path, "ensemble-intra", 0.7)
+    assert default_model(tmp_path).name == "ensemble-intra"
     # a broken model.json is passed over, not fatal
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "model.json").write_text("{not json")
     shipped(tmp_path, "cnn2d-intra-rr", 0.6)
-    assert default_model(tmp_path).name == "resnet1d-intra-rr"
+    assert default_model(tmp_path).name == "ensemble-intra"
     # beat-only input: models reading RR features are not candidates
     assert default_model(tmp_path, rr=False).name == "resnet1d-intra"
     with pytest.raises(DataError, match="no exported model"):
