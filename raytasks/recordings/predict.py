@@ -268,7 +268,7 @@ def detect_peaks(
     other = second_lead_beats(second, fs)
     if len(second) < 64 or peaks[-1] >= len(second):  # too short, or not aligned
         return refine_peaks(x, peaks, fs) if refine else peaks
-    # each lead band-passed once: the four steps below all read it (was 7 filters, now 2)
+    # each lead band-passed once and handed to the four steps below (each would filter again)
     mag, mag2 = band_magnitude(x, fs), band_magnitude(second, fs)
     sizes = (qrs_size(x, fs, mag), qrs_size(second, fs, mag2))
     peaks = add_second_lead(peaks, second, fs, other=other, size2=sizes[1])
