@@ -12,13 +12,17 @@ from click.testing import CliRunner
 
 from raytasks.cli import main
 from raytasks.data.beats import record_beats
+from raytasks.models import saved
 from raytasks.recordings.predict import (
+    TRACE_BATCH,
     add_beats_on_both,
     add_second_lead,
     check_signal,
+    classify,
     detect_chunk,
     detect_peaks,
     drop_lone_beats,
+    even_pieces,
     fast_local_peaks,
     local_peaks,
     longest_run,
@@ -27,6 +31,7 @@ from raytasks.recordings.predict import (
     refine_peaks,
     second_lead,
     second_lead_beats,
+    traced_model,
 )
 from raytasks.recordings.score import match_beats, read_annotations, score_record
 from tests.atr import read_atr
@@ -463,3 +468,75 @@ def test_reference_annotations_reader_agrees_with_independent_one(mitdb):
     want_s, want_y = read_atr(mitdb / "232.atr")
     np.testing.assert_array_equal(got_s, want_s)
     np.testing.assert_array_equal(got_y, want_y)
+
+
+# ---------------------------------------------------------------- pass 2: classification
+
+
+def record_inputs(mitdb, name: str, n: int = 1000) -> np.ndarray:
+    """beat + RR features of a record's first n beats: what an RR model reads."""
+    from raytasks.data import FEATURES, RR_FEATURES
+
+    return record_beats(mitdb, name)[FEATURES + RR_FEATURES].to_numpy(np.float32)[:n]
+
+
+def test_pieces_keep_every_worker_equally_busy():
+    """A 24-hour recording's 109,286 beats, 2 workers: 6 pieces, 3 each, not 5 + 1 short."""
+    assert even_pieces(109286, 2, 20000) == 18215
+    for total in (1, 7, 19999, 20001, 40000, 109286, 250001):
+        for workers in (1, 2, 3, 8):
+            size = even_pieces(total, workers, 20000)
+            rounds = -(-total // (workers * 20000))
+            pieces = -(-total // size)
+            assert size <= 20000
+            assert pieces <= workers * rounds  # no round more than the largest pieces need
+            if total >= 1000 * workers:  # then each worker gets as many pieces as the others
+                assert pieces == workers * rounds, (total, workers)
+
+
+def test_traced_model_classifies_as_the_eager_one_or_is_not_used(mitdb):
+    """Tracing keeps the logits (within 1e-4) and every class; a graph that does not
+    reproduce the module (here, one that counts its calls) falls back to the module."""
+    import torch
+
+    model, info = saved.load_model(MODEL)
+    fast = traced_model(model)
+    assert isinstance(fast, torch.jit.ScriptModule)
+    x = record_inputs(mitdb, "208", 2 * TRACE_BATCH)
+    want, got = saved.predict_logits(model, x), saved.predict_logits(fast, x)
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    off = saved.offsets_of(info)
+    np.testing.assert_array_equal((got + off).argmax(1), (want + off).argmax(1))
+
+    class Counting(torch.nn.Module):
+        input_width = 191
+
+        def __init__(self):
+            super().__init__()
+            self.calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            return x[:, :5] * self.calls
+
+    counting = Counting()
+    assert traced_model(counting) is counting
+
+
+def test_a_model_rewritten_in_place_is_loaded_anew(mitdb, tmp_path):
+    """Pass 2 keeps each model it loads in its worker process; a model folder rewritten
+    since (a re-export under the same tag) is read again, not served from that cache."""
+    import shutil
+
+    dest = tmp_path / "model"
+    shutil.copytree(MODEL, dest)
+    x = record_inputs(mitdb, "208", 300)
+    first = classify({"name": "208", "t0": 0.0, "x": x}, str(dest))["logits"]
+    other = ROOT / "models" / "ensemble-intra" / "members" / "resnet1d-intra-rr"  # also 191
+    for f in (saved.WEIGHTS, saved.INFO):
+        shutil.copyfile(other / f, dest / f)
+    second = classify({"name": "208", "t0": 0.0, "x": x}, str(dest))["logits"]
+    np.testing.assert_allclose(
+        second, saved.predict_logits(saved.load_model(other)[0], x), atol=1e-5
+    )
+    assert not np.allclose(first, second)

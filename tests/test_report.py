@@ -16,7 +16,7 @@ import pytest
 from raytasks.data import FS_RAW
 from raytasks.models import saved
 from raytasks.recordings.predict import (
-    Classifier,
+    classify,
     detect_chunk,
     merge_chunks,
     plan_chunks,
@@ -128,7 +128,7 @@ def predict_here(path: Path, out: Path, fs: float | None = None) -> dict:
     chunks = [detect_chunk(row | {"mode": "detect"}) for row in plan_chunks(name, path, info, 60)]
     rec = merge_chunks(chunks)
     x = recording_inputs(saved.load_model(MODEL)[0], rec)
-    logits = Classifier(str(MODEL))({"name": name, "t0": 0.0, "x": x})["logits"]
+    logits = classify({"name": name, "t0": 0.0, "x": x}, str(MODEL))["logits"]
     offsets = saved.offsets_of(saved.read_info(MODEL)).astype(np.float32)
     write_outputs([rec], {name: logits}, offsets, out, MODEL)
     return json.loads((out / name / "summary.json").read_text())

@@ -130,6 +130,21 @@ def test_tiny_search_asha_hyperopt_leaderboard_wandb_export(ray_cluster, tune_en
         assert "retrain-" in new["source"].split("retrained: ")[1]
         assert new["epoch"] in (0, 1)
 
+    # retraining again is a run of its own, not a resumption of the one before
+    retrained_dir = {p.name: json.loads((p / "model.json").read_text()) for p in retrained}
+    monkeypatch.setenv("RAYTASKS_MODELS", str(tune_env / "models-retrained-again"))
+    again = run(
+        SearchRequest("all", archs=["cnn1d"], wandb=False, export_only=True, retrain_epochs=1),
+        store=store,
+    ).exported
+    info = json.loads((again[0] / "model.json").read_text())
+
+    def run_of(i: dict) -> Path:  # the retraining run's folder, from the model's source
+        return Path(i["source"].split("retrained: ")[1]).parent
+
+    assert run_of(info) != run_of(retrained_dir["alice-all-cnn1d"])
+    assert (info["train"]["epochs"], info["epoch"]) == (1, 0)
+
 
 def test_retrain_requests_that_cannot_run_are_refused():
     from raytasks.tune.search import SearchError, SearchRequest, check_retrain

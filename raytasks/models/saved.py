@@ -295,6 +295,17 @@ def model_inputs(model: torch.nn.Module, x: np.ndarray, context=None) -> np.ndar
     return np.concatenate([x[:, : model.input_width], *features], axis=1)
 
 
+def inputs_width(model: torch.nn.Module) -> int:
+    """How many columns model_inputs builds for the model."""
+    from raytasks.nets.ensemble import Ensemble
+
+    if isinstance(model, Ensemble):
+        return max(s.stop for s in model.spans)
+    if getattr(model, "record_features", None):  # the trees read record features only
+        return model.cfg.n_features
+    return model.input_width
+
+
 def predict_logits(
     model: torch.nn.Module, x: np.ndarray, batch: int = 256, device: torch.device | None = None
 ) -> np.ndarray:

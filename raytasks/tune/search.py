@@ -743,7 +743,10 @@ def retrain(settings, base: dict, trial_id: str, fs=None):
         flush=True,
     )
     where = f"{base['_storage']}/train"
-    result = build_trainer(settings, f"retrain-{trial_id}", where, filesystem=fs).fit()
+    # a run of its own: under a name used before, Ray Train would resume that run's
+    # checkpoints (an interrupted retraining, or one of another length) instead of starting
+    name = f"retrain-{trial_id}-{settings.epochs}e-{utc_stamp()}"
+    result = build_trainer(settings, name, where, filesystem=fs).fit()
     if not result.best_checkpoints:
         raise SearchError(f"retraining trial {trial_id} reported no checkpoint ({result.error})")
     return max(result.best_checkpoints, key=lambda cm: cm[1][settings.metric])
