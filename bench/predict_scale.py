@@ -7,10 +7,11 @@ With --day, one long two-channel recording made by concatenating records (48 x 3
     flock /tmp/raytasks-cpu.lock unshare -n sh -c 'ip link set lo up; \
         .venv/bin/python bench/predict_scale.py --records 8'
     ... bench/predict_scale.py --day 24      # the issue's 24-hour recording (goal: <= 60 s)
-    .venv/bin/python bench/predict_scale.py --batches   # classification: 256 vs 4096 beats a batch
+    .venv/bin/python bench/predict_scale.py --batches   # the model alone: batches, traced
 
---batches times the model alone on one core on 20,000 built beats (the intra test split),
-in batches of 256 (predict_logits' default) and of 4,096 (its default before), side by side.
+--batches times the model alone on one core on 19,968 built beats (the intra test split),
+side by side: in batches of 256 (predict_logits' default) and of 4,096 (its default before),
+and traced for inference (predict's pass 2 on long jobs: recordings.predict.traced_model).
 """
 
 import argparse
@@ -73,27 +74,38 @@ def day(src: Path, names: list[str], model: Path, hours: float) -> None:
     )
 
 
-def batches(model_dir: Path, processed: Path, rows: int = 20000) -> None:
-    """Beats/s of the model on one core, 256 vs 4096 beats a batch, and whether they agree."""
+def batches(model_dir: Path, processed: Path, rows: int = 19968) -> None:
+    """Beats/s of the model on one core: eager in batches of 256 and of 4096, and traced for
+    inference (what predict's pass 2 runs on long jobs) in batches of 256; their logits."""
     import numpy as np
     import torch
 
     from raytasks.data.stream import load_split, split_files
     from raytasks.models import saved
+    from raytasks.recordings.predict import TRACE_BATCH, traced_model
 
     torch.set_num_threads(1)
-    model, _ = saved.load_model(model_dir)
+    model, info = saved.load_model(model_dir)
     x, _ = load_split(split_files(processed / "intra", "test"), rr=True, template=False)
-    x = saved.model_inputs(model, x[:rows])
+    x = saved.model_inputs(model, x[:rows])  # rows: a multiple of TRACE_BATCH
+    fast = traced_model(model)
+    runs = [("eager 256", model, 256), ("eager 4096", model, 4096)]
+    runs += [("traced 256", fast, TRACE_BATCH)]
     rate, logits = {}, {}
-    for size in (256, 4096, 256):  # 256 again: the first pass warms up
+    for label, net, size in runs + runs:  # the first round warms up (the traced graph too)
         t0 = time.perf_counter()
-        logits[size] = saved.predict_logits(model, x, batch=size)
-        rate[size] = len(x) / (time.perf_counter() - t0)
+        logits[label] = saved.predict_logits(net, x, batch=size)
+        rate[label] = len(x) / (time.perf_counter() - t0)
+    off = saved.offsets_of(info)
+    same = ((logits["traced 256"] + off).argmax(1) == (logits["eager 256"] + off).argmax(1)).mean()
     print(
-        f"{model_dir.name}, {len(x)} beats, 1 core: batches of 256 {rate[256]:,.0f} beats/s, "
-        f"of 4096 {rate[4096]:,.0f} beats/s: x{rate[256] / rate[4096]:.2f}; "
-        f"same logits: {np.array_equal(logits[256], logits[4096])}"
+        f"{model_dir.name}, {len(x)} beats, 1 core, beats/s: "
+        + ", ".join(f"{k} {v:,.0f}" for k, v in rate.items())
+        + f"\n  eager 256 / 4096: x{rate['eager 256'] / rate['eager 4096']:.2f}, same logits: "
+        f"{np.array_equal(logits['eager 256'], logits['eager 4096'])}"
+        f"\n  traced / eager (256): x{rate['traced 256'] / rate['eager 256']:.2f} (traced: "
+        f"{fast is not model}), logits within "
+        f"{np.abs(logits['traced 256'] - logits['eager 256']).max():.1e}, same class: {same:.2%}"
     )
 
 
@@ -102,7 +114,7 @@ def main():
     ap.add_argument("--records", type=int, default=8, help="how many records")
     ap.add_argument("--model", default=None, help="model dir (default: predict's default)")
     ap.add_argument("--day", type=float, default=None, help="HOURS: one concatenated recording")
-    ap.add_argument("--batches", action="store_true", help="classification alone: batch sizes")
+    ap.add_argument("--batches", action="store_true", help="the model alone: batches, traced")
     args = ap.parse_args()
     import ray
 

@@ -644,17 +644,17 @@ TRACE_FROM = 20000  # beats to classify (~4 h of ECG) from which tracing (~2 s) 
 @lru_cache(maxsize=2)
 def loaded_model(model_dir: str, stamp: tuple, traced: bool = False):
     """The model, loaded once per worker process and kept: pass 2's tasks run in the
-    processes pass 1 warmed up (a fresh actor pool took ~10 s to start for a 24-hour
-    recording). `stamp` (model_stamp) makes a model rewritten in place load anew."""
+    processes pass 1 warmed up (a fresh actor pool's processes import everything again).
+    `stamp` (model_stamp) makes a model rewritten in place load anew."""
     model = saved.load_model(Path(model_dir))[0]
     return traced_model(model) if traced else model
 
 
 def traced_model(model, tol: float = 1e-3):
     """The model traced and frozen for CPU inference (torch.jit.optimize_for_inference folds
-    batch norms into convolutions): x1.4 the beats/s of the eager `ensemble-intra` on a core,
-    logits within ~1e-5 (bench/predict_scale.py --batches). The eager model where tracing
-    fails or a second batch disagrees (a graph that depends on the data it was traced on)."""
+    batch norms into convolutions): x1.2 the beats/s of the eager `ensemble-intra` on a core,
+    logits within 1e-5, the same classes (bench/predict_scale.py --batches). The eager model
+    where tracing fails or a second batch disagrees (a graph that depends on its trace)."""
     import warnings
 
     import torch
