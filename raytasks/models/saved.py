@@ -302,8 +302,8 @@ def inputs_width(model: torch.nn.Module) -> int:
     if isinstance(model, Ensemble):
         return max(s.stop for s in model.spans)
     if getattr(model, "record_features", None):  # the trees read record features only
-        return model.cfg.n_features
-    return model.input_width
+        return int(model.cfg.n_features)  # type: ignore[union-attr, arg-type]
+    return int(model.input_width)  # type: ignore[arg-type]
 
 
 def predict_logits(
