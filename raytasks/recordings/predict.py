@@ -902,9 +902,9 @@ def run_classification(
 
 
 def even_pieces(total: int, workers: int, most: int) -> int:
-    """Rows per piece: at most `most`, and a multiple of `workers` pieces in all, so that no
-    worker is left with one more piece than the others (one long recording: 109,286 beats
-    in 6 pieces of 18,215, not 5 of 20,000 and one of 9,286)."""
+    """Rows per piece: at most `most`, and (given enough rows) a multiple of `workers` pieces
+    in all, so that no worker is left with one more piece than the others (one long
+    recording: 109,286 beats in 6 pieces of 18,215, not 5 of 20,000 and one of 9,286)."""
     rounds = -(-total // (max(1, workers) * most))  # ceil
     return max(1, -(-total // (max(1, workers) * max(1, rounds))))
 
