@@ -52,7 +52,7 @@ in_netns = if [ -z "$$RAYTASKS_NETNS" ] && unshare -n true 2>/dev/null; then exe
 	sh -c 'ip link set lo up; RAYTASKS_NETNS=1 $(MAKE) --no-print-directory $@'; fi
 
 test: .venv/.installed  ## the whole test suite (inside `unshare -n` where it can)
-	@$(in_netns); $(PY) -m pytest -q tests
+	@$(in_netns); $(PY) -m pytest -q --durations=15 tests
 
 test-fast: .venv/.installed  ## the tests that start no Ray and take seconds (< 60 s)
 	@$(in_netns); RAYTASKS_TEST_NO_RAY=1 $(PY) -m pytest -q -m "not ray and not cluster and not slow" tests

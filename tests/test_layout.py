@@ -5,6 +5,9 @@ above (an upward import is how a tree stops showing its architecture). `__main__
 are entry points and may import the CLI. Only raytasks.cli imports click."""
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -92,6 +95,21 @@ def test_only_the_cli_imports_click():
         if "click" in {n.split(".")[0] for n in imports_any(p)} and p.parent.name != "cli"
     ]
     assert not users, f"click imported outside raytasks.cli: {users}"
+
+
+def test_the_command_line_starts_without_torch_or_ray():
+    """Every `raytasks` call imports the whole CLI: torch, Ray or pandas loaded there (1.5 s)
+    would slow `raytasks cluster env`, `jobs`, `logs` and every --help; the commands import
+    them where they run (a train's --arch choices are read from the registry when needed)."""
+    code = (
+        "import sys, raytasks.cli; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'ray', 'pandas', "
+        "'pyarrow', 'sklearn', 'matplotlib'}))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 def imports_any(path: Path) -> set[str]:

@@ -7,7 +7,6 @@ import click
 from raytasks.cli.common import main, one_line, user_errors
 from raytasks.core.metrics import METRIC_NAMES, OBJECTIVE, RECALL_NAMES
 from raytasks.training.settings import TrainSettings
-from raytasks.tune.search import SearchRequest, run
 
 # ------------------------------------------------- tune (also run alone: python -m raytasks.tune)
 
@@ -148,8 +147,19 @@ Examples:
     help="With --export/--export-only: train each exported best's settings for N epochs on "
     "the train split (the valid split picks the epoch): short search trials to convergence.",
 )
+@click.option(
+    "--threads",
+    type=click.IntRange(0),
+    default=0,
+    show_default="0: the trial's CPUs, rounded, at least 1",
+    help="Torch threads per trial and per retraining; e.g. --concurrency 1 --threads 2 "
+    "retrains on both cores of a 2-core machine.",
+)
 def tune_cmd(**flags):
     """Search a space with HyperOpt + ASHA on Ray Tune; leaderboard, plots, optional export."""
+    # imported here: the search pulls in torch (~1.3 s), which every other command can skip
+    from raytasks.tune.search import SearchRequest, run
+
     flags["archs"] = flags["archs"].split(",") if flags["archs"] else None
     req = SearchRequest(**{f.name: flags[f.name] for f in fields(SearchRequest)})
     try:  # also run alone, as `python -m raytasks.tune`: no Group around it then

@@ -24,10 +24,28 @@ def train_options(fn):
             fn = click.option(f"{flag}/--no-{flag[2:]}", key, default=default[key], help=help)(fn)
             continue
         # a choice list (the metric's is long: checked by the settings, not listed here)
-        listed = f.metadata["choices"] not in (None, "metric")
-        kind = click.Choice(choices(key)) if listed else type(default[key])
+        named = f.metadata["choices"]
+        kind = type(default[key])
+        if named == "arch":
+            kind = RegistryChoice(key)
+        elif named not in (None, "metric"):
+            kind = click.Choice(choices(key))
         fn = click.option(flag, key, type=kind, default=default[key], help=help)(fn)
     return fn
+
+
+class RegistryChoice(click.Choice):
+    """A setting's choices read from its registry when a command first needs them: the nets
+    registry imports torch, which `raytasks cluster env` and the like need not load."""
+
+    def __init__(self, key: str):  # no super().__init__: `choices` is read, not stored
+        self.key, self.case_sensitive = key, True
+
+    @property
+    def choices(self):  # type: ignore[override]
+        from raytasks.training.settings import choices
+
+        return choices(self.key)
 
 
 class OldBooleans(click.Command):

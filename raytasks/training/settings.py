@@ -161,10 +161,11 @@ def defaults() -> dict:
 def choices(key: str) -> tuple | None:
     """The values setting `key` accepts (registries are read when asked), None: any."""
     from raytasks.core.metrics import METRIC_NAMES, RECALL_NAMES
-    from raytasks.nets import list_models
 
     named = {f.name: f.metadata["choices"] for f in FIELDS}.get(key)
     if named == "arch":
+        from raytasks.nets import list_models  # imports torch: only when asked
+
         return tuple(list_models())
     if named == "metric":
         return tuple(METRIC_NAMES + RECALL_NAMES)

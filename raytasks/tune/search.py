@@ -102,6 +102,7 @@ class SearchRequest:
     storage: str | None = None
     cv_folds: int = 0  # networks: score trials by leave-records-out CV (0: the valid split)
     retrain_epochs: int = 0  # export: train each best's settings this long (0: its checkpoint)
+    threads: int = 0  # torch threads per trial / retraining (0: its CPUs, rounded, at least 1)
 
     @property
     def existing(self) -> bool:
@@ -409,8 +410,14 @@ def search_settings(p: Plan) -> dict:
         base = json.loads(area.read_bytes("runs", p.name, "search.json"))
     elif not req.existing:
         area.write_bytes(json.dumps(base, indent=2).encode(), "runs", p.name, "search.json")
-    # how long the export retrains is this call's choice, not the search's (not saved)
-    return {**base, "_storage": area.runs(p.name), "_retrain_epochs": req.retrain_epochs}
+    # how long the export retrains and on how many threads are this call's choices, not the
+    # search's (not saved): a retraining on a quiet machine may use every core
+    return {
+        **base,
+        "threads": req.threads,
+        "_storage": area.runs(p.name),
+        "_retrain_epochs": req.retrain_epochs,
+    }
 
 
 def trainable(p: Plan, base: dict):

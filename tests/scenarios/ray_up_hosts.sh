@@ -130,6 +130,11 @@ prepare_home() { # a machine set up by an earlier `ray up`: venv, records, shard
 	touch "$venv/.installed"
 	cp -a "$WORK/mitdb" "$home/raytasks/data/raw/mitdb"
 	cp -a "$WORK/processed" "$home/raytasks/data/processed"
+	# a worker's raylet outlives `ray down` by Ray's GCS reconnect timeout (60 s: see
+	# cluster.yaml); 20 s here proves the same chain a minute sooner. Ray's command runner
+	# sources ~/.bashrc before every command, `ray start --block` included
+	[[ $1 == w* ]] && echo "export RAY_gcs_rpc_server_reconnect_timeout_s=20" >"$home/.bashrc"
+	return 0
 }
 
 network() {
