@@ -44,7 +44,7 @@ def test_help_lists_every_target_with_a_description():
         ("run", [], ["raytasks data build --scheme intra", "raytasks evaluate --split valid"]),
         ("run", ["DATA=heart.parq"], ['raytasks evaluate --file "heart.parq"']),
         ("data", [], ["raytasks data build --scheme all"]),
-        ("test", [], ["-m pytest -q tests"]),
+        ("test", [], ["-m pytest -q --durations=15 tests"]),
         ("lint", [], ["ruff check raytasks tests bench"]),
         ("cluster-up", ["NODES=2"], ["raytasks cluster up --nodes 2"]),
         (
