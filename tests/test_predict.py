@@ -532,7 +532,7 @@ def test_a_model_rewritten_in_place_is_loaded_anew(mitdb, tmp_path):
     shutil.copytree(MODEL, dest)
     x = record_inputs(mitdb, "208", 300)
     first = classify({"name": "208", "t0": 0.0, "x": x}, str(dest))["logits"]
-    other = ROOT / "models" / "ensemble-intra" / "members" / "resnet1d-intra-rr"  # also 191
+    other = ROOT / "models" / "resnet1d-intra-rr-s1"  # also 191 inputs wide
     for f in (saved.WEIGHTS, saved.INFO):
         shutil.copyfile(other / f, dest / f)
     second = classify({"name": "208", "t0": 0.0, "x": x}, str(dest))["logits"]
