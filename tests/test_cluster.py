@@ -440,7 +440,11 @@ def check_team_walk(alice: Path, followed: str, mine: Path, port: int) -> None:
         f"python -c {shlex.quote(FAILED)} http://127.0.0.1:{port} {job} 127.0.0.1:{port + 10000}",
     )
     state = json.loads(out.strip().splitlines()[-1])
-    assert state["failed"] == [], state
+    # Ray Data keeps one detached stats actor per cluster, created get_if_exists by each
+    # job's driver: alice's and bob's jobs start at once, and the one that loses the race
+    # has its creation task recorded FAILED while it uses the winner's. Not this search's.
+    raced = {"datasets_stats_actor:_StatsActor.__init__"}
+    assert [t for t in state["failed"] if t not in raced] == [], state
     # what stays dead on a healthy search is lifecycle: trials, W&B queues and logging
     # actors ended by Tune, the job's supervisor (README "Dashboard")
     lifecycle = {"ImplicitFunc", "_QueueActor", "QuietLoggingActor", "JobSupervisor"}
