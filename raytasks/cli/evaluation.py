@@ -13,7 +13,7 @@ from raytasks.core import config
     epilog=examples(
         "raytasks evaluate",
         "raytasks evaluate --split test",
-        "raytasks evaluate --model models/cnn1d-intra --file heart_big_valid.parq",
+        "raytasks evaluate --model models/resnet1d-intra --file heart_big_valid.parq",
     ),
 )
 @old_spelling("--data", "data_file", type=click.Path(dir_okay=False))

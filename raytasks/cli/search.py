@@ -31,7 +31,7 @@ Examples:
     "--space",
     required=True,
     help="searchspaces/<SPACE>.toml (gru, lstm, cnn1d, cnn2d, resnet1d, transformer, "
-    "inception1d, all) or a path to a .toml.",
+    "inception1d, all, all-rr, adaptive, boost) or a path to a .toml.",
 )
 @click.option(
     "--archs",

@@ -242,8 +242,8 @@ def boost_cmd(
 @main.command(
     "calibrate",
     epilog=examples(
-        "raytasks calibrate --model models/cnn1d-intra",
-        "raytasks calibrate --model models/cnn1d-intra --target-recall 0.9",
+        "raytasks calibrate --model models/resnet1d-intra",
+        "raytasks calibrate --model models/resnet1d-intra --target-recall 0.9",
     ),
 )
 @click.option(
@@ -279,7 +279,7 @@ def calibrate_cmd(models, target_recall):
 @main.command(
     "ensemble",
     epilog=examples(
-        "raytasks ensemble cnn1d-intra resnet1d-intra --tag duo",
+        "raytasks ensemble resnet1d-intra cnn2d-intra-rr --tag duo",
         "raytasks ensemble resnet1d-inter-adaptive-cv boost-inter --weights 0.75,0.25 "
         "--tag blend-inter",
     ),

@@ -46,7 +46,8 @@ def check_name(name, what: str = "name") -> str:
     if not NAME.fullmatch(text) or len(text) > 100:
         raise PathError(
             f"{what} {text!r} must be one plain name (letters, digits, '-', '_', "
-            f"'.'; no '/', no leading '.' or '-'); pick another {what}"
+            f"'.', '+', '@'; at most 100 characters; no '/', no leading '.' or '-'); "
+            f"pick another {what}"
         )
     return text
 

@@ -25,8 +25,9 @@ SSH port-forward. Dev tags protect the team from mistakes (stop/logs refuse anot
 job without --force), not from someone holding the token.
 
 Ports derive from the team's `port` P (dashboard + job server): GCS P+10000, Ray client
-P+10001, then P+10002.. for each node's agents and P+11000.. for worker processes, so teams
-with ports at least 2000 apart can run heads on one machine. `cluster up` starts every
+P+10001, then P+10002.. for each node's agents and P+11000.. (400 per node) for worker
+processes, so teams with ports at least 1000 + 400 × nodes apart (2000 for 2 nodes) can run
+heads on one machine. `cluster up` starts every
 `ray start` in a session of its own and records those sessions and their processes (PID and
 start time) in <temp dir>/raytasks-cluster.json; `cluster down` stops exactly those and
 their descendants (SIGTERM, SIGKILL only for what is left after a grace period), never
