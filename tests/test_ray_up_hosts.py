@@ -17,7 +17,7 @@ from tests.conftest import ROOT
 
 SCRIPT = ROOT / "tests" / "scenarios" / "ray_up_hosts.sh"
 TOOLS = ("/usr/sbin/sshd", "ssh", "scp", "ssh-keygen", "rsync", "curl", "ip", "unshare", "setpriv")
-TIMEOUT_S = 1200  # about 3.5 minutes on an idle 2-core machine; up to 16 on a busy one
+TIMEOUT_S = 1200  # under 2 minutes on an idle 2-core machine; up to 16 on a busy one
 
 
 def cannot_run() -> str | None:

@@ -76,6 +76,8 @@ def test_two_workers_on_two_nodes_disjoint_rows_equal_steps(processed, tmp_path)
     finally:
         down = head_cli(env, "cluster", "down")
         assert down.returncode == 0, down.stderr
+        # raylets and monitor before the GCS: every process ends on SIGTERM
+        assert "killed" not in down.stdout, down.stdout
     for epoch in (0, 1):
         ranks = [json.loads((tmp_path / f"rank{r}-epoch{epoch}.json").read_text()) for r in (0, 1)]
         assert ranks[0]["node"] != ranks[1]["node"]  # SPREAD: one worker per node

@@ -378,6 +378,18 @@ def terminate(procs: list) -> list[str]:
     return names
 
 
+def reports_to_gcs(proc) -> bool:
+    """A raylet or the autoscaler's monitor (not the log monitor)."""
+    psutil = _psutil()
+
+    try:
+        return proc.name() == "raylet" or any(
+            os.path.basename(arg) == "monitor.py" for arg in proc.cmdline()
+        )
+    except psutil.Error:
+        return False
+
+
 def down(cfg: dict) -> tuple[int, list[str]]:
     """Stop the processes this port's `cluster up` started: (how many, names of those that
     needed SIGKILL)."""
@@ -391,7 +403,12 @@ def down(cfg: dict) -> tuple[int, list[str]]:
             )
         return 0, []
     procs = cluster_processes(record)
-    killed = terminate(procs)
+    # the raylets and the autoscaler's monitor first, while the GCS is there to hear that
+    # they are going: stopped after it, each waits out an RPC timeout to the gone GCS and
+    # needs SIGKILL (12 s for a 2-node cluster instead of 4)
+    first = [p for p in procs if reports_to_gcs(p)]
+    killed = terminate(first)
+    killed += terminate([p for p in procs if p not in first])
     for n in range(1, record.get("nodes", 1) + 1):
         shutil.rmtree(temp_dir(cfg["port"], n), ignore_errors=True)
     return len(procs), killed
