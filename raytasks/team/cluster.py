@@ -404,8 +404,8 @@ def down(cfg: dict) -> tuple[int, list[str]]:
         return 0, []
     procs = cluster_processes(record)
     # the raylets and the autoscaler's monitor first, while the GCS is there to hear that
-    # they are going: stopped after it, each waits out an RPC timeout to the gone GCS and
-    # needs SIGKILL (12 s for a 2-node cluster instead of 4)
+    # they are going: stopped together with it, each waits out an RPC timeout to the gone
+    # GCS and needs SIGKILL (a 2-node cluster: 12 s, 6 killed; in this order ~5 s, none)
     first = [p for p in procs if reports_to_gcs(p)]
     killed = terminate(first)
     killed += terminate([p for p in procs if p not in first])
