@@ -87,6 +87,31 @@ def test_aug_shift_rolls_every_beat_and_zero_fills():
         assert torch.equal(out[:, BEAT:], x[:, BEAT:])
 
 
+def test_aug_rr_errors_gives_a_share_of_beats_a_detector_errors_rr_features():
+    x = beats(n=4000)
+    x[:, BEAT + 2] = 0.8  # local mean RR, s
+    for share in (1.0, 0.1):
+        out = augment(x, settings(aug_rr_errors=share), gen())
+        assert torch.equal(out[:, :BEAT], x[:, :BEAT])  # the beat passes through
+        assert torch.equal(out[:, BEAT + 2], x[:, BEAT + 2])  # so does the local mean
+        pre, post = out[:, BEAT] / x[:, BEAT], out[:, BEAT + 1] / x[:, BEAT + 1]
+        changed = (pre != 1) | (post != 1)
+        assert not ((pre != 1) & (post != 1)).any()  # one interval per beat
+        assert changed.float().mean() == pytest.approx(share, abs=0.02)
+        # rr_record is the same interval as rr_pre over another mean: it follows it
+        torch.testing.assert_close(out[:, BEAT + 3] / x[:, BEAT + 3], pre)
+        added = torch.cat([out[:, BEAT] - x[:, BEAT], out[:, BEAT + 1] - x[:, BEAT + 1]])
+        ratios = torch.cat([pre, post])
+        split = ratios < 1  # an extra detection splits the interval
+        merged = added > 0  # a missed beat adds its interval (x the local mean)
+        assert 0.25 - 1e-5 <= ratios[split].min() < ratios[split].max() <= 0.75 + 1e-5
+        assert 0.8 - 1e-5 <= added[merged].min() < added[merged].max() <= 1.2 + 1e-5
+        if share == 1.0:  # the four errors, equally often
+            kinds = [(pre < 1).sum(), (post < 1).sum(), (pre > 1).sum(), (post > 1).sum()]
+            assert 850 < min(kinds) <= max(kinds) < 1150, kinds
+    assert torch.equal(augment(x[:, :BEAT], settings(aug_rr_errors=1.0), gen()), x[:, :BEAT])
+
+
 def _shift(x, k):
     out = torch.zeros_like(x)
     if k >= 0:

@@ -71,6 +71,12 @@ class TrainSettings:
     aug_shift: int = setting(
         0, "augment: random time shift, +- samples; 0 off", limits=(int, 0, BEAT_LEN - 1)
     )
+    aug_rr_errors: float = setting(
+        0.0,
+        "augment: share of beats given the RR features a detector error would give them "
+        "(a neighbour missed, or an extra detection beside them; the class stays); 0 off",
+        limits=(float, 0.0, 1.0),
+    )
     seed: int = setting(
         0, "seed of weights, stream resampling and shuffling", limits=(int, None, None)
     )

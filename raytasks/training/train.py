@@ -19,7 +19,7 @@ import ray
 import torch
 import torch.nn.functional as F
 
-from raytasks.core.constants import BEAT_LEN, FS
+from raytasks.core.constants import BEAT_LEN, FS, RR_FEATURES
 from raytasks.core.metrics import compute_metrics
 from raytasks.core.ray_connect import quiet_sigterm_exit
 from raytasks.data.features import split_templates
@@ -36,6 +36,7 @@ from raytasks.training.settings import (
 )
 
 CPU = torch.device("cpu")
+RR = len(RR_FEATURES)
 
 # ---------------------------------------------------------------- pieces of the loop
 
@@ -72,12 +73,14 @@ def lr_lambda(s: TrainSettings, total_steps: int):
 
 
 def augment(x: torch.Tensor, s: TrainSettings, gen: torch.Generator) -> torch.Tensor:
-    """Amplitude scaling, baseline wander, Gaussian noise, small time shifts (per beat).
-
-    Only the beat's samples are augmented; RR features after them pass through.
+    """Amplitude scaling, baseline wander, Gaussian noise, small time shifts (per beat) on
+    the beat's samples; detector errors (`rr_errors`) on its RR features, the last 4 columns.
     """
     if x.shape[1] > BEAT_LEN:
-        return torch.cat([augment(x[:, :BEAT_LEN], s, gen), x[:, BEAT_LEN:]], dim=1)
+        rest = x[:, BEAT_LEN:]
+        if s.aug_rr_errors:
+            rest = torch.cat([rest[:, :-RR], rr_errors(rest[:, -RR:], s.aug_rr_errors, gen)], 1)
+        return torch.cat([augment(x[:, :BEAT_LEN], s, gen), rest], dim=1)
     n, length = x.shape
     dev = {"generator": gen, "device": x.device}  # gen lives on x's device
     if s.aug_scale:
@@ -98,6 +101,31 @@ def augment(x: torch.Tensor, s: TrainSettings, gen: torch.Generator) -> torch.Te
         elif k < 0:
             x[:, k:] = 0
     return x
+
+
+def rr_errors(rr: torch.Tensor, share: float, gen: torch.Generator) -> torch.Tensor:
+    """RR features (pre/local, post/local, local s, pre/record mean: data.beats.rr_features)
+    as `predict` computes them when the detector errs beside a beat, for `share` of the beats.
+
+    On raw recordings a missed or extra detection shifts the RR features of the real beats
+    beside it: an extra one (a T wave, noise) splits an interval, making a normal beat look
+    premature; a missed one merges two. Each chosen beat gets one of the four, equally
+    often: its previous or next interval split at U(0.25, 0.75) of its length, or extended
+    by a missed beat's interval of U(0.8, 1.2) x the local mean. Its class does not change,
+    so the model learns to tell a premature beat by more than its RR. rr_record follows
+    rr_pre (same interval over another mean); the local mean over 31 beats barely moves.
+    """
+    n, dev = len(rr), {"generator": gen, "device": rr.device}
+    hit = torch.rand(n, **dev) < share
+    kind = torch.randint(0, 4, (n,), **dev)  # 0/1: extra before/after, 2/3: missed
+    split = 0.25 + 0.5 * torch.rand(n, **dev)
+    merged = 0.8 + 0.4 * torch.rand(n, **dev)
+    pre, post = rr[:, 0], rr[:, 1]
+    new_pre = torch.where(kind == 0, pre * split, torch.where(kind == 2, pre + merged, pre))
+    new_post = torch.where(kind == 1, post * split, torch.where(kind == 3, post + merged, post))
+    new_pre, new_post = torch.where(hit, new_pre, pre), torch.where(hit, new_post, post)
+    record = rr[:, 3] * new_pre / pre.clamp_min(1e-6)
+    return torch.stack([new_pre, new_post, rr[:, 2], record], dim=1)
 
 
 def train_device(s: TrainSettings, train_worker: bool = False) -> torch.device:
