@@ -110,6 +110,11 @@ def test_aug_rr_errors_gives_a_share_of_beats_a_detector_errors_rr_features():
             kinds = [(pre < 1).sum(), (post < 1).sum(), (pre > 1).sum(), (post > 1).sum()]
             assert 850 < min(kinds) <= max(kinds) < 1150, kinds
     assert torch.equal(augment(x[:, :BEAT], settings(aug_rr_errors=1.0), gen()), x[:, :BEAT])
+    # a template model's x: beat, RR, deviations; only the RR columns move
+    dev = torch.rand(len(x), BEAT, generator=gen(5))
+    out = augment(torch.cat([x, dev], 1), settings(aug_rr_errors=1.0), gen())
+    assert torch.equal(out[:, BEAT + RR :], dev)
+    assert torch.equal(out[:, : BEAT + RR], augment(x, settings(aug_rr_errors=1.0), gen()))
 
 
 def _shift(x, k):

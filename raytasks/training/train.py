@@ -74,12 +74,13 @@ def lr_lambda(s: TrainSettings, total_steps: int):
 
 def augment(x: torch.Tensor, s: TrainSettings, gen: torch.Generator) -> torch.Tensor:
     """Amplitude scaling, baseline wander, Gaussian noise, small time shifts (per beat) on
-    the beat's samples; detector errors (`rr_errors`) on its RR features, the last 4 columns.
+    the beat's samples; detector errors (`rr_errors`) on its RR features, the 4 columns after
+    them (a template model's deviations follow those and pass through).
     """
     if x.shape[1] > BEAT_LEN:
         rest = x[:, BEAT_LEN:]
         if s.aug_rr_errors:
-            rest = torch.cat([rest[:, :-RR], rr_errors(rest[:, -RR:], s.aug_rr_errors, gen)], 1)
+            rest = torch.cat([rr_errors(rest[:, :RR], s.aug_rr_errors, gen), rest[:, RR:]], 1)
         return torch.cat([augment(x[:, :BEAT_LEN], s, gen), rest], dim=1)
     n, length = x.shape
     dev = {"generator": gen, "device": x.device}  # gen lives on x's device
