@@ -73,9 +73,10 @@ def lr_lambda(s: TrainSettings, total_steps: int):
 
 
 def augment(x: torch.Tensor, s: TrainSettings, gen: torch.Generator) -> torch.Tensor:
-    """Amplitude scaling, baseline wander, Gaussian noise, small time shifts (per beat) on
-    the beat's samples; detector errors (`rr_errors`) on its RR features, the 4 columns after
-    them (a template model's deviations follow those and pass through).
+    """Amplitude scaling, baseline wander and Gaussian noise (per beat) and a small time
+    shift (one per batch, the edge zero-filled) on the beat's samples; detector errors
+    (`rr_errors`) on its RR features, the 4 columns after them (a template model's
+    deviations follow those and pass through).
     """
     if x.shape[1] > BEAT_LEN:
         rest = x[:, BEAT_LEN:]
