@@ -45,7 +45,10 @@ def test_the_shipped_boost_space_loads_and_its_point_is_valid_settings():
     assert settings.folds == 5
     assert settings.hgb["learning_rate"] == 0.05
     assert settings.hgb["weight_power"] == 0.5
-    assert settings.params == {"step": 3, "groups": ["beat", "rr", "pace", "template"]}
+    groups = ["beat", "rr", "pace", "template", "rhythm"]
+    assert settings.params == {"step": 3, "groups": groups, "rhythm_beats": 33}
+    without = run_settings(space, {**point, "groups": "beat,rr,pace,template"}, {"seed": 0})
+    assert without.params == {"step": 3, "groups": groups[:-1]}
 
 
 @pytest.mark.parametrize(
@@ -76,6 +79,8 @@ def test_bad_boost_settings_are_refused(tmp_path):
         boost.BoostSettings.from_dict({"groups": "beat,heart"})
     with pytest.raises(TrainConfigError, match="unknown boost setting"):
         boost.BoostSettings.from_dict({"lr": 0.1})
+    with pytest.raises(TrainConfigError, match="rhythm_beats"):
+        boost.BoostSettings.from_dict({"groups": "beat,rhythm", "rhythm_beats": 1})
     path = tmp_path / "mixed.toml"
     path.write_text('archs = ["gru", "boost"]\n')
     with pytest.raises(SpaceError, match="boost is searched by a space of its own"):

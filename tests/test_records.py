@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from raytasks.cli import main
 from raytasks.core.metrics import confusion, field_metrics, record_bootstrap
 from raytasks.data import FEATURES, DataError
-from raytasks.data.features import GROUPS, record_features, rr_seconds
+from raytasks.data.features import EARLY, GROUPS, record_features, rr_seconds
 from raytasks.training import boost
 
 ALL = {"step": 3, "groups": list(GROUPS)}
@@ -52,6 +52,34 @@ def test_template_is_the_records_own_median_beat(inter):
         )
     with pytest.raises(DataError, match="unknown record feature groups"):
         record_features(x, ctx, {"step": 3, "groups": ["beat", "bogus"]})
+
+
+def test_rhythm_tells_an_early_beat_in_a_steady_rhythm_from_an_irregular_rhythm(inter):
+    x, y, ctx = inter
+    rhythm = {"step": 3, "groups": ["rhythm"]}
+    ratio, irregular, early = record_features(x, ctx, rhythm).T
+    y, in_118 = np.asarray(y), ctx["record"].to_numpy() == "118"
+    s, n = in_118 & (y == 1), in_118 & (y == 0)
+    assert s.sum() > 50  # 118's APCs: lone early beats in a steady rhythm
+    # each comes early against a local median that one early beat does not move ...
+    assert np.mean(ratio[s] < EARLY) > 0.8
+    assert np.mean(ratio[n] < EARLY) < 0.05
+    # ... in a rhythm that stays steady around it: few early beats, small RR jumps
+    assert np.median(early[s]) < 0.2
+    assert np.median(irregular[s]) < 0.1
+    # the same beats out of time order (their samples shuffled in each record): irregular
+    shuffled = ctx.copy()
+    rng = np.random.default_rng(0)
+    for rec in ctx["record"].unique():
+        rows = np.flatnonzero(ctx["record"].to_numpy() == rec)
+        shuffled.loc[rows, "sample"] = rng.permutation(ctx["sample"].to_numpy()[rows])
+    _, irregular_shuffled, _ = record_features(x, shuffled, rhythm).T
+    assert np.median(irregular_shuffled[in_118]) > 3 * np.median(irregular[in_118])
+    # the window is a setting the model keeps (model.json's record_features)
+    wide = boost.BoostSettings.from_dict({"groups": "rhythm", "rhythm_beats": 129}).params
+    assert wide == {"step": 3, "groups": ["rhythm"], "rhythm_beats": 129}
+    assert "rhythm_beats" not in boost.BoostSettings().params
+    assert not np.allclose(record_features(x, ctx, wide)[:, 1], irregular)
 
 
 @pytest.mark.slow

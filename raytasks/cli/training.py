@@ -174,6 +174,13 @@ def train_cmd(config_file, model_opts, data, scheme, tag, export, **flags):
 )
 @click.option("--step", type=int, default=3, help="Every STEP-th sample.")
 @click.option(
+    "--rhythm-beats",
+    type=int,
+    default=constants.RHYTHM_BEATS,
+    show_default=True,
+    help="Beats the `rhythm` group looks across, centred on the beat.",
+)
+@click.option(
     "--folds",
     type=int,
     default=5,
@@ -201,6 +208,7 @@ def boost_cmd(
     scheme,
     groups,
     step,
+    rhythm_beats,
     folds,
     max_iter,
     learning_rate,
@@ -220,6 +228,7 @@ def boost_cmd(
             "data": str(config.scheme_dir(cfg)),
             "groups": groups,
             "step": step,
+            "rhythm_beats": rhythm_beats,
             "folds": folds,
             "early_stopping": early_stopping,
             "record_power": record_power,

@@ -14,6 +14,9 @@ BEAT_LEN = 187  # samples per beat (1.5 s at FS)
 # over the local RR (mean of the 30 around it), the local RR in seconds, and the previous
 # RR over the record's mean RR. Models trained with `rr = true` read them after the beat.
 RR_FEATURES = ["rr_pre", "rr_post", "rr_local", "rr_record"]
+# the beats the record features' `rhythm` group looks across, centred on the beat (~25 s):
+# a median over them ignores lone early beats (raytasks.data.features.rhythm)
+RHYTHM_BEATS = 33
 # the data build's seed (which beats go to which split, shard order): config.toml `seed`;
 # a training run's seed is a training setting (raytasks.training.settings.TrainSettings.seed)
 SPLIT_SEED = 42

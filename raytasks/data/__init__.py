@@ -10,6 +10,7 @@ from raytasks.core.constants import (  # noqa: F401  (the data's numbers, re-exp
     FS,
     FS_RAW,
     NUM_CLASSES,
+    RHYTHM_BEATS,
     RR_FEATURES,
 )
 from raytasks.core.errors import RaytasksError

@@ -13,11 +13,17 @@ classified, so it is as available on a new patient as the beat itself:
 - `amplitude`: the beat rescaled by the template's own range and baseline (per-record
   amplitude normalisation on top of the build's per-window min-max);
 - `neighbours`: the previous and next beats' RR ratios and template distances (a premature
-  beat is followed by a long pause; a run of ectopic beats differs from one).
+  beat is followed by a long pause; a run of ectopic beats differs from one);
+- `rhythm`: the rhythm around the beat (`rhythm_beats` beats): the previous RR over their
+  median RR, how irregular they are (median successive RR jump over median RR) and the
+  share of them that come early. A premature beat in a steady rhythm is likely ectopic
+  (S or V); an early beat in atrial fibrillation, where most beats come early or late and
+  the label is N, is not.
 
 `record_features(x, context, params)` maps x (beat then RR_FEATURES, as evaluation loads
 it) and context (each row's `record` and `sample`) to a float32 feature matrix; `params`
-names the groups and the subsampling step, and is stored in the model's model.json.
+names the groups, the subsampling step and (with `rhythm`) its window, `rhythm_beats`, and
+is stored in the model's model.json.
 
 For the networks (`template` training setting): `templates_of` gives each record's
 template, the median of up to TEMPLATE_BEATS of its beats, chosen by their row keys' hash
@@ -28,9 +34,19 @@ memory it takes is bounded per record; `deviations` is each beat minus its templ
 import numpy as np
 import pandas as pd
 
-from raytasks.data import BEAT_LEN, RR_FEATURES, DataError
+from raytasks.data import BEAT_LEN, RHYTHM_BEATS, RR_FEATURES, DataError
 
-GROUPS = ("beat", "rr", "pace", "rr_record", "template", "shape", "amplitude", "neighbours")
+GROUPS = (
+    "beat",
+    "rr",
+    "pace",
+    "rr_record",
+    "template",
+    "shape",
+    "amplitude",
+    "neighbours",
+    "rhythm",
+)
 # the issue's HistGradientBoosting floor, its two feature rows (bench/inter_floor.py)
 FLOOR_ROWS = {
     "beat + RR": {"step": 3, "groups": ["beat", "rr"]},
@@ -39,6 +55,7 @@ FLOOR_ROWS = {
 
 
 TEMPLATE_BEATS = 512  # a median of 512 beats is steady; memory per record stays ~380 KB
+EARLY = 0.85  # an RR under 85% of the local median counts as early
 
 
 def templates_of(chunks) -> dict:
@@ -146,7 +163,23 @@ def one_record(beats: np.ndarray, rr: np.ndarray, params: dict) -> dict[str, np.
         prev = np.vstack([ratios[:1], ratios[:-1]])
         nxt = np.vstack([ratios[1:], ratios[-1:]])
         out["neighbours"] = np.column_stack([prev, nxt])
+    if "rhythm" in params["groups"]:
+        out["rhythm"] = rhythm(pre, params.get("rhythm_beats", RHYTHM_BEATS))
     return out
+
+
+def rhythm(pre: np.ndarray, beats: int) -> np.ndarray:
+    """(n, 3): previous RR over the local median RR, local irregularity, share of early beats
+    (each over the `beats` beats centred on the beat; pre in time order)."""
+
+    def local(values: np.ndarray, how: str) -> np.ndarray:
+        window = pd.Series(values).rolling(beats, center=True, min_periods=1)
+        return getattr(window, how)().to_numpy()
+
+    median = np.maximum(local(pre, "median"), 1e-3)
+    jumps = np.abs(np.diff(pre, prepend=pre[:1]))
+    early = (pre < EARLY * median).astype(np.float64)
+    return np.column_stack([pre / median, local(jumps, "median") / median, local(early, "mean")])
 
 
 def record_features(x: np.ndarray, context: pd.DataFrame, params: dict) -> np.ndarray:

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from raytasks.core.metrics import OBJECTIVE, compute_metrics, confusion, field_metrics, fit_offsets
-from raytasks.data import NUM_CLASSES, scheme_path
+from raytasks.data import NUM_CLASSES, RHYTHM_BEATS, scheme_path
 from raytasks.models import saved
 from raytasks.training.settings import TrainConfigError, setting
 
@@ -66,6 +66,9 @@ class BoostSettings:
         "record feature groups (raytasks.data.features.GROUPS), comma-separated",
     )
     step: int = setting(3, "every STEP-th sample of the beat", limits=(int, 1, 20))
+    rhythm_beats: int = setting(
+        RHYTHM_BEATS, "beats the `rhythm` group looks across (odd: centred)", limits=(int, 3, 255)
+    )
     folds: int = setting(
         5, "leave-records-out CV folds (0: none; a search needs 2 or more)", limits=(int, 0, 10)
     )
@@ -96,7 +99,9 @@ class BoostSettings:
     @property
     def params(self) -> dict:
         """The record-feature parameters (model.json `record_features`)."""
-        return {"step": self.step, "groups": [g.strip() for g in self.groups.split(",")]}
+        groups = [g.strip() for g in self.groups.split(",")]
+        window = {"rhythm_beats": self.rhythm_beats} if "rhythm" in groups else {}
+        return {"step": self.step, "groups": groups} | window
 
     @property
     def hgb(self) -> dict:
