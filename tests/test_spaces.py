@@ -159,3 +159,36 @@ def test_a_conditional_space_s_own_space_is_searched_for_every_arch():
     assert len(drawn) >= 3
     assert all(0 <= b <= 1 for v in drawn.values() for b in v)
     assert len(set().union(*drawn.values())) > len(drawn)
+
+
+def model_choices() -> list:
+    """Every combination of the choice-valued model fields of every shipped space, per
+    architecture (continuous fields keep their defaults), without repeats."""
+    import itertools
+
+    combos = {}
+    for name in SHIPPED:
+        for a in load_space(name).archs.values():
+            choices = {k: v["values"] for k, v in a.model.items() if v["dist"] == "choice"}
+            for values in itertools.product(*choices.values()):
+                cfg = dict(zip(choices, values, strict=True))
+                combos[(a.arch, repr(sorted(cfg.items())))] = (a.arch, cfg)
+    return list(combos.values())
+
+
+def test_every_model_a_shipped_space_can_draw_builds_and_runs(processed):
+    """A combination the model cannot run would fail its trial inside Ray, after the search
+    has started (cnn2d's 4x48 image with three pooling stages once did)."""
+    import torch
+
+    from raytasks.data.stream import load_split, split_files
+    from raytasks.nets import create_model
+
+    x, _ = load_split(split_files(processed / "intra", "train"))
+    beats = torch.from_numpy(x[:2])
+    combos = [c for c in model_choices() if c[0] != "boost"]
+    assert {"cnn2d", "resnet1d", "transformer"} <= {arch for arch, _ in combos}
+    for arch, cfg in combos:
+        model = create_model(arch, **cfg).eval()
+        with torch.no_grad():
+            assert model(beats).shape == (2, 5), (arch, cfg)

@@ -29,7 +29,12 @@ class CNN2d(nn.Module):
             raise ValueError(f"cnn2d: height must divide {PADDED}, got {cfg.height}")
         self.shape = (cfg.height, PADDED // cfg.height)
         layers, c_in = [], cfg.in_channels
+        h, w = self.shape
         for c in cfg.channels:
+            # halve a side only while it is >= 2 (a thin 4x48 image keeps its height from the
+            # start; a deep stack stops halving a side once it is down to 1)
+            pool = (2 if cfg.height >= 4 and h >= 2 else 1, 2 if w >= 2 else 1)
+            h, w = h // pool[0], w // pool[1]
             layers += [
                 nn.Conv2d(c_in, c, cfg.kernel, padding=cfg.kernel // 2, bias=False),
                 nn.BatchNorm2d(c),
@@ -37,8 +42,7 @@ class CNN2d(nn.Module):
                 nn.Conv2d(c, c, cfg.kernel, padding=cfg.kernel // 2, bias=False),
                 nn.BatchNorm2d(c),
                 nn.ReLU(inplace=True),
-                # pool only along dimensions that stay >= 2 (4x48 is thin)
-                nn.MaxPool2d((2 if cfg.height >= 4 else 1, 2)),
+                nn.MaxPool2d(pool),
                 nn.Dropout2d(cfg.dropout / 2),
             ]
             c_in = c
