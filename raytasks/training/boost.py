@@ -2,7 +2,8 @@
 HistGradientBoostingClassifier, chosen by leave-records-out cross-validation, shipped as a
 `trees` model (raytasks.nets.trees) that evaluates like any other.
 
-    raytasks boost --groups beat,rr,pace,rr_record,template,shape --tag boost-inter
+    raytasks boost --groups beat,rr,pace,template,rhythm --rhythm-beats 33 --max-iter 200 \
+        --learning-rate 0.05 --l2 1.0 --min-leaf 50 --tag cv-rhythm33   # boost-inter's settings
 
 Trained on train + valid of the scheme (for `inter`: all of DS1); the test split (DS2) is
 never read. Cross-validation folds hold out whole records, so every figure it gives is a
